@@ -1,0 +1,95 @@
+"""Self-describing model checkpoints: weights plus everything needed to rebuild and use them.
+
+A checkpoint holds the architecture name and arguments, the preprocessing, the class names, the
+decision threshold (and how it was chosen), metrics and the training settings, next to the state
+dict. It contains only tensors and plain Python values, so ``torch.load(weights_only=True)`` reads
+it without unpickling arbitrary objects. Files are written atomically.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from pneumoscan.data.labels import CLASSES
+from pneumoscan.data.preprocess import Preprocessing
+from pneumoscan.models import PneumoniaNet, build_model
+
+FORMAT = "pneumoscan-model/1"
+MODEL_FILE = "model.pt"
+
+
+@dataclass
+class LoadedModel:
+    """A model rebuilt from a checkpoint, with the threshold and metadata saved beside it."""
+
+    model: PneumoniaNet
+    threshold: float
+    threshold_rule: str = "fixed"
+    metrics: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+    path: str = ""
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return self.model.preprocessing
+
+
+def atomic_save(payload, path: str | Path) -> None:
+    """``torch.save`` to a temporary file, then rename: a kill never leaves half a checkpoint."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def save_model(path: str | Path, model: PneumoniaNet, *, threshold: float, threshold_rule: str,
+               metrics: dict | None = None, settings: dict | None = None) -> None:
+    """Write ``model`` and what it needs to be used as one weights-only file."""
+    from pneumoscan import __version__
+
+    atomic_save({
+        "format": FORMAT,
+        "pneumoscan_version": __version__,
+        "arch": model.arch,
+        "arch_kwargs": model.arch_kwargs,
+        "preprocessing": model.preprocessing.to_dict(),
+        "classes": list(CLASSES),
+        "threshold": float(threshold),
+        "threshold_rule": threshold_rule,
+        "metrics": metrics or {},
+        "settings": settings or {},
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }, path)
+
+
+def resolve_model_path(path: str | Path) -> Path:
+    """A checkpoint file, or a run folder holding ``model.pt``."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MODEL_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such model file; give a run folder or its {MODEL_FILE}")
+    return path
+
+
+def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild the model saved by ``save_model`` (in eval mode) from a file or run folder."""
+    path = resolve_model_path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise ValueError(f"{path}: not a readable pneumoscan model ({err})") from err
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a pneumoscan model file (expected format {FORMAT})")
+    if tuple(payload["classes"]) != CLASSES:
+        raise ValueError(f"{path}: class order {payload['classes']} differs from {list(CLASSES)}")
+    preprocessing = Preprocessing.from_dict(payload["preprocessing"])
+    model = build_model(payload["arch"], **payload["arch_kwargs"], preprocessing=preprocessing)
+    model.load_state_dict(payload["state_dict"])
+    model.to(device).eval()
+    return LoadedModel(model=model, threshold=payload["threshold"], threshold_rule=payload["threshold_rule"],
+                       metrics=payload["metrics"], settings=payload["settings"], path=str(path))

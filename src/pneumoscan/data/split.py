@@ -1,0 +1,90 @@
+"""Patient ids from Kermany file names, and a validation split carved out of train by patient.
+
+Kermany names carry the patient: ``person123_bacteria_456.jpeg`` (patient ``person123``),
+``IM-0123-0001.jpeg`` (``IM-0123``) and ``NORMAL2-IM-0123-0001.jpeg`` (``NORMAL2-IM-0123``, a
+separate numbering). Two images of one patient must never sit on both sides of a split.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold
+
+if TYPE_CHECKING:
+    from pneumoscan.data.records import Sample
+
+log = logging.getLogger(__name__)
+
+_PATIENT_PATTERNS = (
+    re.compile(r"^(person\d+)_", re.IGNORECASE),
+    re.compile(r"^((?:NORMAL2-)?IM-\d+)-\d+", re.IGNORECASE),
+)
+
+
+def patient_id(file_name: str) -> str:
+    """The patient a Kermany file name belongs to; any other name is its own patient (its stem)."""
+    stem = Path(file_name).name
+    for pattern in _PATIENT_PATTERNS:
+        match = pattern.match(stem)
+        if match:
+            return match.group(1)
+    return Path(stem).stem
+
+
+def patient_split(samples: list[Sample], *, val_fraction: float = 0.15,
+                  seed: int = 0) -> tuple[list[Sample], list[Sample]]:
+    """Split ``samples`` into (train, val), stratified by class and grouped by patient."""
+    if not 0.0 < val_fraction < 0.5:
+        raise ValueError(f"val_fraction={val_fraction}: use a value between 0 and 0.5, such as 0.15")
+    n_folds = max(2, round(1.0 / val_fraction))
+    labels = np.array([s.label for s in samples])
+    groups = np.array([s.patient for s in samples])
+    folds = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    train_idx, val_idx = next(folds.split(np.zeros(len(samples)), labels, groups))
+    train = [samples[i] for i in sorted(train_idx)]
+    val = [samples[i] for i in sorted(val_idx)]
+    check_patients_disjoint(train, val)
+    return train, val
+
+
+def check_patients_disjoint(first: list[Sample], second: list[Sample]) -> None:
+    """Raise if any patient has images on both sides; log that the split is clean."""
+    shared = {s.patient for s in first} & {s.patient for s in second}
+    if shared:
+        raise ValueError(f"{len(shared)} patient(s) sit in two splits, e.g. {sorted(shared)[:5]}")
+    log.info("patient-level split checked: %d and %d patients, none shared",
+             len({s.patient for s in first}), len({s.patient for s in second}))
+
+
+def write_split(path: str | Path, splits: dict[str, list[Sample]]) -> None:
+    """Write ``split,path,label,patient`` rows so a split can be reused."""
+    with Path(path).open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["split", "path", "label", "patient"])
+        for name, samples in splits.items():
+            writer.writerows([name, s.path, s.label, s.patient] for s in samples)
+
+
+def read_split(path: str | Path) -> dict[str, list[Sample]]:
+    """Read a split written by ``write_split``."""
+    from pneumoscan.data.records import Sample
+
+    splits: dict[str, list[Sample]] = {}
+    with Path(path).open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            splits.setdefault(row["split"], []).append(Sample(row["path"], int(row["label"]), row["patient"]))
+    return splits
+
+
+def describe_split(samples: list[Sample]) -> str:
+    """A one-line summary: images, patients and images per class."""
+    counts = Counter(s.label for s in samples)
+    return (f"{len(samples)} images, {len({s.patient for s in samples})} patients, "
+            f"NORMAL {counts.get(0, 0)} / PNEUMONIA {counts.get(1, 0)}")

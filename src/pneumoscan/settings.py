@@ -1,0 +1,80 @@
+"""Loading a command's frozen settings dataclass from a JSON file and ``key=value`` overrides.
+
+Unknown keys are rejected with the list of valid ones; nested dataclasses (such as the
+augmentation) come from nested JSON objects; the resolved settings go into every run folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def load_settings(cls: type[T], *, file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> T:
+    """Build ``cls`` from defaults, then ``file`` (JSON), then ``overrides`` (later wins)."""
+    values: dict[str, Any] = {}
+    if file:
+        path = Path(file)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such settings file")
+        try:
+            values.update(json.loads(path.read_text()))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON ({err})") from err
+    values.update(overrides or {})
+    return from_dict(cls, values)
+
+
+def from_dict(cls: type[T], values: dict[str, Any], *, where: str = "") -> T:
+    """``cls(**values)`` with unknown keys refused and nested dataclasses and tuples rebuilt."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown setting(s) {', '.join(where + k for k in unknown)}; "
+                         f"valid: {', '.join(sorted(fields))}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in values.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            default = getattr(cls(), name) if _has_defaults(cls) else None
+            merged = {**(dataclasses.asdict(default) if default is not None else {}), **value}
+            value = from_dict(hint, merged, where=f"{where}{name}.")
+        elif isinstance(value, list) and typing.get_origin(hint) is tuple:
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _has_defaults(cls) -> bool:
+    return all(f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+               for f in dataclasses.fields(cls))
+
+
+def to_dict(settings) -> dict[str, Any]:
+    """Settings as plain JSON-ready values (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(settings)))
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["a=1", "b.c=true", "d=[1,2]"]`` as a nested dict; values are read as JSON when they parse."""
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"--set {pair!r}: write KEY=VALUE, e.g. --set tail_epochs=5")
+        key, raw = pair.split("=", 1)
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        target = overrides
+        *parents, leaf = key.strip().split(".")
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = value
+    return overrides

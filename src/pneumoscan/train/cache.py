@@ -1,0 +1,125 @@
+"""Caching what a frozen network computes, so training on a CPU pays for it once.
+
+The trunk (frozen in both stages) runs once per image and per augmented view; its activations are
+stored as float16 in a memory-mapped file. A cache is keyed by the trunk's weights, the
+preprocessing, the augmentation, the number of views, the view seed and the list of image files, so
+different seeds, splits and tuning trials that draw from the same pool of images share it. A killed
+caching run continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
+
+from pneumoscan.data.dataset import XRayDataset
+from pneumoscan.data.preprocess import Augmentation, Preprocessing
+from pneumoscan.data.records import Sample
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+FLUSH_EVERY = 20  # batches between progress saves
+
+
+def module_fingerprint(module: nn.Module) -> str:
+    """A hash of a module's parameters and buffers (its computation, given the architecture)."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:20]
+
+
+def files_fingerprint(samples: list[Sample]) -> str:
+    """A hash of the image files (path, size, modification time) and labels of ``samples``."""
+    digest = hashlib.sha256()
+    for sample in samples:
+        stat = Path(sample.path).stat()
+        digest.update(f"{sample.path}|{stat.st_size}|{stat.st_mtime_ns}|{sample.label}\n".encode())
+    return digest.hexdigest()[:20]
+
+
+def autocast_for(device: torch.device, precision: str):
+    """bfloat16 autocast when ``precision == "bf16"``, else a no-op context."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def cached_activations(module: nn.Module, samples: list[Sample], preprocessing: Preprocessing, *,
+                       augmentation: Augmentation | None, views: int, view_seed: int, cache_dir: str | Path,
+                       batch_size: int = 64, workers: int = 2, precision: str = "bf16",
+                       device: torch.device = torch.device("cpu"), desc: str = "caching") -> np.ndarray:
+    """``module``'s outputs for every view of every sample, shape ``[len(samples) * views, ...]``.
+
+    Row ``i * views + v`` is view ``v`` of ``samples[i]``. Read from the cache when present,
+    computed (and resumed) otherwise.
+    """
+    key_fields = {
+        "format": FORMAT_VERSION, "module": module_fingerprint(module), "files": files_fingerprint(samples),
+        "preprocessing": preprocessing.to_dict(), "views": views, "view_seed": view_seed,
+        "augmentation": augmentation.to_dict() if augmentation else None, "precision": precision,
+    }
+    key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:24]
+    folder = Path(cache_dir) / f"activations-{key}"
+    folder.mkdir(parents=True, exist_ok=True)
+    data_path, progress_path = folder / "activations.npy", folder / "progress.json"
+    dataset = XRayDataset(samples, preprocessing, augmentation=augmentation, views=views, seed=view_seed)
+    progress = json.loads(progress_path.read_text()) if progress_path.exists() else {"done": 0}
+    if progress["done"] >= len(dataset) and data_path.exists():
+        log.info("%s: using cached activations %s", desc, folder)
+        return np.load(data_path, mmap_mode="r")
+    module = module.to(device).eval()
+    if progress["done"] == 0 or not data_path.exists():
+        shape = _output_shape(module, dataset, device, precision)
+        (folder / "key.json").write_text(json.dumps(key_fields, indent=1))
+        store = np.lib.format.open_memmap(data_path, mode="w+", dtype=np.float16, shape=(len(dataset), *shape))
+        progress = {"done": 0}
+    else:
+        store = np.load(data_path, mmap_mode="r+")
+        log.info("%s: resuming at %d of %d", desc, progress["done"], len(dataset))
+    _fill(module, dataset, store, progress, progress_path, batch_size, workers, precision, device, desc)
+    del store
+    return np.load(data_path, mmap_mode="r")
+
+
+def _output_shape(module, dataset, device, precision) -> tuple[int, ...]:
+    with torch.inference_mode(), autocast_for(device, precision):
+        return tuple(module(dataset[0][0].unsqueeze(0).to(device)).shape[1:])
+
+
+def _fill(module, dataset, store, progress, progress_path: Path, batch_size, workers, precision, device, desc):
+    start = progress["done"]
+    loader = DataLoader(Subset(dataset, range(start, len(dataset))), batch_size=batch_size,
+                        num_workers=workers, shuffle=False)
+    channels_last = precision == "bf16"
+    if channels_last:
+        module = module.to(memory_format=torch.channels_last)
+    row = start
+    with torch.inference_mode(), autocast_for(device, precision), \
+            tqdm(total=len(dataset), initial=start, desc=desc, unit="view") as bar:
+        for batch, (images, _, _) in enumerate(loader, start=1):
+            images = images.to(device)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            out = module(images).float().cpu().numpy()
+            store[row:row + len(out)] = out.astype(np.float16)
+            row += len(out)
+            bar.update(len(out))
+            if batch % FLUSH_EVERY == 0 or row == len(dataset):
+                store.flush()
+                _write_progress(progress_path, row)
+    module.to(memory_format=torch.contiguous_format)
+
+
+def _write_progress(path: Path, done: int) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"done": done}))
+    tmp.replace(path)

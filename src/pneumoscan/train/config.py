@@ -1,0 +1,82 @@
+"""The settings of ``pneumoscan train``: one frozen dataclass, with what each default means."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from pneumoscan.data.preprocess import INTENSITY_MODES, Augmentation
+from pneumoscan.evaluate.metrics import THRESHOLD_RULES
+from pneumoscan.models import MODELS, PRETRAINED
+
+STAGES = ("head", "tail", "full")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on; written to ``config.json`` in its run folder."""
+
+    data: str = ""                     # dataset root (Kaggle layout: train/ and test/) or a path,label CSV
+    out: str = "runs/train"            # run folder: config, split, checkpoints, metrics, plots, log
+    model: str = "densenet121"         # one of models.MODELS
+    weights: str = "auto"              # "auto" (imagenet for pretrained models, none for baseline_cnn),
+                                       # "imagenet" (torchvision download), "none", or a state-dict path
+    allow_partial_weights: bool = False  # accept a weights file that lacks some tensors (reported)
+    seed: int = 0                      # one seed for the split, augmentation, init and batch order
+    val_fraction: float = 0.15         # share of train patients held out for validation
+    split: str = ""                    # reuse a split.csv from an earlier run instead of drawing one
+    image_size: int = 224              # square input side
+    intensity: str = "none"            # per-image intensity normalization: "none" or "percentile"
+    augmentation: Augmentation = field(default_factory=Augmentation)
+    train_views: int = 4               # augmented views of each train image cached for stages head/tail
+    stages: tuple[str, ...] = ()       # () = auto: ("head", "tail") for pretrained, ("full",) otherwise
+    batch_size: int = 32
+    head_epochs: int = 30              # stage head: backbone frozen, head trained on cached features
+    head_lr: float = 1e-3
+    head_lr_min: float = 1e-4
+    tail_epochs: int = 10              # stage tail: last block + head fine-tuned on cached activations
+    tail_lr: float = 1e-4
+    tail_lr_min: float = 1e-5
+    full_epochs: int = 20              # stage full: every layer trained on images (GPU advised)
+    full_lr: float = 1e-3
+    full_lr_min: float = 1e-5
+    weight_decay: float = 1e-4         # AdamW decoupled weight decay (the L2 of the recipe)
+    patience: int = 5                  # early stopping: epochs without a better validation ROC-AUC
+    pos_weight: float = 0.0            # BCE positive-class weight; 0 = n_NORMAL / n_PNEUMONIA of train
+    threshold_rule: str = "youden"     # on validation: "youden", "sensitivity" or "fixed"
+    target_sensitivity: float = 0.95   # for threshold_rule="sensitivity"
+    precision: str = "bf16"            # "bf16": bfloat16 autocast + channels_last; "fp32"
+    cache_dir: str = ""                # where frozen-trunk activations are cached; "" = ~/.cache/pneumoscan
+    workers: int = 2                   # image-decoding worker processes
+    threads: int = 0                   # torch CPU threads; 0 = torch's default
+    device: str = "auto"               # "auto" (CUDA when present), "cpu" or "cuda"
+    test_split: str = "test"           # split evaluated once at the end ("" to skip)
+    n_boot: int = 1000                 # bootstrap resamples for confidence intervals
+
+    def __post_init__(self):
+        if self.model not in MODELS:
+            raise ValueError(f"model={self.model!r}: choose one of {sorted(MODELS)}")
+        if self.intensity not in INTENSITY_MODES:
+            raise ValueError(f"intensity={self.intensity!r}: choose one of {INTENSITY_MODES}")
+        if self.threshold_rule not in THRESHOLD_RULES:
+            raise ValueError(f"threshold_rule={self.threshold_rule!r}: choose one of {THRESHOLD_RULES}")
+        if self.precision not in ("bf16", "fp32"):
+            raise ValueError(f"precision={self.precision!r}: choose bf16 or fp32")
+        unknown = set(self.stages) - set(STAGES)
+        if unknown:
+            raise ValueError(f"stages {sorted(unknown)} unknown: choose from {STAGES}")
+        if self.train_views < 1 or self.batch_size < 1:
+            raise ValueError("train_views and batch_size must be at least 1")
+
+    def resolved(self) -> TrainConfig:
+        """The same settings with every "auto" replaced by what it means for this model."""
+        stages = self.stages or (("head", "tail") if self.model in PRETRAINED else ("full",))
+        weights = self.weights
+        if weights == "auto":
+            weights = "imagenet" if self.model in PRETRAINED else "none"
+        cache_dir = self.cache_dir or str(Path.home() / ".cache" / "pneumoscan")
+        return replace(self, stages=tuple(stages), weights=weights, cache_dir=cache_dir)
+
+    def weights_argument(self) -> str | None:
+        """The ``weights=`` value for the model builder."""
+        return None if self.weights in ("none", "", "auto") else self.weights

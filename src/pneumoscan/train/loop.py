@@ -1,0 +1,210 @@
+"""The training loop of one stage: AdamW, cosine decay, class-weighted BCE, early stopping on
+validation ROC-AUC, and a resumable state saved atomically after every epoch.
+
+A stage trains ``module`` (called on a batch of inputs, returning logits ``[B]``) on batches from a
+``BatchSource``. All randomness of an epoch (batch order, view choice, dropout) derives from
+(seed, stage, epoch), so a run resumed after a kill ends exactly where an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Protocol
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+from torch import nn
+from tqdm.auto import tqdm
+
+from pneumoscan.checkpoint import atomic_save
+from pneumoscan.train.cache import autocast_for
+
+log = logging.getLogger(__name__)
+
+
+class BatchSource(Protocol):
+    """Anything that yields an epoch of ``(inputs, labels)`` batches, reproducibly per epoch."""
+
+    def __len__(self) -> int: ...
+
+    def epoch(self, epoch: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]: ...
+
+
+@dataclass
+class StageSettings:
+    name: str
+    epochs: int
+    lr: float
+    lr_min: float
+    weight_decay: float
+    patience: int
+    pos_weight: float
+    seed: int
+    precision: str
+    device: torch.device
+
+
+def epoch_seed(seed: int, stage: str, epoch: int) -> int:
+    """The seed of one epoch of one stage."""
+    return (seed * 7919 + sum(map(ord, stage)) * 104_729 + epoch) % (2**31)
+
+
+class ArraySource:
+    """Batches from cached arrays: each epoch uses one random view of every image.
+
+    ``features`` has ``len(labels) * views`` rows (row ``i * views + v`` is view ``v`` of image
+    ``i``), or ``len(labels)`` rows when ``views == 1``.
+    """
+
+    def __init__(self, features: np.ndarray, labels: np.ndarray, *, views: int, batch_size: int,
+                 seed: int, stage: str, shape: tuple[int, ...] | None = None):
+        self.features, self.labels, self.views = features, np.asarray(labels), views
+        self.batch_size, self.seed, self.stage, self.shape = batch_size, seed, stage, shape
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.labels) / self.batch_size)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        rng = np.random.default_rng(epoch_seed(self.seed, self.stage, epoch))
+        order = rng.permutation(len(self.labels))
+        view = rng.integers(0, self.views, size=len(self.labels))
+        for start in range(0, len(order), self.batch_size):
+            images = order[start:start + self.batch_size]
+            rows = images * self.views + view[images]
+            sorted_rows = np.argsort(rows)  # memory-mapped reads are faster in file order
+            x = torch.from_numpy(np.asarray(self.features[rows[sorted_rows]], dtype=np.float32))
+            if self.shape is not None:
+                x = x.view(len(rows), *self.shape)
+            yield x, torch.from_numpy(self.labels[images[sorted_rows]]).float()
+
+
+class LoaderSource:
+    """Batches of freshly augmented images: epoch ``e`` uses augmentation view ``e`` of each image."""
+
+    def __init__(self, dataset, *, batch_size: int, workers: int, seed: int, stage: str):
+        self.dataset, self.batch_size, self.workers = dataset, batch_size, workers
+        self.seed, self.stage = seed, stage
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.dataset) / self.batch_size)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        from torch.utils.data import DataLoader
+
+        self.dataset.view_offset = epoch
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.stage, epoch))
+        loader = DataLoader(self.dataset, batch_size=self.batch_size, shuffle=True, generator=generator,
+                            num_workers=self.workers, drop_last=False)
+        for x, y, _ in loader:
+            yield x, y.float()
+
+
+def run_stage(module: nn.Module, params: list[nn.Parameter], train: BatchSource,
+              validate: Callable[[nn.Module], tuple[np.ndarray, np.ndarray]], settings: StageSettings, *,
+              state_path: Path, history: list[dict], global_epoch: int = 0) -> nn.Module:
+    """Train ``module`` for one stage; returns it with the weights of its best validation epoch.
+
+    ``validate(module)`` returns (labels, logits) on the validation set. ``history`` gets one row
+    per epoch. When ``state_path`` holds an unfinished state of this stage, training resumes there.
+    """
+    device = settings.device
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    steps = max(1, settings.epochs * len(train))
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=settings.lr_min)
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([settings.pos_weight], device=device))
+    best = {"auc": -1.0, "loss": math.inf, "epoch": -1, "state": copy.deepcopy(module.state_dict())}
+    start_epoch, bad_epochs = 0, 0
+    if state_path.exists():
+        saved = torch.load(state_path, map_location=device, weights_only=True)
+        if saved["stage"] == settings.name:
+            module.load_state_dict(saved["module"])
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            best, start_epoch, bad_epochs = saved["best"], saved["epoch"] + 1, saved["bad_epochs"]
+            history[:] = saved["history"]
+            log.info("stage %s: resuming after epoch %d", settings.name, saved["epoch"] + 1)
+
+    for epoch in range(start_epoch, settings.epochs):
+        if bad_epochs >= settings.patience:
+            break
+        started = time.perf_counter()
+        torch.manual_seed(epoch_seed(settings.seed, settings.name + "/dropout", epoch))
+        train_stats = _train_one_epoch(module, train.epoch(epoch), optimizer, scheduler, loss_fn, settings,
+                                       desc=f"{settings.name} {epoch + 1}/{settings.epochs}", total=len(train))
+        y_val, logits_val = validate(module)
+        val_stats = _stats(y_val, logits_val, loss_fn)
+        row = {"stage": settings.name, "epoch": epoch + 1, "global_epoch": global_epoch + epoch + 1,
+               "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - started, 2),
+               **{f"train_{k}": v for k, v in train_stats.items()}, **{f"val_{k}": v for k, v in val_stats.items()}}
+        history.append(row)
+        improved = val_stats["auc"] > best["auc"] + 1e-6 or (
+            abs(val_stats["auc"] - best["auc"]) <= 1e-6 and val_stats["loss"] < best["loss"])
+        if improved:
+            best = {"auc": val_stats["auc"], "loss": val_stats["loss"], "epoch": epoch + 1,
+                    "state": copy.deepcopy(module.state_dict())}
+            bad_epochs = 0
+        else:
+            bad_epochs += 1
+        log.info("stage %s epoch %d: train loss %.4f auc %.4f | val loss %.4f acc %.4f auc %.4f%s (%.1fs)",
+                 settings.name, epoch + 1, train_stats["loss"], train_stats["auc"], val_stats["loss"],
+                 val_stats["accuracy"], val_stats["auc"], " *" if improved else "", row["seconds"])
+        atomic_save({"stage": settings.name, "epoch": epoch, "module": module.state_dict(),
+                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "best": best, "bad_epochs": bad_epochs, "history": history}, state_path)
+    if bad_epochs >= settings.patience:
+        log.info("stage %s: early stop, best validation AUC %.4f at epoch %d", settings.name, best["auc"],
+                 best["epoch"])
+    module.load_state_dict(best["state"])
+    return module
+
+
+def _train_one_epoch(module, batches, optimizer, scheduler, loss_fn, settings: StageSettings, *, desc, total):
+    module.train()
+    labels, logits, losses = [], [], []
+    for x, y in tqdm(batches, desc=desc, total=total, leave=False, unit="batch"):
+        x, y = x.to(settings.device, non_blocking=True), y.to(settings.device)
+        with autocast_for(settings.device, settings.precision):
+            out = module(x)
+        loss = loss_fn(out.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item() * len(y))
+        labels.append(y.cpu().numpy())
+        logits.append(out.detach().float().cpu().numpy())
+    y, z = np.concatenate(labels), np.concatenate(logits)
+    return {"loss": float(np.sum(losses) / len(y)), **_accuracy_auc(y, z)}
+
+
+def _accuracy_auc(y: np.ndarray, logits: np.ndarray) -> dict[str, float]:
+    auc = float(roc_auc_score(y, logits)) if len(np.unique(y)) == 2 else float("nan")
+    return {"accuracy": float(np.mean((logits >= 0) == (y > 0.5))), "auc": auc}
+
+
+def _stats(y: np.ndarray, logits: np.ndarray, loss_fn) -> dict[str, float]:
+    with torch.no_grad():
+        loss = loss_fn(torch.as_tensor(logits, dtype=torch.float32, device=loss_fn.pos_weight.device),
+                       torch.as_tensor(y, dtype=torch.float32, device=loss_fn.pos_weight.device)).item()
+    return {"loss": float(loss), **_accuracy_auc(np.asarray(y), np.asarray(logits))}
+
+
+@torch.inference_mode()
+def batched_logits(module: nn.Module, inputs: np.ndarray | torch.Tensor, *, batch_size: int, precision: str,
+                   device: torch.device, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """``module``'s outputs (eval mode) over an array of inputs, in batches."""
+    module.eval()
+    outputs = []
+    for start in range(0, len(inputs), batch_size):
+        x = torch.as_tensor(np.asarray(inputs[start:start + batch_size], dtype=np.float32)).to(device)
+        if shape is not None:
+            x = x.view(len(x), *shape)
+        with autocast_for(device, precision):
+            outputs.append(module(x).float().cpu().numpy())
+    return np.concatenate(outputs)

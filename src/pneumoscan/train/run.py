@@ -1,0 +1,308 @@
+"""``pneumoscan train``: from a dataset to a trained, thresholded and evaluated model in a run folder.
+
+Order of work: split train by patient -> drop unreadable files -> build the model -> cache the
+frozen trunk's activations (augmented views for training, a clean view for validation) -> stages
+(head, then tail; or full) -> threshold on validation -> evaluate validation, then the test split once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from pneumoscan import settings as settings_io
+from pneumoscan.checkpoint import MODEL_FILE, atomic_save, save_model
+from pneumoscan.data.dataset import XRayDataset
+from pneumoscan.data.preprocess import Preprocessing
+from pneumoscan.data.records import Sample, class_counts, find_unreadable, load_samples
+from pneumoscan.data.split import describe_split, patient_split, read_split, write_split
+from pneumoscan.evaluate.metrics import choose_threshold
+from pneumoscan.evaluate.plots import plot_history
+from pneumoscan.evaluate.report import evaluate_split, write_json, write_predictions
+from pneumoscan.models import PneumoniaNet, build_model
+from pneumoscan.predict import predict_logits, sigmoid
+from pneumoscan.train.cache import cached_activations
+from pneumoscan.train.config import TrainConfig
+from pneumoscan.train.loop import ArraySource, LoaderSource, StageSettings, batched_logits, run_stage
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "train_state.pt"
+PROGRESS_FILE = "progress.pt"
+
+
+class HeadOnPooled(nn.Module):
+    """The head applied to already pooled features ``[B, C]`` (pooling a 1 x 1 map changes nothing)."""
+
+    def __init__(self, head: nn.Module):
+        super().__init__()
+        self.head = head
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.head(pooled[:, :, None, None]).squeeze(1)
+
+
+class TailAndHead(nn.Module):
+    """tail -> head on cached trunk activations."""
+
+    def __init__(self, model: PneumoniaNet):
+        super().__init__()
+        self.tail, self.head = model.tail, model.head
+
+    def forward(self, activations: torch.Tensor) -> torch.Tensor:
+        return self.head(self.tail(activations)).squeeze(1)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device=cuda but no CUDA device is available; use device=cpu or auto")
+    return torch.device(name)
+
+
+def train(config: TrainConfig, *, resume: bool = False) -> Path:
+    """Train, threshold and evaluate as ``config`` says; returns the run folder."""
+    config = config.resolved()
+    run_dir = Path(config.out)
+    _prepare_run_dir(run_dir, config, resume)
+    handler = _log_to_file(run_dir / "train.log")
+    try:
+        return _train(config, run_dir)
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+def _train(config: TrainConfig, run_dir: Path) -> Path:
+    started = time.perf_counter()
+    device = pick_device(config.device)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    log.info("pneumoscan train: model %s, stages %s, device %s, %d threads, precision %s",
+             config.model, "+".join(config.stages), device, torch.get_num_threads(), config.precision)
+    preprocessing = Preprocessing(image_size=config.image_size, intensity=config.intensity)
+    pool, splits = _load_split(config, run_dir)
+    counts = class_counts(splits["train"])
+    pos_weight = config.pos_weight or counts["NORMAL"] / max(1, counts["PNEUMONIA"])
+    log.info("class-weighted BCE: pos_weight %.4f (train NORMAL %d / PNEUMONIA %d)", pos_weight,
+             counts["NORMAL"], counts["PNEUMONIA"])
+
+    model = _build(config, preprocessing).to(device)
+    progress = _load_progress(run_dir, model)
+    timings = progress.setdefault("timings", {})
+    for stage in config.stages:
+        if stage in progress["completed"]:
+            log.info("stage %s already done", stage)
+            continue
+        stage_started = time.perf_counter()
+        _run_one_stage(stage, model, config, pool, splits, pos_weight, device, run_dir, progress["history"])
+        progress["completed"].append(stage)
+        timings[stage] = round(time.perf_counter() - stage_started, 1)
+        atomic_save({"completed": progress["completed"], "model": model.state_dict(),
+                     "history": progress["history"], "timings": timings}, run_dir / PROGRESS_FILE)
+    plot_history(progress["history"], run_dir / "training_curves.png")
+    write_json(run_dir / "history.json", progress["history"])
+
+    summary = _threshold_and_evaluate(model, config, splits, device, run_dir)
+    summary["timings"] = {**timings, "total_seconds": round(time.perf_counter() - started, 1)}
+    write_json(run_dir / "metrics.json", summary)
+    log.info("run finished in %.0f s: %s", time.perf_counter() - started, run_dir)
+    return run_dir
+
+
+def _prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> None:
+    config_path = run_dir / "config.json"
+    if resume:
+        if not config_path.exists():
+            raise FileNotFoundError(f"{run_dir}: nothing to resume (no config.json); start without --resume")
+        saved = json.loads(config_path.read_text())
+        if saved != settings_io.to_dict(config):
+            changed = sorted(k for k, v in settings_io.to_dict(config).items() if saved.get(k) != v)
+            raise ValueError(f"{run_dir}: --resume needs the same settings; these differ: {changed}")
+        return
+    if (run_dir / STATE_FILE).exists() or (run_dir / MODEL_FILE).exists():
+        raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(json.dumps(settings_io.to_dict(config), indent=2) + "\n")
+
+
+def _log_to_file(path: Path) -> logging.Handler:
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    return handler
+
+
+def _load_split(config: TrainConfig, run_dir: Path) -> tuple[list[Sample], dict[str, list[Sample]]]:
+    """(the readable train pool, {"train": ..., "val": ...}), reusing a saved split when there is one."""
+    split_file = run_dir / "split.csv"
+    if split_file.exists() or config.split:
+        splits = read_split(split_file if split_file.exists() else config.split)
+        log.info("using split %s", split_file if split_file.exists() else config.split)
+    else:
+        source = load_samples(config.data, "train" if Path(config.data).is_dir() else None)
+        broken = find_unreadable(source, desc="checking train images")
+        if broken:
+            write_json(run_dir / "unreadable_files.json", broken)
+            log.warning("%d unreadable train images skipped (listed in unreadable_files.json)", len(broken))
+        source = [s for s in source if s.path not in broken]
+        train, val = patient_split(source, val_fraction=config.val_fraction, seed=config.seed)
+        splits = {"train": train, "val": val}
+    write_split(split_file, splits)
+    for name, samples in splits.items():
+        log.info("%s split: %s", name, describe_split(samples))
+    pool = sorted(splits["train"] + splits["val"], key=lambda s: s.path)
+    return pool, splits
+
+
+def _build(config: TrainConfig, preprocessing: Preprocessing) -> PneumoniaNet:
+    kwargs = {"weights": config.weights_argument(), "preprocessing": preprocessing}
+    if config.model != "baseline_cnn":
+        kwargs["allow_partial_weights"] = config.allow_partial_weights
+    torch.manual_seed(config.seed)  # the head's (and any random layer's) initial weights
+    return build_model(config.model, **kwargs)
+
+
+def _load_progress(run_dir: Path, model: PneumoniaNet) -> dict:
+    path = run_dir / PROGRESS_FILE
+    if not path.exists():
+        return {"completed": [], "history": []}
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(saved["model"])
+    log.info("resuming: stages done %s", saved["completed"])
+    return {"completed": list(saved["completed"]), "history": saved["history"],
+            "timings": saved.get("timings", {})}
+
+
+def _rows(pool: list[Sample], samples: list[Sample], views: int) -> np.ndarray:
+    """Row indices, in a pool-ordered cache with ``views`` rows per image, of every view of ``samples``."""
+    position = {s.path: i for i, s in enumerate(pool)}
+    index = np.array([position[s.path] for s in samples])
+    return (index[:, None] * views + np.arange(views)[None, :]).ravel()
+
+
+def _labels(samples: list[Sample]) -> np.ndarray:
+    return np.array([s.label for s in samples], dtype=np.float32)
+
+
+def _run_one_stage(stage, model, config, pool, splits, pos_weight, device, run_dir, history) -> None:
+    settings = StageSettings(
+        name=stage, epochs=getattr(config, f"{stage}_epochs"), lr=getattr(config, f"{stage}_lr"),
+        lr_min=getattr(config, f"{stage}_lr_min"), weight_decay=config.weight_decay, patience=config.patience,
+        pos_weight=pos_weight, seed=config.seed, precision=config.precision, device=device)
+    global_epoch = history[-1]["global_epoch"] if history else 0
+    train_y, val_y = _labels(splits["train"]), _labels(splits["val"])
+    state_path = run_dir / STATE_FILE
+    if stage == "full":
+        model.freeze_trunk(False)
+        dataset = XRayDataset(splits["train"], model.preprocessing, augmentation=config.augmentation,
+                              seed=config.seed)
+        source = LoaderSource(dataset, batch_size=config.batch_size, workers=config.workers, seed=config.seed,
+                              stage=stage)
+        val_paths = [s.path for s in splits["val"]]
+
+        def validate(module):
+            return val_y, predict_logits(module, val_paths, batch_size=64, workers=config.workers,
+                                         precision=config.precision, device=device, desc="validating")[0]
+
+        run_stage(model, list(model.parameters()), source, validate, settings, state_path=state_path,
+                  history=history, global_epoch=global_epoch)
+        return
+
+    model.freeze_trunk(True)
+    train_acts, val_acts = _trunk_activations(model, config, pool, splits, device)
+    if stage == "head":
+        model.tail.requires_grad_(False)
+        pooled_train = _pooled(model, train_acts, config, device)
+        pooled_val = _pooled(model, val_acts, config, device)
+        module = HeadOnPooled(model.head)
+        source = ArraySource(pooled_train, train_y, views=config.train_views, batch_size=config.batch_size,
+                             seed=config.seed, stage=stage)
+        val_inputs = pooled_val
+    else:
+        model.tail.requires_grad_(True)
+        module = TailAndHead(model)
+        source = ArraySource(train_acts, train_y, views=config.train_views, batch_size=config.batch_size,
+                             seed=config.seed, stage=stage)
+        val_inputs = val_acts
+
+    def validate(module):
+        return val_y, batched_logits(module, val_inputs, batch_size=128, precision=config.precision, device=device)
+
+    params = [p for p in module.parameters() if p.requires_grad]
+    run_stage(module, params, source, validate, settings, state_path=state_path, history=history,
+              global_epoch=global_epoch)
+    model.tail.requires_grad_(True)
+
+
+def _trunk_activations(model, config, pool, splits, device) -> tuple[np.ndarray, np.ndarray]:
+    """Cached trunk activations: augmented views of the train images, the clean view of validation."""
+    common = dict(view_seed=0, cache_dir=config.cache_dir, workers=config.workers, precision=config.precision,
+                  device=device)
+    augmented = cached_activations(model.trunk, pool, model.preprocessing, augmentation=config.augmentation,
+                                   views=config.train_views, desc="caching augmented views", **common)
+    clean = cached_activations(model.trunk, pool, model.preprocessing, augmentation=None, views=1,
+                               desc="caching clean views", **common)
+    train_acts = augmented[_rows(pool, splits["train"], config.train_views)]
+    val_acts = clean[_rows(pool, splits["val"], 1)]
+    return train_acts, val_acts
+
+
+@torch.inference_mode()
+def _pooled(model: PneumoniaNet, activations: np.ndarray, config: TrainConfig, device) -> np.ndarray:
+    """Global-average-pooled tail outputs (the head's input) of cached trunk activations."""
+    pool = nn.Sequential(model.tail, nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+    return batched_logits(pool, activations, batch_size=128, precision=config.precision, device=device)
+
+
+def _threshold_and_evaluate(model, config, splits, device, run_dir) -> dict:
+    """Choose the threshold on validation, save the model, evaluate validation and (once) test."""
+    model.eval()
+    val_paths = [s.path for s in splits["val"]]
+    val_y = _labels(splits["val"]).astype(int)
+    val_prob = sigmoid(predict_logits(model, val_paths, workers=config.workers, precision=config.precision,
+                                      device=device, desc="validation")[0])
+    threshold = choose_threshold(val_y, val_prob, rule=config.threshold_rule,
+                                 target_sensitivity=config.target_sensitivity)
+    log.info("threshold %.4f chosen on validation by rule %s", threshold, config.threshold_rule)
+    summary = {"model": config.model, "threshold": threshold, "threshold_rule": config.threshold_rule,
+               "validation": evaluate_split(val_y, val_prob, threshold=threshold, name="val",
+                                            out_dir=run_dir / "plots", n_boot=config.n_boot, seed=config.seed)}
+    write_predictions(run_dir / "predictions_val.csv", val_paths, val_y, val_prob, threshold)
+    test = _test_samples(config)
+    if test:
+        test_paths = [s.path for s in test]
+        test_y = _labels(test).astype(int)
+        test_prob = sigmoid(predict_logits(model, test_paths, workers=config.workers, precision=config.precision,
+                                           device=device, desc="test")[0])
+        summary["test"] = evaluate_split(test_y, test_prob, threshold=threshold, name="test",
+                                         out_dir=run_dir / "plots", n_boot=config.n_boot, seed=config.seed)
+        write_predictions(run_dir / "predictions_test.csv", test_paths, test_y, test_prob, threshold)
+    small = {"val_auc": summary["validation"]["at_threshold"]["auc"]}
+    if "test" in summary:
+        small.update({f"test_{k}": summary["test"]["at_threshold"][k]
+                      for k in ("auc", "accuracy", "sensitivity", "specificity")})
+    save_model(run_dir / MODEL_FILE, model, threshold=threshold, threshold_rule=config.threshold_rule,
+               metrics=small, settings=settings_io.to_dict(config))
+    return summary
+
+
+def _test_samples(config: TrainConfig) -> list[Sample]:
+    if not config.test_split or not Path(config.data).is_dir():
+        return []
+    if not (Path(config.data) / config.test_split).is_dir():
+        log.info("no %s split in %s: skipping the test evaluation", config.test_split, config.data)
+        return []
+    samples = load_samples(config.data, config.test_split)
+    broken = find_unreadable(samples, desc="checking test images")
+    return [s for s in samples if s.path not in broken]
