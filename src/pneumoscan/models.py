@@ -71,6 +71,17 @@ class PneumoniaNet(nn.Module):
         return self
 
 
+class TailAndHead(nn.Module):
+    """A model's tail -> head, applied to trunk activations (shares the model's modules)."""
+
+    def __init__(self, model: PneumoniaNet):
+        super().__init__()
+        self.tail, self.head = model.tail, model.head
+
+    def forward(self, trunk_activations: torch.Tensor) -> torch.Tensor:
+        return self.head(self.tail(trunk_activations)).squeeze(1)
+
+
 def _make_head(in_features: int, head_hidden: int, dropout_in: float, dropout_hidden: float) -> ClassifierHead:
     return ClassifierHead(in_features, hidden=head_hidden, dropout_in=dropout_in, dropout_hidden=dropout_hidden)
 

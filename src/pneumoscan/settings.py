@@ -26,8 +26,16 @@ def load_settings(cls: type[T], *, file: str | Path | None = None, overrides: di
             values.update(json.loads(path.read_text()))
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}: not valid JSON ({err})") from err
-    values.update(overrides or {})
-    return from_dict(cls, values)
+    return from_dict(cls, _deep_merge(values, overrides or {}))
+
+
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            value = _deep_merge(merged[key], value)
+        merged[key] = value
+    return merged
 
 
 def from_dict(cls: type[T], values: dict[str, Any], *, where: str = "") -> T:

@@ -4,10 +4,23 @@ from pneumoscan.data.dataset import XRayDataset
 from pneumoscan.data.io import ImageLoadError, load_image
 from pneumoscan.data.labels import CLASSES, label_index
 from pneumoscan.data.preprocess import Augmentation, Preprocessing, augment
-from pneumoscan.data.records import (Sample, class_counts, find_images, find_unreadable, load_samples,
-                                     read_label_csv, scan_kaggle_split)
-from pneumoscan.data.split import (check_patients_disjoint, describe_split, patient_id, patient_split,
-                                   read_split, write_split)
+from pneumoscan.data.records import (
+                                     Sample,
+                                     class_counts,
+                                     find_images,
+                                     find_unreadable,
+                                     load_samples,
+                                     read_label_csv,
+                                     scan_kaggle_split,
+)
+from pneumoscan.data.split import (
+                                     check_patients_disjoint,
+                                     describe_split,
+                                     patient_id,
+                                     patient_split,
+                                     read_split,
+                                     write_split,
+)
 
 __all__ = [
     "CLASSES", "Augmentation", "ImageLoadError", "Preprocessing", "Sample", "XRayDataset", "augment",

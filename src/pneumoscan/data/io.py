@@ -65,7 +65,7 @@ def _check_pixel_count(width: int, height: int, name: str, max_pixels: int) -> N
     if width * height > max_pixels:
         raise ImageLoadError(
             name, f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
-                  f"{max_pixels:,} (a decompression bomb or not a radiograph)")
+                  f"{max_pixels:,}; refused as a possible decompression bomb")
 
 
 def _load_pillow(data: bytes, name: str, max_pixels: int) -> np.ndarray:
@@ -81,7 +81,7 @@ def _load_pillow(data: bytes, name: str, max_pixels: int) -> np.ndarray:
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         problem = "not an image format that can be read (JPEG, PNG, BMP, TIFF or DICOM)"
         if not isinstance(err, UnidentifiedImageError):
-            problem = f"refused as a decompression bomb ({err})"
+            problem = f"over the pixel limit; refused as a possible decompression bomb ({err})"
         raise ImageLoadError(name, problem) from err
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageLoadError(name, f"corrupt or truncated image ({err})") from err

@@ -13,7 +13,7 @@ sensitive to how an X-ray was taken. Augmentation works on the resized 1-channel
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch

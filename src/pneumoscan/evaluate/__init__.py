@@ -1,7 +1,12 @@
 """Stage 4 of the pipeline: metrics with confidence intervals, threshold choice, plots."""
 
-from pneumoscan.evaluate.metrics import (THRESHOLD_RULES, binary_metrics, bootstrap_ci, choose_threshold,
-                                         confusion_counts)
+from pneumoscan.evaluate.metrics import (
+                                         THRESHOLD_RULES,
+                                         binary_metrics,
+                                         bootstrap_ci,
+                                         choose_threshold,
+                                         confusion_counts,
+)
 from pneumoscan.evaluate.report import evaluate_model, evaluate_split, write_json, write_plots, write_predictions
 
 __all__ = ["THRESHOLD_RULES", "binary_metrics", "bootstrap_ci", "choose_threshold", "confusion_counts",

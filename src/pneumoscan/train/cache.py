@@ -26,7 +26,7 @@ from pneumoscan.data.records import Sample
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: augmented views computed in float32 (version 1 ran them under autocast)
 FLUSH_EVERY = 20  # batches between progress saves
 
 
@@ -54,24 +54,28 @@ def autocast_for(device: torch.device, precision: str):
 
 
 def cached_activations(module: nn.Module, samples: list[Sample], preprocessing: Preprocessing, *,
-                       augmentation: Augmentation | None, views: int, view_seed: int, cache_dir: str | Path,
+                       augmentation: Augmentation | None = None, views: int = 1, view_seed: int = 0,
+                       shifts: tuple[str, ...] = (), cache_dir: str | Path,
                        batch_size: int = 64, workers: int = 2, precision: str = "bf16",
                        device: torch.device = torch.device("cpu"), desc: str = "caching") -> np.ndarray:
     """``module``'s outputs for every view of every sample, shape ``[len(samples) * views, ...]``.
 
-    Row ``i * views + v`` is view ``v`` of ``samples[i]``. Read from the cache when present,
-    computed (and resumed) otherwise.
+    Row ``i * views + v`` is view ``v`` of ``samples[i]`` (with ``shifts``, ``views`` is their
+    number). Read from the cache when present, computed (and resumed) otherwise.
     """
     key_fields = {
         "format": FORMAT_VERSION, "module": module_fingerprint(module), "files": files_fingerprint(samples),
         "preprocessing": preprocessing.to_dict(), "views": views, "view_seed": view_seed,
         "augmentation": augmentation.to_dict() if augmentation else None, "precision": precision,
     }
+    if shifts:
+        key_fields["shifts"] = list(shifts)
     key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:24]
     folder = Path(cache_dir) / f"activations-{key}"
     folder.mkdir(parents=True, exist_ok=True)
     data_path, progress_path = folder / "activations.npy", folder / "progress.json"
-    dataset = XRayDataset(samples, preprocessing, augmentation=augmentation, views=views, seed=view_seed)
+    dataset = XRayDataset(samples, preprocessing, augmentation=augmentation, views=views, seed=view_seed,
+                          shifts=shifts)
     progress = json.loads(progress_path.read_text()) if progress_path.exists() else {"done": 0}
     if progress["done"] >= len(dataset) and data_path.exists():
         log.info("%s: using cached activations %s", desc, folder)
@@ -103,13 +107,13 @@ def _fill(module, dataset, store, progress, progress_path: Path, batch_size, wor
     if channels_last:
         module = module.to(memory_format=torch.channels_last)
     row = start
-    with torch.inference_mode(), autocast_for(device, precision), \
-            tqdm(total=len(dataset), initial=start, desc=desc, unit="view") as bar:
+    with tqdm(total=len(dataset), initial=start, desc=desc, unit="view") as bar:
         for batch, (images, _, _) in enumerate(loader, start=1):
             images = images.to(device)
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            out = module(images).float().cpu().numpy()
+            with torch.inference_mode(), autocast_for(device, precision):
+                out = module(images).float().cpu().numpy()
             store[row:row + len(out)] = out.astype(np.float16)
             row += len(out)
             bar.update(len(out))

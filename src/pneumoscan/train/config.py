@@ -45,6 +45,9 @@ class TrainConfig:
     pos_weight: float = 0.0            # BCE positive-class weight; 0 = n_NORMAL / n_PNEUMONIA of train
     threshold_rule: str = "youden"     # on validation: "youden", "sensitivity" or "fixed"
     target_sensitivity: float = 0.95   # for threshold_rule="sensitivity"
+    threshold_on: str = "val"          # "val": clean validation images; "val+shifts": validation images
+                                       # plus the same images under data.shifts.SHIFTS (acquisition shifts)
+    shift_report: bool = True          # report validation metrics under each acquisition shift
     precision: str = "bf16"            # "bf16": bfloat16 autocast + channels_last; "fp32"
     cache_dir: str = ""                # where frozen-trunk activations are cached; "" = ~/.cache/pneumoscan
     workers: int = 2                   # image-decoding worker processes
@@ -60,6 +63,8 @@ class TrainConfig:
             raise ValueError(f"intensity={self.intensity!r}: choose one of {INTENSITY_MODES}")
         if self.threshold_rule not in THRESHOLD_RULES:
             raise ValueError(f"threshold_rule={self.threshold_rule!r}: choose one of {THRESHOLD_RULES}")
+        if self.threshold_on not in ("val", "val+shifts"):
+            raise ValueError(f"threshold_on={self.threshold_on!r}: choose val or val+shifts")
         if self.precision not in ("bf16", "fp32"):
             raise ValueError(f"precision={self.precision!r}: choose bf16 or fp32")
         unknown = set(self.stages) - set(STAGES)

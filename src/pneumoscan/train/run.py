@@ -21,11 +21,13 @@ from pneumoscan.checkpoint import MODEL_FILE, atomic_save, save_model
 from pneumoscan.data.dataset import XRayDataset
 from pneumoscan.data.preprocess import Preprocessing
 from pneumoscan.data.records import Sample, class_counts, find_unreadable, load_samples
+from pneumoscan.data.shifts import SHIFTS
 from pneumoscan.data.split import describe_split, patient_split, read_split, write_split
 from pneumoscan.evaluate.metrics import choose_threshold
 from pneumoscan.evaluate.plots import plot_history
 from pneumoscan.evaluate.report import evaluate_split, write_json, write_predictions
-from pneumoscan.models import PneumoniaNet, build_model
+from pneumoscan.evaluate.robustness import robustness_report, shifted_logits
+from pneumoscan.models import PneumoniaNet, TailAndHead, build_model
 from pneumoscan.predict import predict_logits, sigmoid
 from pneumoscan.train.cache import cached_activations
 from pneumoscan.train.config import TrainConfig
@@ -46,17 +48,6 @@ class HeadOnPooled(nn.Module):
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.head(pooled[:, :, None, None]).squeeze(1)
-
-
-class TailAndHead(nn.Module):
-    """tail -> head on cached trunk activations."""
-
-    def __init__(self, model: PneumoniaNet):
-        super().__init__()
-        self.tail, self.head = model.tail, model.head
-
-    def forward(self, activations: torch.Tensor) -> torch.Tensor:
-        return self.head(self.tail(activations)).squeeze(1)
 
 
 def pick_device(name: str) -> torch.device:
@@ -272,12 +263,28 @@ def _threshold_and_evaluate(model, config, splits, device, run_dir) -> dict:
     val_y = _labels(splits["val"]).astype(int)
     val_prob = sigmoid(predict_logits(model, val_paths, workers=config.workers, precision=config.precision,
                                       device=device, desc="validation")[0])
-    threshold = choose_threshold(val_y, val_prob, rule=config.threshold_rule,
+    shifted_logit = shifted = None
+    if config.shift_report or config.threshold_on == "val+shifts":
+        shifted_logit = shifted_logits(model, splits["val"], cache_dir=_shift_cache(model, config),
+                                       precision=config.precision, device=device, workers=config.workers)
+        shifted = sigmoid(shifted_logit)
+    fit_y, fit_prob = val_y, val_prob
+    if config.threshold_on == "val+shifts":
+        fit_y = np.concatenate([val_y, np.repeat(val_y, shifted.shape[1])])
+        fit_prob = np.concatenate([val_prob, shifted.ravel()])
+    threshold = choose_threshold(fit_y, fit_prob, rule=config.threshold_rule,
                                  target_sensitivity=config.target_sensitivity)
-    log.info("threshold %.4f chosen on validation by rule %s", threshold, config.threshold_rule)
+    log.info("threshold %.4f chosen by rule %s on %s", threshold, config.threshold_rule, config.threshold_on)
     summary = {"model": config.model, "threshold": threshold, "threshold_rule": config.threshold_rule,
+               "threshold_on": config.threshold_on,
                "validation": evaluate_split(val_y, val_prob, threshold=threshold, name="val",
                                             out_dir=run_dir / "plots", n_boot=config.n_boot, seed=config.seed)}
+    if shifted is not None:
+        summary["validation_shifted"] = robustness_report(val_y, shifted_logit, threshold, tuple(SHIFTS))
+        r = summary["validation_shifted"]
+        log.info("validation under acquisition shifts: mean AUC %.4f (worst %.4f), mean sensitivity %.4f, "
+                 "mean specificity %.4f (worst %.4f)", r["mean_auc"], r["worst_auc"], r["mean_sensitivity"],
+                 r["mean_specificity"], r["worst_specificity"])
     write_predictions(run_dir / "predictions_val.csv", val_paths, val_y, val_prob, threshold)
     test = _test_samples(config)
     if test:
@@ -295,6 +302,11 @@ def _threshold_and_evaluate(model, config, splits, device, run_dir) -> dict:
     save_model(run_dir / MODEL_FILE, model, threshold=threshold, threshold_rule=config.threshold_rule,
                metrics=small, settings=settings_io.to_dict(config))
     return summary
+
+
+def _shift_cache(model: PneumoniaNet, config: TrainConfig) -> str | None:
+    """Cache shifted views through the trunk only when the trunk stayed frozen (it is then shared)."""
+    return config.cache_dir if "full" not in config.stages else None
 
 
 def _test_samples(config: TrainConfig) -> list[Sample]:

@@ -1,0 +1,52 @@
+"""Robustness to acquisition shift, measured on validation images under ``data.shifts.SHIFTS``.
+
+Reports, per shift, the ROC-AUC and the sensitivity and specificity at the model's threshold, so a
+model and a threshold rule can be judged on how they transfer, without looking at the test split.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from pneumoscan.data.dataset import XRayDataset
+from pneumoscan.data.records import Sample
+from pneumoscan.data.shifts import SHIFTS
+from pneumoscan.evaluate.metrics import binary_metrics
+from pneumoscan.models import PneumoniaNet, TailAndHead
+from pneumoscan.train.cache import autocast_for, cached_activations
+from pneumoscan.train.loop import batched_logits
+
+
+def shifted_logits(model: PneumoniaNet, samples: list[Sample], *, shifts: tuple[str, ...] = tuple(SHIFTS),
+                   cache_dir: str | None = None, precision: str = "bf16", device: torch.device | str = "cpu",
+                   workers: int = 2) -> np.ndarray:
+    """Logits ``[len(samples), len(shifts)]``; the frozen trunk's outputs are cached when ``cache_dir``."""
+    device = torch.device(device)
+    model = model.to(device).eval()
+    if cache_dir and not isinstance(model.trunk, nn.Identity):
+        acts = cached_activations(model.trunk, samples, model.preprocessing, shifts=shifts, cache_dir=cache_dir,
+                                  precision=precision, device=device, workers=workers, desc="caching shifted views")
+        logits = batched_logits(TailAndHead(model), acts, batch_size=128, precision=precision, device=device)
+        return logits.reshape(len(samples), len(shifts))
+    loader = DataLoader(XRayDataset(samples, model.preprocessing, shifts=shifts), batch_size=64, num_workers=workers)
+    outputs = []
+    with torch.inference_mode(), autocast_for(device, precision):
+        for x, _, _ in loader:
+            outputs.append(model(x.to(device)).float().cpu().numpy())
+    return np.concatenate(outputs).reshape(len(samples), len(shifts))
+
+
+def robustness_report(y_true, logits: np.ndarray, threshold: float, shifts: tuple[str, ...]) -> dict:
+    """Per-shift AUC, sensitivity and specificity at ``threshold``, and their mean and worst values."""
+    y_true = np.asarray(y_true).astype(int)
+    prob = 1 / (1 + np.exp(-logits.astype(np.float64)))
+    per_shift = {}
+    for k, name in enumerate(shifts):
+        m = binary_metrics(y_true, prob[:, k], threshold)
+        per_shift[name] = {key: m[key] for key in ("auc", "accuracy", "sensitivity", "specificity")}
+    summary = {f"{stat}_{key}": float(fn([v[key] for v in per_shift.values()]))
+               for key in ("auc", "accuracy", "sensitivity", "specificity") for stat, fn in (("mean", np.mean), ("worst", np.min))}
+    return {"threshold": threshold, "shifts": per_shift, **summary}

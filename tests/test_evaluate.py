@@ -1,0 +1,77 @@
+"""Tests of pneumoscan.evaluate: metrics against scikit-learn, thresholds, intervals, plots."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
+
+from pneumoscan.evaluate import binary_metrics, bootstrap_ci, choose_threshold, evaluate_split
+
+
+@pytest.fixture
+def scores():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    prob = np.clip(0.5 + 0.25 * (2 * y - 1) + rng.normal(0, 0.2, 400), 0, 1)
+    return y, prob
+
+
+def test_metrics_agree_with_scikit_learn(scores):
+    y, prob = scores
+    m = binary_metrics(y, prob, 0.6)
+    pred = prob >= 0.6
+    assert m["accuracy"] == pytest.approx(accuracy_score(y, pred))
+    assert m["precision"] == pytest.approx(precision_score(y, pred))
+    assert m["sensitivity"] == pytest.approx(recall_score(y, pred))
+    assert m["specificity"] == pytest.approx(recall_score(1 - y, ~pred))
+    assert m["f1"] == pytest.approx(f1_score(y, pred))
+    assert m["auc"] == pytest.approx(roc_auc_score(y, prob))
+    (tn, fp), (fn, tp) = m["confusion_matrix"]
+    assert tn + fp + fn + tp == 400 and tp == int(np.sum(pred & (y == 1)))
+    assert m["classification_report"]["PNEUMONIA"]["recall"] == pytest.approx(m["sensitivity"])
+
+
+def test_youden_threshold_sits_mid_gap_in_logit_space():
+    y = np.array([0, 0, 0, 1, 1, 1])
+    prob = np.array([0.01, 0.05, 0.1, 0.9, 0.95, 0.99])
+    t = choose_threshold(y, prob, rule="youden")
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    assert logit(t) == pytest.approx((logit(0.1) + logit(0.9)) / 2)
+
+
+def test_sensitivity_rule_reaches_its_target(scores):
+    y, prob = scores
+    t = choose_threshold(y, prob, rule="sensitivity", target_sensitivity=0.95)
+    assert binary_metrics(y, prob, t)["sensitivity"] >= 0.95
+    assert binary_metrics(y, prob, t + 0.02)["sensitivity"] < 0.95 or t > 0.98
+
+
+def test_youden_maximises_j(scores):
+    y, prob = scores
+    t = choose_threshold(y, prob)
+    j = lambda t: binary_metrics(y, prob, t)["sensitivity"] + binary_metrics(y, prob, t)["specificity"]  # noqa: E731
+    assert all(j(t) >= j(other) - 1e-12 for other in np.linspace(0.05, 0.95, 91))
+
+
+def test_threshold_needs_both_classes():
+    with pytest.raises(ValueError, match="both classes"):
+        choose_threshold(np.ones(5), np.linspace(0, 1, 5))
+
+
+def test_bootstrap_interval_brackets_the_estimate_and_is_seeded(scores):
+    y, prob = scores
+    ci = bootstrap_ci(y, prob, 0.5, n_boot=300, seed=1)
+    point = binary_metrics(y, prob, 0.5)
+    for name in ("accuracy", "sensitivity", "specificity", "auc"):
+        assert ci[name][0] <= point[name] <= ci[name][1]
+        assert ci[name][1] - ci[name][0] < 0.15
+    assert ci == bootstrap_ci(y, prob, 0.5, n_boot=300, seed=1)
+
+
+def test_evaluate_split_writes_plots(scores, tmp_path):
+    y, prob = scores
+    result = evaluate_split(y, prob, threshold=0.55, name="unit", out_dir=tmp_path, n_boot=50)
+    assert result["at_0.5"]["threshold"] == 0.5 and "ci95" in result["at_threshold"]
+    for name in result["plots"]:
+        assert (tmp_path / name).stat().st_size > 1000

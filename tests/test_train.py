@@ -1,0 +1,130 @@
+"""Tests of pneumoscan.train: tiny runs on phantoms; resume after a kill; reproducibility; the cache."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from pneumoscan.checkpoint import load_model
+from pneumoscan.data import Augmentation, Preprocessing, XRayDataset, read_split, scan_kaggle_split
+from pneumoscan.models import build_model
+from pneumoscan.train import TrainConfig, train
+from pneumoscan.train import cache as cache_module
+from pneumoscan.train import loop as loop_module
+
+
+def tiny_config(root, out, cache, **overrides) -> TrainConfig:
+    """Seconds-long settings: 64 px images, 2 views, 2 + 2 epochs, no worker processes."""
+    settings = dict(data=str(root), out=str(out), model="densenet121", weights="none", image_size=64,
+                    train_views=2, head_epochs=2, tail_epochs=2, full_epochs=2, batch_size=16, workers=0,
+                    n_boot=50, cache_dir=str(cache), val_fraction=0.25, head_lr=3e-3, tail_lr=1e-3)
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def final_state(run_dir):
+    return load_model(run_dir).model.state_dict()
+
+
+def test_two_stage_run_writes_a_complete_run_folder(phantom_root, tmp_path):
+    run = train(tiny_config(phantom_root, tmp_path / "run", tmp_path / "cache"))
+    for name in ("config.json", "split.csv", "model.pt", "metrics.json", "history.json", "train.log",
+                 "training_curves.png", "predictions_val.csv", "predictions_test.csv", "plots/roc_test.png"):
+        assert (run / name).exists(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics) >= {"threshold", "validation", "test", "timings"}
+    history = json.loads((run / "history.json").read_text())
+    assert [(r["stage"], r["epoch"]) for r in history] == [("head", 1), ("head", 2), ("tail", 1), ("tail", 2)]
+    assert {"train_loss", "train_accuracy", "train_auc", "val_loss", "val_accuracy", "val_auc"} <= set(history[0])
+    splits = read_split(run / "split.csv")
+    assert not {s.patient for s in splits["train"]} & {s.patient for s in splits["val"]}
+    loaded = load_model(run)
+    assert loaded.threshold == pytest.approx(metrics["threshold"])
+    assert json.loads((run / "config.json").read_text())["stages"] == ["head", "tail"]
+
+
+def test_a_killed_run_resumes_to_the_same_model(phantom_root, tmp_path, monkeypatch):
+    config = tiny_config(phantom_root, tmp_path / "whole", tmp_path / "cache", tail_epochs=3)
+    whole = final_state(train(config))
+
+    real_epoch = loop_module._train_one_epoch
+    calls = {"n": 0}
+
+    def dies_in_the_fourth_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:  # head 1, head 2, tail 1, then killed during tail 2
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    killed = replace(config, out=str(tmp_path / "killed"))
+    monkeypatch.setattr(loop_module, "_train_one_epoch", dies_in_the_fourth_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(killed)
+    monkeypatch.setattr(loop_module, "_train_one_epoch", real_epoch)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(killed)
+    resumed = final_state(train(killed, resume=True))
+    assert whole.keys() == resumed.keys()
+    for key in whole:
+        assert torch.equal(whole[key], resumed[key]), key
+
+
+def test_same_seed_same_metrics_and_resume_needs_same_settings(phantom_root, tmp_path):
+    first = train(tiny_config(phantom_root, tmp_path / "a", tmp_path / "cache", head_epochs=1, tail_epochs=1))
+    second = train(tiny_config(phantom_root, tmp_path / "b", tmp_path / "cache", head_epochs=1, tail_epochs=1))
+    m1, m2 = (json.loads((r / "metrics.json").read_text()) for r in (first, second))
+    assert m1["validation"]["at_threshold"]["auc"] == m2["validation"]["at_threshold"]["auc"]
+    assert m1["test"]["at_threshold"]["confusion_matrix"] == m2["test"]["at_threshold"]["confusion_matrix"]
+    with pytest.raises(ValueError, match="seed"):
+        train(tiny_config(phantom_root, tmp_path / "a", tmp_path / "cache", seed=5, head_epochs=1,
+                          tail_epochs=1), resume=True)
+
+
+def test_baseline_trains_end_to_end_on_images(phantom_root, tmp_path):
+    run = train(tiny_config(phantom_root, tmp_path / "cnn", tmp_path / "cache", model="baseline_cnn",
+                            full_epochs=3, full_lr=3e-3))
+    history = json.loads((run / "history.json").read_text())
+    assert {r["stage"] for r in history} == {"full"}
+    assert load_model(run).model.arch == "baseline_cnn"
+
+
+def test_cache_is_reused_and_a_killed_fill_resumes(phantom_root, tmp_path, monkeypatch):
+    samples = scan_kaggle_split(phantom_root, "train")[:40]
+    trunk = build_model("densenet121", preprocessing=Preprocessing(image_size=64)).trunk
+    args = dict(augmentation=Augmentation(), views=2, cache_dir=tmp_path, batch_size=8, workers=0)
+    reference = np.array(cache_module.cached_activations(trunk, samples, Preprocessing(image_size=64), **args))
+    assert reference.shape[0] == 80 and reference.dtype == np.float16
+
+    other = tmp_path / "other"
+    monkeypatch.setattr(cache_module, "FLUSH_EVERY", 1)
+    real_write = cache_module._write_progress
+
+    def dies_after_three_batches(path, done):
+        real_write(path, done)
+        if done >= 24:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cache_module, "_write_progress", dies_after_three_batches)
+    with pytest.raises(KeyboardInterrupt):
+        cache_module.cached_activations(trunk, samples, Preprocessing(image_size=64), **{**args, "cache_dir": other})
+    monkeypatch.setattr(cache_module, "_write_progress", real_write)
+    resumed = cache_module.cached_activations(trunk, samples, Preprocessing(image_size=64), **{**args, "cache_dir": other})
+    np.testing.assert_array_equal(reference, resumed)
+    assert len(list(tmp_path.glob("activations-*"))) == 1
+
+
+def test_cached_views_equal_the_trunk_on_the_same_views(phantom_root, tmp_path):
+    samples = scan_kaggle_split(phantom_root, "train")[:6]
+    pre = Preprocessing(image_size=64)
+    trunk = build_model("densenet121", preprocessing=pre).trunk.eval()
+    cached = cache_module.cached_activations(trunk, samples, pre, augmentation=Augmentation(), views=3,
+                                             cache_dir=tmp_path, batch_size=4, workers=0, precision="bf16")
+    views = XRayDataset(samples, pre, augmentation=Augmentation(), views=3)
+    with torch.inference_mode():
+        direct = trunk(torch.stack([views[k][0] for k in range(18)])).numpy()
+    for k in range(18):
+        assert np.corrcoef(direct[k].ravel(), cached[k].astype(np.float32).ravel())[0, 1] > 0.995
