@@ -24,3 +24,15 @@ def phantom_root(tmp_path_factory) -> Path:
     from pneumoscan.data.synthetic import write_synthetic_dataset
 
     return write_synthetic_dataset(tmp_path_factory.mktemp("phantoms"), n_train=96, n_test=32, size=64, seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(phantom_root, tmp_path_factory) -> Path:
+    """A trained (seconds-long) baseline run on the 64 px phantoms, with threshold and OOD detector."""
+    from pneumoscan.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("tiny_run")
+    config = TrainConfig(data=str(phantom_root), out=str(out / "run"), model="baseline_cnn", image_size=64,
+                         full_epochs=4, full_lr=3e-3, batch_size=16, workers=0, n_boot=50, val_fraction=0.25,
+                         cache_dir=str(out / "cache"), shift_report=False)
+    return train(config)

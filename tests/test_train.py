@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from pneumoscan import cache as cache_module
 from pneumoscan.checkpoint import load_model
 from pneumoscan.data import Augmentation, Preprocessing, XRayDataset, read_split, scan_kaggle_split
 from pneumoscan.models import build_model
 from pneumoscan.train import TrainConfig, train
-from pneumoscan.train import cache as cache_module
 from pneumoscan.train import loop as loop_module
 
 

@@ -17,6 +17,7 @@ import torch
 from pneumoscan.data.labels import CLASSES
 from pneumoscan.data.preprocess import Preprocessing
 from pneumoscan.models import PneumoniaNet, build_model
+from pneumoscan.ood import OodDetector
 
 FORMAT = "pneumoscan-model/1"
 MODEL_FILE = "model.pt"
@@ -32,6 +33,7 @@ class LoadedModel:
     metrics: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
     path: str = ""
+    ood: OodDetector | None = None
 
     @property
     def preprocessing(self) -> Preprocessing:
@@ -47,7 +49,7 @@ def atomic_save(payload, path: str | Path) -> None:
 
 
 def save_model(path: str | Path, model: PneumoniaNet, *, threshold: float, threshold_rule: str,
-               metrics: dict | None = None, settings: dict | None = None) -> None:
+               metrics: dict | None = None, settings: dict | None = None, ood: OodDetector | None = None) -> None:
     """Write ``model`` and what it needs to be used as one weights-only file."""
     from pneumoscan import __version__
 
@@ -62,6 +64,7 @@ def save_model(path: str | Path, model: PneumoniaNet, *, threshold: float, thres
         "threshold_rule": threshold_rule,
         "metrics": metrics or {},
         "settings": settings or {},
+        "ood": ood.to_state() if ood else None,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }, path)
 
@@ -92,4 +95,5 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> Loade
     model.load_state_dict(payload["state_dict"])
     model.to(device).eval()
     return LoadedModel(model=model, threshold=payload["threshold"], threshold_rule=payload["threshold_rule"],
-                       metrics=payload["metrics"], settings=payload["settings"], path=str(path))
+                       metrics=payload["metrics"], settings=payload["settings"], path=str(path),
+                       ood=OodDetector.from_state(payload["ood"]) if payload.get("ood") else None)

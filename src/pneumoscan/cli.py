@@ -53,6 +53,89 @@ def _add_predict(sub) -> None:
     p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
 
 
+def _add_explain(sub) -> None:
+    from pneumoscan.explain import METHODS, TARGETS
+
+    p = sub.add_parser("explain", help="heatmaps: for images, a split's misclassification review, or two models",
+                       description="Explain predictions with a heatmap (Grad-CAM by default). Give images, folders "
+                                   "or CSVs; or --review SPLIT --data ROOT for galleries of confident hits and every "
+                                   "error; or --compare OTHER_MODEL for side-by-side maps with their agreement.")
+    p.add_argument("inputs", nargs="*", help="image files, folders or CSVs")
+    p.add_argument("--model", required=True, help="run folder or model.pt")
+    p.add_argument("--method", default="gradcam", choices=METHODS)
+    p.add_argument("--target", default="pneumonia", choices=TARGETS,
+                   help="evidence for PNEUMONIA (default), for NORMAL, or for the predicted class")
+    p.add_argument("--out", required=True, help="output folder (panels, CSV, index.html)")
+    p.add_argument("--save-arrays", action="store_true", help="also save each heatmap as a .npy array in [0, 1]")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--review", metavar="SPLIT", help="misclassification review of this split of --data")
+    p.add_argument("--data", help="dataset root (Kaggle layout) or label CSV, for --review")
+    p.add_argument("--confident", type=int, default=8, help="how many confident hits per class to show")
+    p.add_argument("--compare", metavar="OTHER_MODEL", help="a second run folder or model.pt to compare with")
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="export a trained model (ONNX or TorchScript) with its model card",
+                       description="Export a model whose graph returns the PNEUMONIA probability, the Grad-CAM "
+                                   "heatmap and the out-of-distribution score; checks ONNX against PyTorch on "
+                                   "--parity-images images and writes a model card (Markdown + JSON).")
+    p.add_argument("model", help="run folder or model.pt")
+    p.add_argument("--format", default="onnx", choices=["onnx", "torchscript"])
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--data", help="dataset root or label CSV for the parity check (default: the run's validation split)")
+    p.add_argument("--split", default="test", help="split of --data for the parity check (default test)")
+    p.add_argument("--parity-images", type=int, default=64)
+
+
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="web API and page for a model (FastAPI + uvicorn)",
+                       description="Serve POST /v1/predict, GET /healthz, GET /v1/model, the OpenAPI docs at "
+                                   "/docs and an upload page at /. Give an exported .onnx (onnxruntime) or a run "
+                                   "folder (PyTorch).")
+    p.add_argument("model", help="model.onnx, a run folder or model.pt")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-upload-mb", type=int, default=20)
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="PyTorch runtime precision")
+
+
+def _add_compare(sub) -> None:
+    p = sub.add_parser("compare", help="train several models under one protocol; error bars and paired tests",
+                       description="Train the named models with identical settings, evaluate them on the same test "
+                                   "images, and write comparison.md/.json and one ROC plot: metrics with bootstrap "
+                                   "CIs (mean +- std over --seeds), DeLong and McNemar tests per pair, parameters, "
+                                   "training time and CPU inference time.")
+    p.add_argument("--data", required=True, help="dataset root with train/ and test/")
+    p.add_argument("--out", default="runs/compare")
+    p.add_argument("--models", nargs="+", default=["densenet121", "resnet50", "baseline_cnn"])
+    p.add_argument("--seeds", type=int, default=1, help="repeats per model, reported as mean +- std")
+    p.add_argument("--weights", nargs="*", default=[], metavar="MODEL=PATH",
+                   help="local ImageNet weights per model (default: torchvision's download)")
+    p.add_argument("--config", help="train settings (JSON) applied to every model")
+    p.add_argument("--ablation", action="store_true",
+                   help="also train DenseNet121 end to end from ImageNet and from random init (reduced budget)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="compare settings, e.g. ablation_epochs=4")
+
+
+def _add_tune(sub) -> None:
+    p = sub.add_parser("tune", help="Optuna hyperparameter search on validation ROC-AUC",
+                       description="TPE search with median pruning over learning rates, head size, dropouts, weight "
+                                   "decay, how much of the last block trains, augmentation strength and the class "
+                                   "weight. The study is stored in SQLite (resumable) or any Optuna storage URL, "
+                                   "which lets several processes or machines share it. Writes best_config.json "
+                                   "(for train --config), trials.csv and plots.")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", default="runs/tune")
+    p.add_argument("--model", default="densenet121")
+    p.add_argument("--weights", help="imagenet, none, or a state-dict path")
+    p.add_argument("--trials", type=int, default=30)
+    p.add_argument("--timeout-minutes", type=float, default=0.0)
+    p.add_argument("--storage", default="", help="Optuna storage URL (default sqlite:///OUT/study.db)")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes sharing the study")
+    p.add_argument("--config", help="train settings (JSON) every trial starts from")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="tune settings, e.g. tail_epochs=3")
+
+
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="generate a small synthetic dataset, train, evaluate (a few minutes)",
                        description="End-to-end run on synthetic chest-X-ray-like phantoms: writes the data, "
@@ -66,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings only")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_evaluate, _add_predict, _add_demo):
+    for add in (_add_train, _add_evaluate, _add_predict, _add_explain, _add_export, _add_serve, _add_compare,
+                _add_tune, _add_demo):
         add(sub)
     return parser
 
@@ -140,6 +224,116 @@ def cmd_predict(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_explain(args) -> int:
+    from pneumoscan.checkpoint import load_model
+    from pneumoscan.explain import run as explain_run
+    from pneumoscan.predict import expand_inputs
+
+    loaded = load_model(args.model)
+    if args.review:
+        from pneumoscan.data.records import load_samples
+        from pneumoscan.predict import predict_logits, sigmoid
+
+        if not args.data:
+            raise ValueError("--review needs --data (the dataset root or label CSV)")
+        samples = load_samples(args.data, args.review if Path(args.data).is_dir() else None)
+        logits, errors = predict_logits(loaded.model, [s.path for s in samples], desc=f"predicting {args.review}")
+        keep = [i for i, e in enumerate(errors) if not e]
+        counts = explain_run.review_gallery(loaded, [samples[i] for i in keep], sigmoid(logits[keep]), args.out,
+                                            method=args.method, confident=args.confident)
+        print(f"review of {len(keep)} images written to {args.out}/index.html: " +
+              ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
+        return 0
+    paths = expand_inputs(args.inputs)
+    if not paths:
+        raise ValueError("nothing to explain: give images, folders or CSVs (or --review SPLIT --data ROOT)")
+    if args.compare:
+        summary = explain_run.compare_models(loaded, load_model(args.compare), paths, args.out, method=args.method,
+                                             names=(Path(args.model).name, Path(args.compare).name))
+        print(f"{summary['images']} images compared: mean Spearman {summary['mean_spearman']:.3f}, mean top-20% "
+              f"IoU {summary['mean_top_iou']:.3f}; see {args.out}/index.html")
+        return 0
+    rows = explain_run.explain_files(loaded, paths, args.out, method=args.method, target=args.target,
+                                     save_arrays=args.save_arrays, batch_size=args.batch_size)
+    failed = sum(bool(r["error"]) for r in rows)
+    print(f"{len(rows) - failed} explanations written to {args.out}" + (f"; {failed} files unreadable" if failed else ""))
+    return 1 if failed else 0
+
+
+def _parity_images(args, count: int):
+    import torch
+
+    from pneumoscan.checkpoint import load_model, resolve_model_path
+    from pneumoscan.data.dataset import XRayDataset
+    from pneumoscan.data.records import load_samples
+    from pneumoscan.data.split import read_split
+
+    if args.data:
+        samples = load_samples(args.data, args.split if Path(args.data).is_dir() else None)
+    else:
+        split_file = resolve_model_path(args.model).parent / "split.csv"
+        if not split_file.exists():
+            return None
+        samples = read_split(split_file)["val"]
+    dataset = XRayDataset(samples[:count], load_model(args.model).preprocessing)
+    return torch.stack([dataset[i][0] for i in range(len(dataset))])
+
+
+def cmd_export(args) -> int:
+    from pneumoscan.export import export_run
+
+    images = _parity_images(args, args.parity_images) if args.format == "onnx" else None
+    card = export_run(args.model, args.out, fmt=args.format, parity_images=images)
+    print(f"exported to {args.out}: " + ", ".join(card["files"]))
+    if card.get("onnx_parity"):
+        parity = card["onnx_parity"]
+        print(f"ONNX parity on {parity['images']} images: probability max abs diff {parity['prob_max_abs_diff']:.2e}, "
+              f"heatmap {parity['heatmap_max_abs_diff']:.2e}")
+        if parity["prob_max_abs_diff"] > 1e-4 or parity["heatmap_max_abs_diff"] > 1e-3:
+            print("parity check FAILED (limits 1e-4 and 1e-3)", file=sys.stderr)
+            return 1
+    return 0
+
+
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    from pneumoscan.serve import create_app
+
+    app = create_app(args.model, max_upload_bytes=args.max_upload_mb * 1024 * 1024, precision=args.precision)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from pneumoscan.compare import CompareConfig, compare
+    from pneumoscan.settings import load_settings, parse_overrides
+
+    overrides = {"data": args.data, "out": args.out, "models": args.models, "seeds": args.seeds,
+                 "weights": args.weights, "base_config": args.config or "", "ablation": args.ablation}
+    config = load_settings(CompareConfig, overrides={**overrides, **parse_overrides(args.set)})
+    result = compare(config)
+    print((Path(args.out) / "comparison.md").read_text())
+    print(f"total {result['wall_seconds']:.0f} s; written to {args.out}")
+    return 0
+
+
+def cmd_tune(args) -> int:
+    from pneumoscan.settings import load_settings, parse_overrides
+    from pneumoscan.tune import TuneConfig, tune
+
+    overrides = {"data": args.data, "out": args.out, "model": args.model, "trials": args.trials,
+                 "timeout_minutes": args.timeout_minutes, "storage": args.storage, "workers": args.workers,
+                 "base_config": args.config or ""}
+    if args.weights:
+        overrides["weights"] = args.weights
+    summary = tune(load_settings(TuneConfig, overrides={**overrides, **parse_overrides(args.set)}))
+    print(f"{summary['n_trials']} trials ({summary['n_pruned']} pruned) in {summary['wall_seconds']:.0f} s, "
+          f"{summary['trials_per_hour']} per hour; best validation AUC {summary['val_auc']:.4f} "
+          f"(trial {summary['best_trial']}); best settings in {summary['best_config']}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from pneumoscan.data.synthetic import write_synthetic_dataset
     from pneumoscan.train import TrainConfig, train
@@ -157,7 +351,8 @@ def cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "demo": cmd_demo}
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "explain": cmd_explain,
+            "export": cmd_export, "serve": cmd_serve, "compare": cmd_compare, "tune": cmd_tune, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,6 +50,7 @@ class PneumoniaNet(nn.Module):
         self.arch_kwargs = dict(arch_kwargs)
         self.preprocessing = preprocessing
         self.trunk_frozen = False
+        self.frozen_tail_units = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.tail(self.trunk(x))).squeeze(1)
@@ -65,9 +66,31 @@ class PneumoniaNet(nn.Module):
         self.trunk.train(self.training and not frozen)
         return self
 
+    def tail_units(self) -> list[nn.Module]:
+        """The tail's blocks with weights, in forward order (DenseNet121: 16 dense layers + norm5;
+        ResNet50: 3 bottlenecks; baseline: its conv blocks)."""
+        units = []
+        for child in self.tail.children():
+            grandchildren = list(child.children())
+            is_stage = len(grandchildren) > 1 and all(list(g.children()) for g in grandchildren)
+            units += grandchildren if is_stage else [child]
+        return [u for u in units if any(True for _ in u.parameters())]
+
+    def train_tail_fraction(self, fraction: float) -> PneumoniaNet:
+        """Train only the last ``fraction`` of the tail's blocks; the blocks before stay frozen (and in eval)."""
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"tail fraction {fraction}: use a value in (0, 1]")
+        units = self.tail_units()
+        self.frozen_tail_units = len(units) - max(1, round(fraction * len(units)))
+        for i, unit in enumerate(units):
+            unit.requires_grad_(i >= self.frozen_tail_units)
+        return self.train(self.training)
+
     def train(self, mode: bool = True) -> PneumoniaNet:
         super().train(mode)
         self.trunk.train(mode and not self.trunk_frozen)
+        for unit in self.tail_units()[:self.frozen_tail_units]:
+            unit.train(False)
         return self
 
 

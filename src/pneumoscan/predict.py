@@ -19,7 +19,7 @@ from pneumoscan.data.io import ImageLoadError, load_image
 from pneumoscan.data.labels import CLASSES
 from pneumoscan.data.preprocess import Preprocessing
 from pneumoscan.data.records import find_images, read_label_csv
-from pneumoscan.train.cache import autocast_for
+from pneumoscan.device import autocast_for
 
 log = logging.getLogger(__name__)
 

@@ -11,13 +11,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from pneumoscan.cache import batched_logits, cached_activations
 from pneumoscan.data.dataset import XRayDataset
 from pneumoscan.data.records import Sample
 from pneumoscan.data.shifts import SHIFTS
+from pneumoscan.device import autocast_for
 from pneumoscan.evaluate.metrics import binary_metrics
 from pneumoscan.models import PneumoniaNet, TailAndHead
-from pneumoscan.train.cache import autocast_for, cached_activations
-from pneumoscan.train.loop import batched_logits
 
 
 def shifted_logits(model: PneumoniaNet, samples: list[Sample], *, shifts: tuple[str, ...] = tuple(SHIFTS),

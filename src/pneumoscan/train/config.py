@@ -22,6 +22,9 @@ class TrainConfig:
     weights: str = "auto"              # "auto" (imagenet for pretrained models, none for baseline_cnn),
                                        # "imagenet" (torchvision download), "none", or a state-dict path
     allow_partial_weights: bool = False  # accept a weights file that lacks some tensors (reported)
+    head_hidden: int = 128             # head: GAP -> Dropout(dropout_in) -> Dense(head_hidden) -> ReLU
+    dropout_in: float = 0.5            #       -> Dropout(dropout_hidden) -> Dense(1)
+    dropout_hidden: float = 0.3
     seed: int = 0                      # one seed for the split, augmentation, init and batch order
     val_fraction: float = 0.15         # share of train patients held out for validation
     split: str = ""                    # reuse a split.csv from an earlier run instead of drawing one
@@ -37,6 +40,7 @@ class TrainConfig:
     tail_epochs: int = 10              # stage tail: last block + head fine-tuned on cached activations
     tail_lr: float = 1e-4
     tail_lr_min: float = 1e-5
+    tail_fraction: float = 1.0         # share of the last block's layers trained in stage tail (from the end)
     full_epochs: int = 20              # stage full: every layer trained on images (GPU advised)
     full_lr: float = 1e-3
     full_lr_min: float = 1e-5
@@ -45,9 +49,11 @@ class TrainConfig:
     pos_weight: float = 0.0            # BCE positive-class weight; 0 = n_NORMAL / n_PNEUMONIA of train
     threshold_rule: str = "youden"     # on validation: "youden", "sensitivity" or "fixed"
     target_sensitivity: float = 0.95   # for threshold_rule="sensitivity"
-    threshold_on: str = "val"          # "val": clean validation images; "val+shifts": validation images
-                                       # plus the same images under data.shifts.SHIFTS (acquisition shifts)
+    threshold_on: str = "val+shifts"   # "val": clean validation images; "val+shifts": validation images
+                                       # plus the same images under data.shifts.SHIFTS (acquisition shifts),
+                                       # a threshold that holds up when images are taken differently
     shift_report: bool = True          # report validation metrics under each acquisition shift
+    shift_images: int = 400            # validation images used under the shifts (evenly spaced; 0 = all)
     precision: str = "bf16"            # "bf16": bfloat16 autocast + channels_last; "fp32"
     cache_dir: str = ""                # where frozen-trunk activations are cached; "" = ~/.cache/pneumoscan
     workers: int = 2                   # image-decoding worker processes

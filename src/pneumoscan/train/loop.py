@@ -24,7 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pneumoscan.checkpoint import atomic_save
-from pneumoscan.train.cache import autocast_for
+from pneumoscan.device import autocast_for
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +108,13 @@ class LoaderSource:
 
 def run_stage(module: nn.Module, params: list[nn.Parameter], train: BatchSource,
               validate: Callable[[nn.Module], tuple[np.ndarray, np.ndarray]], settings: StageSettings, *,
-              state_path: Path, history: list[dict], global_epoch: int = 0) -> nn.Module:
+              state_path: Path, history: list[dict], global_epoch: int = 0,
+              on_epoch: Callable[[dict], None] | None = None) -> nn.Module:
     """Train ``module`` for one stage; returns it with the weights of its best validation epoch.
 
     ``validate(module)`` returns (labels, logits) on the validation set. ``history`` gets one row
-    per epoch. When ``state_path`` holds an unfinished state of this stage, training resumes there.
+    per epoch, also passed to ``on_epoch`` (which may raise to stop, as a pruned tuning trial does).
+    When ``state_path`` holds an unfinished state of this stage, training resumes there.
     """
     device = settings.device
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
@@ -158,6 +160,8 @@ def run_stage(module: nn.Module, params: list[nn.Parameter], train: BatchSource,
         atomic_save({"stage": settings.name, "epoch": epoch, "module": module.state_dict(),
                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "best": best, "bad_epochs": bad_epochs, "history": history}, state_path)
+        if on_epoch is not None:
+            on_epoch(row)
     if bad_epochs >= settings.patience:
         log.info("stage %s: early stop, best validation AUC %.4f at epoch %d", settings.name, best["auc"],
                  best["epoch"])
@@ -194,18 +198,3 @@ def _stats(y: np.ndarray, logits: np.ndarray, loss_fn) -> dict[str, float]:
         loss = loss_fn(torch.as_tensor(logits, dtype=torch.float32, device=loss_fn.pos_weight.device),
                        torch.as_tensor(y, dtype=torch.float32, device=loss_fn.pos_weight.device)).item()
     return {"loss": float(loss), **_accuracy_auc(np.asarray(y), np.asarray(logits))}
-
-
-@torch.inference_mode()
-def batched_logits(module: nn.Module, inputs: np.ndarray | torch.Tensor, *, batch_size: int, precision: str,
-                   device: torch.device, shape: tuple[int, ...] | None = None) -> np.ndarray:
-    """``module``'s outputs (eval mode) over an array of inputs, in batches."""
-    module.eval()
-    outputs = []
-    for start in range(0, len(inputs), batch_size):
-        x = torch.as_tensor(np.asarray(inputs[start:start + batch_size], dtype=np.float32)).to(device)
-        if shape is not None:
-            x = x.view(len(x), *shape)
-        with autocast_for(device, precision):
-            outputs.append(module(x).float().cpu().numpy())
-    return np.concatenate(outputs)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,21 +18,23 @@ import torch
 from torch import nn
 
 from pneumoscan import settings as settings_io
+from pneumoscan.cache import batched_logits, cached_activations, cached_outputs
 from pneumoscan.checkpoint import MODEL_FILE, atomic_save, save_model
 from pneumoscan.data.dataset import XRayDataset
 from pneumoscan.data.preprocess import Preprocessing
 from pneumoscan.data.records import Sample, class_counts, find_unreadable, load_samples
 from pneumoscan.data.shifts import SHIFTS
 from pneumoscan.data.split import describe_split, patient_split, read_split, write_split
+from pneumoscan.device import autocast_for, pick_device
 from pneumoscan.evaluate.metrics import choose_threshold
 from pneumoscan.evaluate.plots import plot_history
 from pneumoscan.evaluate.report import evaluate_split, write_json, write_predictions
 from pneumoscan.evaluate.robustness import robustness_report, shifted_logits
 from pneumoscan.models import PneumoniaNet, TailAndHead, build_model
+from pneumoscan.ood import OodDetector, fit_ood
 from pneumoscan.predict import predict_logits, sigmoid
-from pneumoscan.train.cache import cached_activations
 from pneumoscan.train.config import TrainConfig
-from pneumoscan.train.loop import ArraySource, LoaderSource, StageSettings, batched_logits, run_stage
+from pneumoscan.train.loop import ArraySource, LoaderSource, StageSettings, run_stage
 
 log = logging.getLogger(__name__)
 
@@ -50,28 +53,25 @@ class HeadOnPooled(nn.Module):
         return self.head(pooled[:, :, None, None]).squeeze(1)
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device=cuda but no CUDA device is available; use device=cpu or auto")
-    return torch.device(name)
+def train(config: TrainConfig, *, resume: bool = False, finish: bool = True,
+          on_epoch: Callable[[dict], None] | None = None) -> Path:
+    """Train, threshold and evaluate as ``config`` says; returns the run folder.
 
-
-def train(config: TrainConfig, *, resume: bool = False) -> Path:
-    """Train, threshold and evaluate as ``config`` says; returns the run folder."""
+    ``finish=False`` stops after the training stages (no threshold, evaluation or saved model), as
+    a tuning trial does; ``on_epoch`` receives every epoch's history row.
+    """
     config = config.resolved()
     run_dir = Path(config.out)
     _prepare_run_dir(run_dir, config, resume)
     handler = _log_to_file(run_dir / "train.log")
     try:
-        return _train(config, run_dir)
+        return _train(config, run_dir, finish, on_epoch)
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
 
 
-def _train(config: TrainConfig, run_dir: Path) -> Path:
+def _train(config: TrainConfig, run_dir: Path, finish: bool, on_epoch) -> Path:
     started = time.perf_counter()
     device = pick_device(config.device)
     if config.threads:
@@ -93,15 +93,19 @@ def _train(config: TrainConfig, run_dir: Path) -> Path:
             log.info("stage %s already done", stage)
             continue
         stage_started = time.perf_counter()
-        _run_one_stage(stage, model, config, pool, splits, pos_weight, device, run_dir, progress["history"])
+        _run_one_stage(stage, model, config, pool, splits, pos_weight, device, run_dir, progress["history"],
+                       on_epoch)
         progress["completed"].append(stage)
         timings[stage] = round(time.perf_counter() - stage_started, 1)
         atomic_save({"completed": progress["completed"], "model": model.state_dict(),
                      "history": progress["history"], "timings": timings}, run_dir / PROGRESS_FILE)
-    plot_history(progress["history"], run_dir / "training_curves.png")
     write_json(run_dir / "history.json", progress["history"])
+    if not finish:
+        return run_dir
+    plot_history(progress["history"], run_dir / "training_curves.png")
 
-    summary = _threshold_and_evaluate(model, config, splits, device, run_dir)
+    ood = _fit_ood(model, config, pool, splits, device)
+    summary = _threshold_and_evaluate(model, config, splits, device, run_dir, ood)
     summary["timings"] = {**timings, "total_seconds": round(time.perf_counter() - started, 1)}
     write_json(run_dir / "metrics.json", summary)
     log.info("run finished in %.0f s: %s", time.perf_counter() - started, run_dir)
@@ -157,7 +161,8 @@ def _load_split(config: TrainConfig, run_dir: Path) -> tuple[list[Sample], dict[
 
 
 def _build(config: TrainConfig, preprocessing: Preprocessing) -> PneumoniaNet:
-    kwargs = {"weights": config.weights_argument(), "preprocessing": preprocessing}
+    kwargs = {"weights": config.weights_argument(), "preprocessing": preprocessing, "head_hidden": config.head_hidden,
+              "dropout_in": config.dropout_in, "dropout_hidden": config.dropout_hidden}
     if config.model != "baseline_cnn":
         kwargs["allow_partial_weights"] = config.allow_partial_weights
     torch.manual_seed(config.seed)  # the head's (and any random layer's) initial weights
@@ -186,7 +191,7 @@ def _labels(samples: list[Sample]) -> np.ndarray:
     return np.array([s.label for s in samples], dtype=np.float32)
 
 
-def _run_one_stage(stage, model, config, pool, splits, pos_weight, device, run_dir, history) -> None:
+def _run_one_stage(stage, model, config, pool, splits, pos_weight, device, run_dir, history, on_epoch) -> None:
     settings = StageSettings(
         name=stage, epochs=getattr(config, f"{stage}_epochs"), lr=getattr(config, f"{stage}_lr"),
         lr_min=getattr(config, f"{stage}_lr_min"), weight_decay=config.weight_decay, patience=config.patience,
@@ -207,46 +212,49 @@ def _run_one_stage(stage, model, config, pool, splits, pos_weight, device, run_d
                                          precision=config.precision, device=device, desc="validating")[0]
 
         run_stage(model, list(model.parameters()), source, validate, settings, state_path=state_path,
-                  history=history, global_epoch=global_epoch)
+                  history=history, global_epoch=global_epoch, on_epoch=on_epoch)
         return
 
     model.freeze_trunk(True)
-    train_acts, val_acts = _trunk_activations(model, config, pool, splits, device)
+    augmented, clean = _trunk_activations(model, config, pool, device)
+    train_rows, val_rows = _rows(pool, splits["train"], config.train_views), _rows(pool, splits["val"], 1)
     if stage == "head":
         model.tail.requires_grad_(False)
-        pooled_train = _pooled(model, train_acts, config, device)
-        pooled_val = _pooled(model, val_acts, config, device)
+        pooling = nn.Sequential(model.tail, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        common = dict(precision=config.precision, device=device)
+        pooled_train = cached_outputs(pooling, augmented, folder=Path(augmented.filename).parent, **common)[train_rows]
+        pooled_val = cached_outputs(pooling, clean, folder=Path(clean.filename).parent, **common)[val_rows]
         module = HeadOnPooled(model.head)
         source = ArraySource(pooled_train, train_y, views=config.train_views, batch_size=config.batch_size,
                              seed=config.seed, stage=stage)
         val_inputs = pooled_val
     else:
         model.tail.requires_grad_(True)
+        model.train_tail_fraction(config.tail_fraction)
         module = TailAndHead(model)
-        source = ArraySource(train_acts, train_y, views=config.train_views, batch_size=config.batch_size,
-                             seed=config.seed, stage=stage)
-        val_inputs = val_acts
+        source = ArraySource(augmented[train_rows], train_y, views=config.train_views,
+                             batch_size=config.batch_size, seed=config.seed, stage=stage)
+        val_inputs = clean[val_rows]
 
     def validate(module):
         return val_y, batched_logits(module, val_inputs, batch_size=128, precision=config.precision, device=device)
 
     params = [p for p in module.parameters() if p.requires_grad]
     run_stage(module, params, source, validate, settings, state_path=state_path, history=history,
-              global_epoch=global_epoch)
+              global_epoch=global_epoch, on_epoch=on_epoch)
     model.tail.requires_grad_(True)
+    model.frozen_tail_units = 0
 
 
-def _trunk_activations(model, config, pool, splits, device) -> tuple[np.ndarray, np.ndarray]:
-    """Cached trunk activations: augmented views of the train images, the clean view of validation."""
+def _trunk_activations(model, config, pool, device) -> tuple[np.ndarray, np.ndarray]:
+    """The frozen trunk's cached outputs for the whole pool: augmented views, and the clean view."""
     common = dict(view_seed=0, cache_dir=config.cache_dir, workers=config.workers, precision=config.precision,
                   device=device)
     augmented = cached_activations(model.trunk, pool, model.preprocessing, augmentation=config.augmentation,
                                    views=config.train_views, desc="caching augmented views", **common)
     clean = cached_activations(model.trunk, pool, model.preprocessing, augmentation=None, views=1,
                                desc="caching clean views", **common)
-    train_acts = augmented[_rows(pool, splits["train"], config.train_views)]
-    val_acts = clean[_rows(pool, splits["val"], 1)]
-    return train_acts, val_acts
+    return augmented, clean
 
 
 @torch.inference_mode()
@@ -256,7 +264,33 @@ def _pooled(model: PneumoniaNet, activations: np.ndarray, config: TrainConfig, d
     return batched_logits(pool, activations, batch_size=128, precision=config.precision, device=device)
 
 
-def _threshold_and_evaluate(model, config, splits, device, run_dir) -> dict:
+def _fit_ood(model: PneumoniaNet, config: TrainConfig, pool, splits, device) -> OodDetector:
+    """The out-of-distribution detector on the final model's pooled features of clean images."""
+    model.eval()
+    if "full" in config.stages:
+        train_features, val_features = (_image_features(model, splits[name], config, device) for name in ("train", "val"))
+    else:
+        clean = cached_activations(model.trunk, pool, model.preprocessing, cache_dir=config.cache_dir,
+                                   workers=config.workers, precision=config.precision, device=device,
+                                   desc="caching clean views")
+        train_features = _pooled(model, clean[_rows(pool, splits["train"], 1)], config, device)
+        val_features = _pooled(model, clean[_rows(pool, splits["val"], 1)], config, device)
+    return fit_ood(train_features, val_features)
+
+
+@torch.inference_mode()
+def _image_features(model: PneumoniaNet, samples: list[Sample], config: TrainConfig, device) -> np.ndarray:
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(XRayDataset(samples, model.preprocessing), batch_size=64, num_workers=config.workers)
+    features = []
+    for images, _, _ in loader:
+        with autocast_for(device, config.precision):
+            features.append(model.feature_map(images.to(device)).float().mean(dim=(2, 3)).cpu().numpy())
+    return np.concatenate(features)
+
+
+def _threshold_and_evaluate(model, config, splits, device, run_dir, ood: OodDetector) -> dict:
     """Choose the threshold on validation, save the model, evaluate validation and (once) test."""
     model.eval()
     val_paths = [s.path for s in splits["val"]]
@@ -265,12 +299,14 @@ def _threshold_and_evaluate(model, config, splits, device, run_dir) -> dict:
                                       device=device, desc="validation")[0])
     shifted_logit = shifted = None
     if config.shift_report or config.threshold_on == "val+shifts":
-        shifted_logit = shifted_logits(model, splits["val"], cache_dir=_shift_cache(model, config),
+        chosen = _evenly_spaced(len(splits["val"]), config.shift_images)
+        shift_y = val_y[chosen]
+        shifted_logit = shifted_logits(model, [splits["val"][i] for i in chosen], cache_dir=_shift_cache(model, config),
                                        precision=config.precision, device=device, workers=config.workers)
         shifted = sigmoid(shifted_logit)
     fit_y, fit_prob = val_y, val_prob
     if config.threshold_on == "val+shifts":
-        fit_y = np.concatenate([val_y, np.repeat(val_y, shifted.shape[1])])
+        fit_y = np.concatenate([val_y, np.repeat(shift_y, shifted.shape[1])])
         fit_prob = np.concatenate([val_prob, shifted.ravel()])
     threshold = choose_threshold(fit_y, fit_prob, rule=config.threshold_rule,
                                  target_sensitivity=config.target_sensitivity)
@@ -280,7 +316,11 @@ def _threshold_and_evaluate(model, config, splits, device, run_dir) -> dict:
                "validation": evaluate_split(val_y, val_prob, threshold=threshold, name="val",
                                             out_dir=run_dir / "plots", n_boot=config.n_boot, seed=config.seed)}
     if shifted is not None:
-        summary["validation_shifted"] = robustness_report(val_y, shifted_logit, threshold, tuple(SHIFTS))
+        summary["validation_shifted"] = robustness_report(shift_y, shifted_logit, threshold, tuple(SHIFTS))
+        summary["validation_shifted"]["images"] = len(shift_y)
+        np.savez_compressed(run_dir / "predictions_val_shifted.npz", labels=shift_y, clean=val_prob[chosen],
+                            shifted=shifted, shifts=np.array(SHIFTS, dtype=str),
+                            paths=np.array([val_paths[i] for i in chosen], dtype=str))
         r = summary["validation_shifted"]
         log.info("validation under acquisition shifts: mean AUC %.4f (worst %.4f), mean sensitivity %.4f, "
                  "mean specificity %.4f (worst %.4f)", r["mean_auc"], r["worst_auc"], r["mean_sensitivity"],
@@ -300,8 +340,15 @@ def _threshold_and_evaluate(model, config, splits, device, run_dir) -> dict:
         small.update({f"test_{k}": summary["test"]["at_threshold"][k]
                       for k in ("auc", "accuracy", "sensitivity", "specificity")})
     save_model(run_dir / MODEL_FILE, model, threshold=threshold, threshold_rule=config.threshold_rule,
-               metrics=small, settings=settings_io.to_dict(config))
+               metrics=small, settings=settings_io.to_dict(config), ood=ood)
     return summary
+
+
+def _evenly_spaced(total: int, count: int) -> np.ndarray:
+    """``count`` indices spread evenly over ``range(total)`` (all of them when count is 0 or larger)."""
+    if count <= 0 or count >= total:
+        return np.arange(total)
+    return np.unique(np.linspace(0, total - 1, count).round().astype(int))
 
 
 def _shift_cache(model: PneumoniaNet, config: TrainConfig) -> str | None:

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from pneumoscan.data.dataset import XRayDataset
 from pneumoscan.data.preprocess import Augmentation, Preprocessing
 from pneumoscan.data.records import Sample
+from pneumoscan.device import autocast_for
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,22 @@ def files_fingerprint(samples: list[Sample]) -> str:
     return digest.hexdigest()[:20]
 
 
-def autocast_for(device: torch.device, precision: str):
-    """bfloat16 autocast when ``precision == "bf16"``, else a no-op context."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+def activation_key(module: nn.Module, samples: list[Sample], preprocessing: Preprocessing, *,
+                   augmentation: Augmentation | None = None, views: int = 1, view_seed: int = 0,
+                   shifts: tuple[str, ...] = (), precision: str = "bf16") -> tuple[str, dict]:
+    """The cache key of ``module``'s outputs on these views of these images, and what it was made from."""
+    fields = {
+        "format": FORMAT_VERSION, "module": module_fingerprint(module), "files": files_fingerprint(samples),
+        "preprocessing": preprocessing.to_dict(), "views": views, "view_seed": view_seed,
+        "augmentation": augmentation.to_dict() if augmentation else None, "precision": precision,
+    }
+    if shifts:
+        fields["shifts"] = list(shifts)
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24], fields
+
+
+def cache_folder(cache_dir: str | Path, key: str) -> Path:
+    return Path(cache_dir) / f"activations-{key}"
 
 
 def cached_activations(module: nn.Module, samples: list[Sample], preprocessing: Preprocessing, *,
@@ -63,15 +77,9 @@ def cached_activations(module: nn.Module, samples: list[Sample], preprocessing: 
     Row ``i * views + v`` is view ``v`` of ``samples[i]`` (with ``shifts``, ``views`` is their
     number). Read from the cache when present, computed (and resumed) otherwise.
     """
-    key_fields = {
-        "format": FORMAT_VERSION, "module": module_fingerprint(module), "files": files_fingerprint(samples),
-        "preprocessing": preprocessing.to_dict(), "views": views, "view_seed": view_seed,
-        "augmentation": augmentation.to_dict() if augmentation else None, "precision": precision,
-    }
-    if shifts:
-        key_fields["shifts"] = list(shifts)
-    key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:24]
-    folder = Path(cache_dir) / f"activations-{key}"
+    key, key_fields = activation_key(module, samples, preprocessing, augmentation=augmentation, views=views,
+                                     view_seed=view_seed, shifts=shifts, precision=precision)
+    folder = cache_folder(cache_dir, key)
     folder.mkdir(parents=True, exist_ok=True)
     data_path, progress_path = folder / "activations.npy", folder / "progress.json"
     dataset = XRayDataset(samples, preprocessing, augmentation=augmentation, views=views, seed=view_seed,
@@ -92,6 +100,45 @@ def cached_activations(module: nn.Module, samples: list[Sample], preprocessing: 
     _fill(module, dataset, store, progress, progress_path, batch_size, workers, precision, device, desc)
     del store
     return np.load(data_path, mmap_mode="r")
+
+
+def cached_outputs(module: nn.Module, inputs: np.ndarray, *, folder: Path, precision: str = "bf16",
+                   device: torch.device = torch.device("cpu"), batch_size: int = 128) -> np.ndarray:
+    """``module`` (eval mode) over cached ``inputs``, stored in ``folder`` under ``module``'s fingerprint.
+
+    Used for the head stage's pooled features: the pretrained tail is the same for every seed and
+    tuning trial, so they are computed once per activation cache.
+    """
+    path = folder / f"outputs-{module_fingerprint(module)}.npy"
+    if path.exists():
+        return np.load(path, mmap_mode="r")
+    module = module.to(device).eval()
+    outputs = []
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(inputs), batch_size), desc="pooling features", unit="batch", leave=False):
+            x = torch.as_tensor(np.asarray(inputs[start:start + batch_size], dtype=np.float32)).to(device)
+            with autocast_for(device, precision):
+                outputs.append(module(x).float().cpu().numpy())
+    result = np.concatenate(outputs)
+    tmp = path.with_name(path.name + ".tmp.npy")
+    np.save(tmp, result)
+    tmp.replace(path)
+    return result
+
+
+@torch.inference_mode()
+def batched_logits(module: nn.Module, inputs: np.ndarray | torch.Tensor, *, batch_size: int, precision: str,
+                   device: torch.device, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """``module``'s outputs (eval mode) over an array of inputs, in batches."""
+    module.eval()
+    outputs = []
+    for start in range(0, len(inputs), batch_size):
+        x = torch.as_tensor(np.asarray(inputs[start:start + batch_size], dtype=np.float32)).to(device)
+        if shape is not None:
+            x = x.view(len(x), *shape)
+        with autocast_for(device, precision):
+            outputs.append(module(x).float().cpu().numpy())
+    return np.concatenate(outputs)
 
 
 def _output_shape(module, dataset, device, precision) -> tuple[int, ...]:

@@ -1,0 +1,47 @@
+"""What every benchmark records beside its numbers: commit, machine, data, time."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+SHARED = ROOT.parent / "shared"
+DATA = SHARED / "data" / "chest_xray_224"
+WEIGHTS = {"densenet121": SHARED / "weights" / "densenet121_imagenet_keras.pth",
+           "resnet50": SHARED / "weights" / "resnet50_imagenet_keras_partial.pth"}
+
+
+def commit() -> str:
+    """The commit the benchmark ran on (with "+dirty" when the tree had uncommitted changes)."""
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                           capture_output=True, text=True).stdout.strip()
+    return sha + ("+dirty" if dirty else "")
+
+
+def machine() -> dict:
+    import torch
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "amx": "amx_tile" in flags, "avx512_bf16": "avx512_bf16" in flags, "gpu": torch.cuda.is_available(),
+            "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform()}
+
+
+def write_result(name: str, payload: dict) -> Path:
+    """Write ``bench/results/<name>.json`` with the provenance fields added."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {**payload, "commit": commit(), "machine": machine(),
+               "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"wrote {path}")
+    return path

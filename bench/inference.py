@@ -1,0 +1,151 @@
+"""Inference benchmark: images/s on this CPU for every runtime, with and without heatmaps.
+
+    python bench/inference.py [--run bench/work/accuracy_densenet121]
+
+Runtimes, side by side in one run: PyTorch eager fp32, PyTorch bf16 autocast + channels_last,
+onnxruntime fp32 and onnxruntime int8 (static QDQ, calibrated on 128 training images), each at
+batch 1 and 16, each predicting alone and predicting with the Grad-CAM heatmap. The fastest path's
+test AUC and heatmaps are compared with fp32. Writes ``bench/results/inference.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DATA, ROOT, write_result  # noqa: E402
+
+from pneumoscan.checkpoint import load_model  # noqa: E402
+from pneumoscan.data import XRayDataset, read_split, scan_kaggle_split  # noqa: E402
+from pneumoscan.evaluate import binary_metrics  # noqa: E402
+from pneumoscan.export import ServingGraph, export_onnx, parity_check, quantize_int8  # noqa: E402
+
+
+class ProbabilityOnly(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images):
+        return torch.sigmoid(self.model(images))
+
+
+def export_probability_only(model, path: Path) -> Path:
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    torch.onnx.export(ProbabilityOnly(model).eval(), (torch.zeros(2, 3, 224, 224),), str(path),
+                      input_names=["images"], output_names=["probability"], dynamic_shapes={"images": {0: batch}},
+                      dynamo=True, external_data=False)
+    return path
+
+
+def images_per_second(run, images: np.ndarray, batch: int, repeats: int = 3) -> float:
+    chunks = [images[i:i + batch] for i in range(0, len(images) - batch + 1, batch)][: max(1, 64 // batch)]
+    run(chunks[0])
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for chunk in chunks:
+            run(chunk)
+        times.append(time.perf_counter() - started)
+    return sum(len(c) for c in chunks) / statistics.median(times)
+
+
+def torch_runner(module, precision: str):
+    if precision == "bf16":
+        module = module.to(memory_format=torch.channels_last)
+
+    def run(x):
+        x = torch.from_numpy(x)
+        if precision == "bf16":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            out = module(x)
+        return [o.float().numpy() for o in out] if isinstance(out, tuple) else [out.float().numpy()]
+    return run
+
+
+def ort_runner(path: Path):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {"images": x})
+
+
+def inputs(model, samples) -> np.ndarray:
+    dataset = XRayDataset(samples, model.preprocessing)
+    return torch.stack([dataset[i][0] for i in range(len(dataset))]).numpy()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--run", default=str(ROOT / "bench" / "work" / "accuracy_densenet121"))
+    args = parser.parse_args()
+    run_dir = Path(args.run)
+    work = run_dir / "inference"
+    work.mkdir(exist_ok=True)
+    loaded = load_model(run_dir)
+    model = loaded.model.eval()
+    test = scan_kaggle_split(DATA, "test")
+    y_test = np.array([s.label for s in test])
+    test_x = inputs(model, test)
+    calibration = inputs(model, read_split(run_dir / "split.csv")["train"][::35][:128])
+
+    onnx_fp32 = export_onnx(loaded, work / "model.onnx")
+    onnx_int8 = quantize_int8(onnx_fp32, work / "model.int8.onnx", calibration)
+    prob_fp32 = export_probability_only(model, work / "prob.onnx")
+    prob_int8 = quantize_int8(prob_fp32, work / "prob.int8.onnx", calibration)
+    graph = ServingGraph(model, loaded.ood).eval()
+
+    runners = {
+        "pytorch_fp32": {"heatmap": torch_runner(graph, "fp32"), "predict": torch_runner(ProbabilityOnly(model), "fp32")},
+        "pytorch_bf16": {"heatmap": torch_runner(graph, "bf16"), "predict": torch_runner(ProbabilityOnly(model), "bf16")},
+        "onnxruntime_fp32": {"heatmap": ort_runner(onnx_fp32), "predict": ort_runner(prob_fp32)},
+        "onnxruntime_int8": {"heatmap": ort_runner(onnx_int8), "predict": ort_runner(prob_int8)},
+    }
+    speed = {name: {kind: {str(b): round(images_per_second(run, test_x, b), 2) for b in (1, 16)}
+                    for kind, run in kinds.items()} for name, kinds in runners.items()}
+    for name, numbers in speed.items():
+        print(name, numbers)
+
+    outputs = {name: [np.concatenate(parts) for parts in zip(*[kinds["heatmap"](test_x[i:i + 16])
+                                                                for i in range(0, len(test_x), 16)])]
+               for name, kinds in runners.items()}
+    reference_prob, reference_map = outputs["pytorch_fp32"][0], outputs["pytorch_fp32"][1]
+    quality = {}
+    for name, (prob, heatmap, *_) in outputs.items():
+        quality[name] = {"test_auc": binary_metrics(y_test, prob, loaded.threshold)["auc"],
+                         "test_accuracy": binary_metrics(y_test, prob, loaded.threshold)["accuracy"],
+                         "auc_delta_vs_fp32": binary_metrics(y_test, prob, 0.5)["auc"]
+                         - binary_metrics(y_test, reference_prob, 0.5)["auc"],
+                         "prob_max_abs_diff_vs_fp32": float(np.abs(prob - reference_prob).max()),
+                         "heatmap_mean_abs_diff_vs_fp32": float(np.abs(heatmap - reference_map).mean()),
+                         "heatmap_p99_abs_diff_vs_fp32": float(np.quantile(np.abs(heatmap - reference_map), 0.99))}
+    base16 = speed["pytorch_fp32"]["heatmap"]["16"]
+    keeps = [n for n, q in quality.items() if abs(q["auc_delta_vs_fp32"]) <= 0.002
+             and q["heatmap_mean_abs_diff_vs_fp32"] <= 0.02]
+    fastest = max(keeps, key=lambda n: speed[n]["heatmap"]["16"])
+    result = {
+        "model": str(run_dir), "test_images": len(test), "images_per_s": speed, "quality": quality,
+        "ort_speedup_batch16": speed["onnxruntime_fp32"]["heatmap"]["16"] / base16,
+        "ort_speedup_batch16_predict_only": speed["onnxruntime_fp32"]["predict"]["16"] / speed["pytorch_fp32"]["predict"]["16"],
+        "fastest_path": fastest,
+        "fastest_speedup_batch16": speed[fastest]["heatmap"]["16"] / base16,
+        "fastest_auc_delta": quality[fastest]["auc_delta_vs_fp32"],
+        "fastest_heatmap_mean_abs_diff": quality[fastest]["heatmap_mean_abs_diff_vs_fp32"],
+        "paths_within_limits": keeps,
+        "onnx_parity": parity_check(loaded, onnx_fp32, torch.from_numpy(test_x[:64])),
+        "note": "speed-ups compare predict+heatmap throughput at batch 16 with PyTorch eager fp32 (predict+heatmap); "
+                "a path counts only if its test AUC is within 0.002 and its heatmaps within 0.02 (mean abs) of fp32",
+    }
+    write_result("inference", result)
+
+
+if __name__ == "__main__":
+    main()

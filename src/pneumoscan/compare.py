@@ -1,0 +1,183 @@
+"""``pneumoscan compare``: several models under one protocol, with error bars and paired tests.
+
+Every model is trained with the same settings (same patient-level split for a given seed, same
+augmentation, epoch budget and threshold rule) and evaluated on the same test images. With several
+seeds, each metric is reported as mean +- std; each pair of models gets DeLong's test of their AUCs
+and McNemar's test of their errors at the chosen thresholds, per seed. An optional ablation trains
+DenseNet121 end to end from ImageNet weights and from random init at a reduced budget.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import logging
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from pneumoscan.checkpoint import load_model
+from pneumoscan.data.labels import CLASSES
+from pneumoscan.evaluate.plots import plot_roc
+from pneumoscan.evaluate.report import write_json
+from pneumoscan.evaluate.stats import delong_test, mcnemar_test
+from pneumoscan.models import count_parameters
+from pneumoscan.settings import load_settings
+from pneumoscan.train import TrainConfig, train
+
+log = logging.getLogger(__name__)
+
+METRICS = ("auc", "accuracy", "sensitivity", "specificity", "f1", "average_precision")
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """Settings of ``pneumoscan compare``."""
+
+    data: str = ""                     # dataset root with train/ and test/
+    out: str = "runs/compare"
+    models: tuple[str, ...] = ("densenet121", "resnet50", "baseline_cnn")
+    seeds: int = 1                     # repeats per model (seeds 0..n-1): mean +- std
+    weights: tuple[str, ...] = ()      # per-model weights, "densenet121=/path.pth"; default: imagenet
+    base_config: str = ""              # a train --config JSON applied to every model (one protocol)
+    cache_dir: str = ""                # activation cache shared by all runs ("" = the train default)
+    ablation: bool = False             # also: DenseNet121 from ImageNet vs random init, end to end
+    ablation_image_size: int = 112     # the ablation's reduced budget on a CPU (stated in the output)
+    ablation_epochs: int = 6
+
+
+def _train_config(config: CompareConfig, model: str, seed: int, out: Path) -> TrainConfig:
+    weights = dict(item.split("=", 1) for item in config.weights)
+    overrides = {"data": config.data, "model": model, "seed": seed, "out": str(out)}
+    if model in weights:
+        overrides.update(weights=weights[model], allow_partial_weights=True)
+    if config.cache_dir:
+        overrides["cache_dir"] = config.cache_dir
+    return load_settings(TrainConfig, file=config.base_config or None, overrides=overrides)
+
+
+def _read_predictions(run_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    with (run_dir / "predictions_test.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    y = np.array([CLASSES.index(r["label"]) for r in rows])
+    prob = np.array([float(r["probability"]) for r in rows])
+    called = np.array([CLASSES.index(r["predicted"]) for r in rows])
+    return y, prob, called
+
+
+def _inference_ms(run_dir: Path, paths: list[str]) -> float:
+    from pneumoscan.predict import predict_logits
+
+    model = load_model(run_dir).model
+    predict_logits(model, paths[:16], batch_size=16)  # warm-up
+    started = time.perf_counter()
+    predict_logits(model, paths, batch_size=16)
+    return 1000 * (time.perf_counter() - started) / len(paths)
+
+
+def run_one(config: TrainConfig) -> dict:
+    """Train one model (or reuse a finished run) and collect what the comparison needs."""
+    run_dir = Path(config.out)
+    started = time.perf_counter()
+    if not (run_dir / "metrics.json").exists():
+        train(config, resume=(run_dir / "config.json").exists())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    y, prob, called = _read_predictions(run_dir)
+    with (run_dir / "predictions_test.csv").open() as handle:
+        paths = [r["path"] for r in csv.DictReader(handle)][:64]
+    test = metrics["test"]["at_threshold"]
+    return {"run": str(run_dir), "seed": config.seed, "threshold": metrics["threshold"],
+            **{k: test[k] for k in METRICS}, "ci95": {k: test["ci95"][k] for k in METRICS},
+            "train_seconds": metrics["timings"]["total_seconds"], "wall_seconds": round(time.perf_counter() - started, 1),
+            "parameters": count_parameters(load_model(run_dir).model), "inference_ms_per_image": _inference_ms(run_dir, paths),
+            "y": y, "prob": prob, "called": called}
+
+
+def _summary(runs: list[dict]) -> dict:
+    out = {k: {"mean": float(np.mean([r[k] for r in runs])), "std": float(np.std([r[k] for r in runs], ddof=1))
+               if len(runs) > 1 else 0.0, "values": [r[k] for r in runs]} for k in METRICS}
+    out["ci95_seed0"] = runs[0]["ci95"]
+    for key in ("parameters", "train_seconds", "inference_ms_per_image", "threshold"):
+        out[key] = float(np.mean([r[key] for r in runs]))
+    return out
+
+
+def _pair_tests(a_runs: list[dict], b_runs: list[dict]) -> dict:
+    delong = [delong_test(a["y"], a["prob"], b["prob"]) for a, b in zip(a_runs, b_runs)]
+    mcnemar = [mcnemar_test(a["y"], a["called"], b["called"]) for a, b in zip(a_runs, b_runs)]
+    return {"delong_p": float(np.median([d["p_value"] for d in delong])),
+            "delong_p_per_seed": [d["p_value"] for d in delong],
+            "auc_difference_per_seed": [d["difference"] for d in delong],
+            "mcnemar_p": float(np.median([m["p_value"] for m in mcnemar])),
+            "mcnemar_p_per_seed": [m["p_value"] for m in mcnemar],
+            "significant_seeds_0.05": {"delong": sum(d["p_value"] < 0.05 for d in delong),
+                                       "mcnemar": sum(m["p_value"] < 0.05 for m in mcnemar)}}
+
+
+def pretraining_ablation(config: CompareConfig, out: Path) -> dict:
+    """DenseNet121 trained end to end from ImageNet weights vs from random init, at a reduced budget."""
+    results = {}
+    weights = dict(item.split("=", 1) for item in config.weights).get("densenet121", "imagenet")
+    for name, init in (("imagenet", weights), ("random_init", "none")):
+        base = _train_config(config, "densenet121", 0, out / "ablation" / name)
+        settings = replace(base, weights=init, stages=("full",), image_size=config.ablation_image_size,
+                           full_epochs=config.ablation_epochs, full_lr=1e-4 if init != "none" else 1e-3,
+                           shift_report=False, patience=config.ablation_epochs)
+        run = run_one(settings)
+        results[name] = {k: run[k] for k in (*METRICS, "train_seconds", "threshold")}
+    results["budget"] = (f"end-to-end training of every layer for {config.ablation_epochs} epochs at "
+                         f"{config.ablation_image_size}x{config.ablation_image_size} px on this machine "
+                         f"(a reduced budget that fits a CPU; use a GPU for the full recipe)")
+    return results
+
+
+def compare(config: CompareConfig) -> dict:
+    """Run the comparison; writes ``comparison.json``, ``comparison.md`` and ``roc_all.png`` to ``out``."""
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    runs = {model: [run_one(_train_config(config, model, seed, out / model / f"seed{seed}"))
+                    for seed in range(config.seeds)] for model in config.models}
+    result = {"protocol": {"models": list(config.models), "seeds": config.seeds,
+                           "base_config": config.base_config or "TrainConfig defaults",
+                           "note": "same patient-level split per seed, same augmentation, epoch budget and "
+                                   "threshold rule for every model; test used only for this report"},
+              "models": {m: _summary(r) for m, r in runs.items()},
+              "pairs": {f"{a}_vs_{b}": _pair_tests(runs[a], runs[b])
+                        for a, b in itertools.combinations(config.models, 2)}}
+    if config.ablation:
+        result["pretraining_ablation"] = pretraining_ablation(config, out)
+    result["wall_seconds"] = round(time.perf_counter() - started, 1)
+    plot_roc({f"{m} (AUC {result['models'][m]['auc']['mean']:.3f})": (r[0]["y"], r[0]["prob"]) for m, r in runs.items()},
+             out / "roc_all.png", title="ROC on the test split (seed 0)")
+    write_json(out / "comparison.json", result)
+    (out / "comparison.md").write_text(comparison_markdown(result))
+    return result
+
+
+def comparison_markdown(result: dict) -> str:
+    seeds = result["protocol"]["seeds"]
+    lines = ["# Model comparison", "", f"{seeds} seed(s) per model; mean ± std over seeds "
+             "(95% bootstrap CI of seed 0 in brackets). Test split, threshold chosen on validation.", "",
+             "| model | AUC | accuracy | sensitivity | specificity | F1 | AP | parameters | train s | ms/image |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, m in result["models"].items():
+        cells = [f"{m[k]['mean']:.4f} ± {m[k]['std']:.4f} [{m['ci95_seed0'][k][0]:.3f}, {m['ci95_seed0'][k][1]:.3f}]"
+                 for k in METRICS]
+        lines.append(f"| {name} | " + " | ".join(cells) +
+                     f" | {m['parameters']:,.0f} | {m['train_seconds']:.0f} | {m['inference_ms_per_image']:.1f} |")
+    lines += ["", "## Paired tests (median p over seeds; seeds with p < 0.05)", "",
+              "| pair | DeLong p (AUC) | McNemar p (errors) |", "|---|---|---|"]
+    for pair, t in result["pairs"].items():
+        lines.append(f"| {pair.replace('_vs_', ' vs ')} | {t['delong_p']:.3g} ({t['significant_seeds_0.05']['delong']}/"
+                     f"{seeds}) | {t['mcnemar_p']:.3g} ({t['significant_seeds_0.05']['mcnemar']}/{seeds}) |")
+    if "pretraining_ablation" in result:
+        a = result["pretraining_ablation"]
+        lines += ["", "## Pretraining ablation (DenseNet121)", "", a["budget"], "",
+                  "| init | AUC | accuracy | sensitivity | specificity |", "|---|---|---|---|---|"]
+        lines += [f"| {k} | {v['auc']:.4f} | {v['accuracy']:.4f} | {v['sensitivity']:.4f} | {v['specificity']:.4f} |"
+                  for k, v in a.items() if isinstance(v, dict)]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,65 @@
+"""Drawing heatmaps: colour overlays on the grayscale X-ray, labelled panels and grids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib import colormaps  # noqa: E402
+
+CMAP = "jet"
+
+
+def overlay(gray: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.4, cmap: str = CMAP) -> np.ndarray:
+    """An RGB uint8 image: the grayscale X-ray with the coloured heatmap blended at ``alpha``."""
+    base = np.repeat(np.clip(gray, 0, 1)[..., None], 3, axis=2)
+    colour = colormaps[cmap](np.clip(heatmap, 0, 1))[..., :3]
+    return (255 * ((1 - alpha) * base + alpha * colour)).round().astype(np.uint8)
+
+
+def panel_title(probability: float, threshold: float, *, true_label: str | None = None, method: str = "gradcam",
+                explained: str = "PNEUMONIA") -> str:
+    predicted = "PNEUMONIA" if probability >= threshold else "NORMAL"
+    title = f"predicted {predicted} (p={probability:.3f}, threshold {threshold:.3f})"
+    if true_label:
+        title += f", true {true_label}"
+    return f"{title}\n{method}, evidence for {explained}"
+
+
+def save_panel(path: str | Path, gray: np.ndarray, heatmap: np.ndarray, *, title: str, empty: bool = False) -> Path:
+    """image | heatmap | overlay, with a colour bar and a title; an empty map says so."""
+    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.9))
+    axes[0].imshow(gray, cmap="gray", vmin=0, vmax=1)
+    axes[0].set_title("X-ray")
+    shown = axes[1].imshow(heatmap, cmap=CMAP, vmin=0, vmax=1)
+    axes[1].set_title("heatmap" + (" (empty: no positive evidence)" if empty else ""))
+    axes[2].imshow(overlay(gray, heatmap))
+    axes[2].set_title("overlay")
+    for ax in axes:
+        ax.axis("off")
+    fig.colorbar(shown, ax=axes.tolist(), fraction=0.025, pad=0.02, label="relative evidence")
+    fig.suptitle(title, fontsize=9)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return Path(path)
+
+
+def save_grid(path: str | Path, images: list[np.ndarray], captions: list[str], *, title: str,
+              columns: int = 4) -> Path:
+    """A grid of overlays (RGB uint8) with one caption each."""
+    rows = max(1, -(-len(images) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(3.0 * columns, 3.3 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, image, caption in zip(axes.ravel(), images, captions):
+        ax.imshow(image)
+        ax.set_title(caption, fontsize=7)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,207 @@
+"""``pneumoscan explain``: heatmaps for files, the misclassification review of a split, and two
+models side by side. Work is done in batches so memory stays flat over thousands of images;
+unreadable files are reported and skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from pneumoscan.checkpoint import LoadedModel
+from pneumoscan.data.io import ImageLoadError, load_image
+from pneumoscan.data.labels import CLASSES
+from pneumoscan.data.records import Sample
+from pneumoscan.explain.methods import explain, heatmap_agreement
+from pneumoscan.explain.render import overlay, panel_title, save_grid, save_panel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Explained:
+    """One explained image: where it came from, what the model said, and the map."""
+
+    path: str
+    gray: np.ndarray          # the resized grayscale input in [0, 1]
+    heatmap: np.ndarray       # [S, S] in [0, 1]
+    probability: float
+    empty: bool
+
+
+def explain_batches(loaded: LoadedModel, paths: list[str], *, method: str = "gradcam", target: str = "pneumonia",
+                    batch_size: int = 16, precision: str = "fp32", desc: str = "explaining"):
+    """Yield, in input order, ``Explained`` per readable path and ``(path, error)`` per unreadable one."""
+    model, pre = loaded.model.eval(), loaded.preprocessing
+    for start in tqdm(range(0, len(paths), batch_size), desc=desc, unit="batch", leave=False):
+        chunk = paths[start:start + batch_size]
+        grays, errors = {}, {}
+        for path in chunk:
+            try:
+                grays[path] = pre.resize(load_image(path))[0]
+            except ImageLoadError as err:
+                log.warning("skipping %s: %s", path, err.problem)
+                errors[path] = err.problem
+        if grays:
+            images = torch.stack([pre.normalize(g[None]) for g in grays.values()])
+            result = explain(model, images, method=method, target=target, threshold=loaded.threshold,
+                             precision=precision)
+            position = {path: i for i, path in enumerate(grays)}
+        for path in chunk:
+            if path in errors:
+                yield path, errors[path]
+                continue
+            i = position[path]
+            yield Explained(path, grays[path].numpy(), result.heatmaps[i], float(result.probabilities[i]),
+                            bool(result.empty[i]))
+
+
+def explain_files(loaded: LoadedModel, paths: list[str], out_dir: str | Path, *, method: str = "gradcam",
+                  target: str = "pneumonia", labels: dict[str, int] | None = None, save_arrays: bool = False,
+                  batch_size: int = 16, overlays: list | None = None) -> list[dict]:
+    """A panel PNG (and optionally the map as .npy) per image, plus ``explanations.csv`` and ``index.html``.
+
+    When ``overlays`` is a list, ``(overlay RGB, caption)`` of every explained image is appended to it.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for item in explain_batches(loaded, paths, method=method, target=target, batch_size=batch_size):
+        if isinstance(item, tuple):
+            rows.append({"path": item[0], "error": item[1]})
+            continue
+        stem = _unique_stem(out_dir, item.path)
+        true = CLASSES[labels[item.path]] if labels and item.path in labels else None
+        explained = "NORMAL" if target == "normal" or (target == "predicted" and item.probability < loaded.threshold) \
+            else "PNEUMONIA"
+        save_panel(out_dir / f"{stem}.png", item.gray, item.heatmap, empty=item.empty,
+                   title=panel_title(item.probability, loaded.threshold, true_label=true, method=method,
+                                     explained=explained))
+        if save_arrays:
+            np.save(out_dir / f"{stem}.npy", item.heatmap.astype(np.float32))
+        if overlays is not None:
+            overlays.append((overlay(item.gray, item.heatmap),
+                             f"{Path(item.path).name}\np={item.probability:.3f}" + (f", true {true}" if true else "")))
+        rows.append({"path": item.path, "probability": round(item.probability, 6),
+                     "label": CLASSES[int(item.probability >= loaded.threshold)], "empty_map": item.empty,
+                     "panel": f"{stem}.png", "error": ""})
+    _write_rows(out_dir / "explanations.csv", rows)
+    _write_index(out_dir / "index.html", f"pneumoscan explanations ({method})", {"images": rows})
+    return rows
+
+
+def _unique_stem(out_dir: Path, path: str) -> str:
+    stem = Path(path).stem
+    candidate, n = stem, 1
+    while (out_dir / f"{candidate}.png").exists():
+        n += 1
+        candidate = f"{stem}_{n}"
+    return candidate
+
+
+def review_cases(samples: list[Sample], probabilities: np.ndarray, threshold: float, *,
+                 confident: int = 8) -> dict[str, list[int]]:
+    """Indices of the most confident true positives and negatives, and of every error."""
+    y = np.array([s.label for s in samples])
+    called = probabilities >= threshold
+    order = np.argsort(-probabilities)
+    tp = [i for i in order if y[i] == 1 and called[i]][:confident]
+    tn = [i for i in order[::-1] if y[i] == 0 and not called[i]][:confident]
+    fp = [i for i in order if y[i] == 0 and called[i]]
+    fn = [i for i in order[::-1] if y[i] == 1 and not called[i]]
+    return {"true_positives": tp, "true_negatives": tn, "false_positives": fp, "false_negatives": fn}
+
+
+def review_gallery(loaded: LoadedModel, samples: list[Sample], probabilities: np.ndarray, out_dir: str | Path, *,
+                   method: str = "gradcam", confident: int = 8, per_grid: int = 24) -> dict[str, int]:
+    """PNG grids of the confident hits and every error, with panels and an ``index.html``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cases = review_cases(samples, probabilities, loaded.threshold, confident=confident)
+    sections = {}
+    for category, indices in cases.items():
+        chosen = [samples[i] for i in indices]
+        labels = {s.path: s.label for s in chosen}
+        pictures: list = []
+        rows = explain_files(loaded, [s.path for s in chosen], out_dir / category, method=method,
+                             target="predicted", labels=labels, overlays=pictures)
+        for page, start in enumerate(range(0, len(pictures), per_grid)):
+            chunk = pictures[start:start + per_grid]
+            save_grid(out_dir / f"{category}_{page + 1}.png", [p for p, _ in chunk], [c for _, c in chunk],
+                      title=f"{category.replace('_', ' ')} ({len(pictures)}), threshold {loaded.threshold:.3f}")
+        for row in rows:
+            if row.get("panel"):
+                row["panel"] = f"{category}/{row['panel']}"
+        sections[category] = rows
+    _write_index(out_dir / "index.html", f"Misclassification review ({method})", sections,
+                 grids=sorted(p.name for p in out_dir.glob("*_*.png")))
+    return {k: len(v) for k, v in cases.items()}
+
+
+def compare_models(first: LoadedModel, second: LoadedModel, paths: list[str], out_dir: str | Path, *,
+                   method: str = "gradcam", names: tuple[str, str] = ("A", "B")) -> dict:
+    """Both models' heatmaps side by side per image, with their agreement (Spearman, top-20% IoU)."""
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    a_items = [i for i in explain_batches(first, paths, method=method) if isinstance(i, Explained)]
+    b_items = {i.path: i for i in explain_batches(second, paths, method=method) if isinstance(i, Explained)}
+    rows = []
+    for a in a_items:
+        b = b_items[a.path]
+        agreement = heatmap_agreement(a.heatmap, b.heatmap)
+        fig, axes = plt.subplots(1, 3, figsize=(10, 3.8))
+        axes[0].imshow(a.gray, cmap="gray")
+        axes[0].set_title(Path(a.path).name, fontsize=8)
+        axes[1].imshow(overlay(a.gray, a.heatmap))
+        axes[1].set_title(f"{names[0]}: p={a.probability:.3f}", fontsize=9)
+        axes[2].imshow(overlay(b.gray, b.heatmap))
+        axes[2].set_title(f"{names[1]}: p={b.probability:.3f}", fontsize=9)
+        for ax in axes:
+            ax.axis("off")
+        fig.suptitle(f"agreement: Spearman {agreement['spearman']:.2f}, top-20% IoU {agreement['top_iou']:.2f}",
+                     fontsize=9)
+        stem = _unique_stem(out_dir, a.path)
+        fig.savefig(out_dir / f"{stem}.png", dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        rows.append({"path": a.path, f"p_{names[0]}": round(a.probability, 6), f"p_{names[1]}": round(b.probability, 6),
+                     **{k: round(v, 4) for k, v in agreement.items()}, "panel": f"{stem}.png"})
+    _write_rows(out_dir / "agreement.csv", rows)
+    summary = {"images": len(rows),
+               "mean_spearman": float(np.mean([r["spearman"] for r in rows])) if rows else float("nan"),
+               "mean_top_iou": float(np.mean([r["top_iou"] for r in rows])) if rows else float("nan")}
+    _write_index(out_dir / "index.html", f"{names[0]} vs {names[1]} ({method}): mean Spearman "
+                 f"{summary['mean_spearman']:.2f}, mean top-20% IoU {summary['mean_top_iou']:.2f}", {"images": rows})
+    return summary
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    fields = sorted({k for row in rows for k in row}, key=lambda k: (k != "path", k))
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields or ["path"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _write_index(path: Path, title: str, sections: dict[str, list[dict]], *, grids: list[str] = ()) -> None:
+    """A static page (no external assets) linking every grid and panel."""
+    parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             "<style>body{font-family:sans-serif;margin:2em}img{max-width:100%}td{padding:2px 8px}</style>",
+             f"<h1>{html.escape(title)}</h1>"]
+    parts += [f"<h3>{html.escape(g)}</h3><img src='{html.escape(g)}'>" for g in grids]
+    for name, rows in sections.items():
+        parts.append(f"<h2>{html.escape(name.replace('_', ' '))} ({len(rows)})</h2><table>")
+        for row in rows:
+            cells = "".join(f"<td>{html.escape(str(v))}</td>" for k, v in row.items() if k != "panel")
+            link = f"<td><a href='{html.escape(row['panel'])}'>panel</a></td>" if row.get("panel") else ""
+            parts.append(f"<tr>{cells}{link}</tr>")
+        parts.append("</table>")
+    path.write_text("\n".join(parts) + "\n")

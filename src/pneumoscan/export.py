@@ -1,0 +1,240 @@
+"""Stage 7 of the pipeline: a model that predicts *and* explains without PyTorch, plus its model card.
+
+``ServingGraph`` maps an image batch to (PNEUMONIA probability, Grad-CAM heatmap of the PNEUMONIA
+evidence at input resolution, out-of-distribution score of the pooled features). The heatmap's
+gradient is the head's closed form (``explain.ClosedFormGradCAM``), so the ONNX graph needs no
+autograd. The ONNX file carries its preprocessing, threshold and class names as metadata; a parity
+check against PyTorch runs on every export.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from pneumoscan.checkpoint import LoadedModel
+from pneumoscan.data.labels import CLASSES
+from pneumoscan.explain.gradcam import ClosedFormGradCAM, scale_maps
+from pneumoscan.models import PneumoniaNet
+from pneumoscan.ood import OodDetector
+
+log = logging.getLogger(__name__)
+
+METADATA_KEY = "pneumoscan"
+OUTPUTS = ("probability", "heatmap", "ood_score")
+
+
+class ServingGraph(nn.Module):
+    """images ``[B, C, S, S]`` -> probability ``[B]``, heatmap ``[B, S, S]``, OOD score ``[B]``.
+
+    The OOD score is 0 when the model has no out-of-distribution detector.
+    """
+
+    def __init__(self, model: PneumoniaNet, ood: OodDetector | None = None):
+        super().__init__()
+        self.trunk, self.tail = model.trunk, model.tail
+        self.gradcam = ClosedFormGradCAM(model.head)
+        features = model.head[3].in_features
+        self.register_buffer("ood_mean", ood.mean.clone() if ood else torch.zeros(features))
+        self.register_buffer("ood_precision", ood.precision.clone() if ood else torch.zeros(features, features))
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        fmap = self.tail(self.trunk(images))
+        logit, cam = self.gradcam(fmap)
+        heatmap = scale_maps(cam, (images.shape[-2], images.shape[-1]))
+        centred = fmap.float().mean(dim=(2, 3)) - self.ood_mean
+        ood_score = ((centred @ self.ood_precision) * centred).sum(dim=1) / centred.shape[1]
+        return torch.sigmoid(logit), heatmap, ood_score
+
+
+def model_metadata(loaded: LoadedModel) -> dict:
+    """What a runtime needs besides the graph: preprocessing, threshold, classes, provenance."""
+    from pneumoscan import __version__
+
+    return {"arch": loaded.model.arch, "preprocessing": loaded.preprocessing.to_dict(), "classes": list(CLASSES),
+            "threshold": loaded.threshold, "threshold_rule": loaded.threshold_rule, "pneumoscan_version": __version__,
+            "outputs": list(OUTPUTS), "heatmap": "Grad-CAM of the PNEUMONIA logit on the last feature map",
+            "ood_threshold": loaded.ood.threshold if loaded.ood else None}
+
+
+def export_onnx(loaded: LoadedModel, path: str | Path, *, opset: int = 18) -> Path:
+    """Write the serving graph as ONNX (dynamic batch) with the model's metadata embedded."""
+    import onnx
+
+    path = Path(path)
+    graph = ServingGraph(loaded.model.eval(), loaded.ood).eval()
+    size = loaded.preprocessing.image_size
+    example = torch.zeros(2, loaded.preprocessing.channels, size, size)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    torch.onnx.export(graph, (example,), str(path), input_names=["images"], output_names=list(OUTPUTS),
+                      dynamic_shapes={"images": {0: batch}}, opset_version=opset, dynamo=True,
+                      external_data=False, verbose=False)
+    proto = onnx.load(str(path))
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(model_metadata(loaded))
+    onnx.save(proto, str(path))
+    log.info("exported ONNX model %s (%.1f MB)", path, path.stat().st_size / 1e6)
+    return path
+
+
+def export_torchscript(loaded: LoadedModel, path: str | Path) -> Path:
+    """Write the serving graph as TorchScript (traced), with the metadata as an extra file."""
+    path = Path(path)
+    graph = ServingGraph(loaded.model.eval(), loaded.ood).eval()
+    size = loaded.preprocessing.image_size
+    with torch.no_grad():
+        traced = torch.jit.trace(graph, torch.zeros(2, loaded.preprocessing.channels, size, size))
+    torch.jit.save(traced, str(path), _extra_files={"pneumoscan.json": json.dumps(model_metadata(loaded))})
+    return path
+
+
+def parity_check(loaded: LoadedModel, onnx_path: str | Path, images: torch.Tensor) -> dict:
+    """Largest differences between onnxruntime and PyTorch on ``images`` (network inputs)."""
+    from pneumoscan.runtime import OnnxModel
+
+    with torch.no_grad():
+        prob, heatmap, _ = ServingGraph(loaded.model.eval(), loaded.ood)(images)
+    ort_prob, ort_heatmap, _ = OnnxModel(onnx_path).run(images.numpy())
+    return {"images": int(len(images)),
+            "prob_max_abs_diff": float(np.abs(ort_prob - prob.numpy()).max()),
+            "heatmap_max_abs_diff": float(np.abs(ort_heatmap - heatmap.numpy()).max())}
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_card(loaded: LoadedModel, run_dir: Path | None, files: list[Path], parity: dict | None) -> dict:
+    """What a user or reviewer needs to know before trusting the model, as data."""
+    metrics = json.loads((run_dir / "metrics.json").read_text()) if run_dir and (run_dir / "metrics.json").exists() else {}
+    settings = loaded.settings or {}
+
+    def summary(split):
+        at = metrics.get(split, {}).get("at_threshold")
+        if not at:
+            return None
+        keys = ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1", "average_precision")
+        return {k: {"value": at[k], "ci95": at["ci95"].get(k)} for k in keys} | {"n": at["n"],
+                                                                               "confusion_matrix": at["confusion_matrix"]}
+
+    return {
+        "name": f"pneumoscan {loaded.model.arch}",
+        "version": f"{loaded.model.arch}-{sha256_of(files[0])[:12]}",
+        "intended_use": "Research and education: screening support that flags chest X-rays likely to show "
+                        "pneumonia, with a heatmap of the evidence. Not a medical device; not for diagnosis "
+                        "without a radiologist reading the image.",
+        "data": {"training_data": settings.get("data"), "validation": "patients held out of train (patient-level split)",
+                 "model": loaded.model.arch, "weights": settings.get("weights"), "stages": settings.get("stages")},
+        "preprocessing": loaded.preprocessing.to_dict(),
+        "threshold": {"value": loaded.threshold, "rule": loaded.threshold_rule,
+                      "chosen_on": metrics.get("threshold_on", "validation")},
+        "test_metrics": summary("test"),
+        "validation_metrics": summary("validation"),
+        "validation_under_acquisition_shifts": {k: v for k, v in metrics.get("validation_shifted", {}).items()
+                                                if k.startswith(("mean_", "worst_"))} or None,
+        "out_of_distribution": {"threshold": loaded.ood.threshold, "quantile": loaded.ood.quantile}
+        if loaded.ood else None,
+        "limitations": [
+            "Trained on one pediatric dataset (Kermany et al. 2018: children aged 1-5, one hospital in Guangzhou); "
+            "performance on adults, other hospitals and other devices is unknown.",
+            "The official test split was acquired differently from train: expect a drop on new data and re-check "
+            "the threshold locally before any use.",
+            "Binary NORMAL vs PNEUMONIA only: other findings are not detected, and bacterial vs viral is not told apart.",
+            "Heatmaps show where the model's evidence lies, not the lesion's extent; they can highlight markers or "
+            "borders.",
+        ],
+        "onnx_parity": parity,
+        "files": {p.name: {"sha256": sha256_of(p), "bytes": p.stat().st_size} for p in files},
+    }
+
+
+def card_markdown(card: dict) -> str:
+    """The model card as Markdown."""
+    lines = [f"# {card['name']} ({card['version']})", "", "## Intended use", card["intended_use"], "",
+             "## Data", *[f"- {k}: {v}" for k, v in card["data"].items()], "",
+             "## Preprocessing", *[f"- {k}: {v}" for k, v in card["preprocessing"].items()], "",
+             "## Decision threshold",
+             f"{card['threshold']['value']:.4f}, chosen by rule `{card['threshold']['rule']}` on "
+             f"{card['threshold']['chosen_on']} (never on test).", ""]
+    for title, key in (("Test metrics", "test_metrics"), ("Validation metrics", "validation_metrics")):
+        if card.get(key):
+            lines += [f"## {title} (95% bootstrap CI)", "| metric | value | 95% CI |", "|---|---|---|"]
+            lines += [f"| {k} | {v['value']:.4f} | [{v['ci95'][0]:.4f}, {v['ci95'][1]:.4f}] |"
+                      for k, v in card[key].items() if isinstance(v, dict)]
+            lines.append("")
+    if card.get("validation_under_acquisition_shifts"):
+        lines += ["## Validation under synthetic acquisition shifts",
+                  *[f"- {k}: {v:.4f}" for k, v in card["validation_under_acquisition_shifts"].items()], ""]
+    if card.get("out_of_distribution"):
+        lines += ["## Input check", f"Images whose out-of-distribution score exceeds "
+                  f"{card['out_of_distribution']['threshold']:.3f} are refused, not scored.", ""]
+    lines += ["## Limitations", *[f"- {item}" for item in card["limitations"]], ""]
+    if card.get("onnx_parity"):
+        lines += ["## ONNX parity with PyTorch", *[f"- {k}: {v}" for k, v in card["onnx_parity"].items()], ""]
+    lines += ["## Files", *[f"- `{name}`: sha256 `{v['sha256']}` ({v['bytes']:,} bytes)" for name, v in card["files"].items()]]
+    return "\n".join(lines) + "\n"
+
+
+def export_run(model_path: str | Path, out_dir: str | Path, *, fmt: str = "onnx",
+               parity_images: torch.Tensor | None = None) -> dict:
+    """Export a trained model (run folder or model.pt) with its model card; returns the card."""
+    from pneumoscan.checkpoint import load_model, resolve_model_path
+
+    if fmt not in ("onnx", "torchscript"):
+        raise ValueError(f"format {fmt!r}: choose onnx or torchscript")
+    loaded = load_model(model_path)
+    checkpoint = resolve_model_path(model_path)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / ("model.onnx" if fmt == "onnx" else "model.torchscript.pt")
+    (export_onnx if fmt == "onnx" else export_torchscript)(loaded, target)
+    parity = None
+    if fmt == "onnx" and parity_images is not None:
+        parity = parity_check(loaded, target, parity_images)
+        log.info("ONNX parity on %d images: probability %.2e, heatmap %.2e", parity["images"],
+                 parity["prob_max_abs_diff"], parity["heatmap_max_abs_diff"])
+    card = model_card(loaded, checkpoint.parent, [target, checkpoint], parity)
+    stem = target.name.split(".")[0]
+    (out_dir / f"{stem}.card.json").write_text(json.dumps(card, indent=2) + "\n")
+    (out_dir / f"{stem}.card.md").write_text(card_markdown(card))
+    return card
+
+
+def quantize_int8(onnx_path: str | Path, out_path: str | Path, calibration: np.ndarray) -> Path:
+    """Static int8 quantization (QDQ, per-channel weights) of the convolutions and matrix products,
+    calibrated on ``calibration`` (network inputs from the training images). The heatmap arithmetic
+    stays in float. Check the metrics before serving it: ``bench/inference.py`` does."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"images": calibration[i:i + 8]} for i in range(0, len(calibration), 8)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    out_path = Path(out_path)
+    prepared = out_path.with_name(out_path.stem + ".prep.onnx")
+    quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
+    quantize_static(str(prepared), str(out_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    op_types_to_quantize=["Conv", "MatMul", "Gemm"])
+    prepared.unlink()
+    source, target = onnx.load(str(onnx_path)), onnx.load(str(out_path))
+    del target.metadata_props[:]
+    for entry in source.metadata_props:
+        target.metadata_props.add(key=entry.key, value=entry.value)
+    onnx.save(target, str(out_path))
+    return out_path

@@ -1,0 +1,217 @@
+"""``pneumoscan tune``: hyperparameter search with Optuna on validation ROC-AUC (never test).
+
+Trials are cheap because they train on the cached frozen-trunk activations of the core pipeline
+(each augmentation level is cached once, before the first trial). TPE sampling, median pruning
+per epoch. The study lives in a database (SQLite by default), so a killed study resumes with its
+trial count, and several processes or machines can work on one study through any Optuna storage URL.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import multiprocessing
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import optuna
+
+from pneumoscan.data.preprocess import Augmentation
+from pneumoscan.settings import load_settings, to_dict
+from pneumoscan.train import TrainConfig, train
+
+log = logging.getLogger(__name__)
+
+AUGMENTATION_LEVELS = {
+    "recipe": Augmentation.recipe(),   # the published recipe: rotation, flip, zoom, shift, brightness/contrast
+    "acquisition": Augmentation(),     # the default: recipe + acquisition-shift augmentations
+}
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """Settings of ``pneumoscan tune``."""
+
+    data: str = ""                       # dataset root (Kaggle layout) or label CSV
+    out: str = "runs/tune"               # study folder: trials, best config, plots
+    base_config: str = ""                # a train --config JSON every trial starts from
+    model: str = "densenet121"
+    weights: str = "auto"
+    allow_partial_weights: bool = False
+    trials: int = 30                     # total trials of the study (over all workers)
+    timeout_minutes: float = 0.0         # stop starting trials after this long (0 = no limit)
+    storage: str = ""                    # Optuna storage URL; "" = sqlite:///OUT/study.db
+    study: str = "pneumoscan"            # study name within the storage
+    workers: int = 1                     # local worker processes sharing the study
+    seed: int = 0
+    head_epochs: int = 12                # per trial
+    tail_epochs: int = 4                 # per trial (pruned early when below the median)
+    augmentation_levels: tuple[str, ...] = ("recipe", "acquisition")
+    cache_dir: str = ""
+
+
+def suggest(trial: optuna.Trial, config: TuneConfig) -> dict:
+    """The search space: learning rates of both stages, head size and dropouts, weight decay, how
+    much of the last block is trained, augmentation strength and the positive-class weight."""
+    return {
+        "head_lr": trial.suggest_float("head_lr", 1e-4, 1e-2, log=True),
+        "tail_lr": trial.suggest_float("tail_lr", 1e-5, 1e-3, log=True),
+        "head_hidden": trial.suggest_categorical("head_hidden", [64, 128, 256, 512]),
+        "dropout_in": trial.suggest_float("dropout_in", 0.1, 0.6),
+        "dropout_hidden": trial.suggest_float("dropout_hidden", 0.0, 0.5),
+        "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-1, log=True),
+        "tail_fraction": trial.suggest_categorical("tail_fraction", [0.25, 0.5, 1.0]),
+        "augmentation": trial.suggest_categorical("augmentation", list(config.augmentation_levels)),
+        "pos_weight_scale": trial.suggest_float("pos_weight_scale", 0.5, 2.0, log=True),
+    }
+
+
+def trial_config(base: TrainConfig, params: dict, out: Path) -> TrainConfig:
+    """The training settings of one trial: the base settings with the trial's choices."""
+    from pneumoscan.data.records import class_counts, load_samples
+
+    counts = class_counts(load_samples(base.data, "train" if Path(base.data).is_dir() else None))
+    balanced = counts["NORMAL"] / max(1, counts["PNEUMONIA"])
+    return replace(base, out=str(out), head_lr=params["head_lr"], head_lr_min=params["head_lr"] / 10,
+                   tail_lr=params["tail_lr"], tail_lr_min=params["tail_lr"] / 10,
+                   weight_decay=params["weight_decay"], tail_fraction=params["tail_fraction"],
+                   augmentation=AUGMENTATION_LEVELS[params["augmentation"]],
+                   pos_weight=balanced * params["pos_weight_scale"], test_split="", shift_report=False,
+                   head_hidden=params["head_hidden"], dropout_in=params["dropout_in"],
+                   dropout_hidden=params["dropout_hidden"])
+
+
+def base_settings(config: TuneConfig) -> TrainConfig:
+    overrides = {"data": config.data, "model": config.model, "weights": config.weights, "seed": config.seed,
+                 "allow_partial_weights": config.allow_partial_weights, "head_epochs": config.head_epochs,
+                 "tail_epochs": config.tail_epochs}
+    if config.cache_dir:
+        overrides["cache_dir"] = config.cache_dir
+    return load_settings(TrainConfig, file=config.base_config or None, overrides=overrides)
+
+
+def objective(trial: optuna.Trial, config: TuneConfig) -> float:
+    """Best validation ROC-AUC of the trial's training; reported per epoch for pruning."""
+    params = suggest(trial, config)
+    settings = trial_config(base_settings(config), params, Path(config.out) / "trials" / f"trial_{trial.number:04d}")
+
+    def report(row: dict) -> None:
+        trial.report(row["val_auc"], step=row["global_epoch"])
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"validation AUC {row['val_auc']:.4f} below the median at epoch "
+                                     f"{row['global_epoch']}")
+
+    run_dir = train(settings, finish=False, on_epoch=report)
+    history = json.loads((run_dir / "history.json").read_text())
+    return max(row["val_auc"] for row in history)
+
+
+def storage_url(config: TuneConfig) -> str:
+    return config.storage or f"sqlite:///{Path(config.out).resolve() / 'study.db'}"
+
+
+def open_study(config: TuneConfig) -> optuna.Study:
+    """Create or load the study (heartbeats mark trials of a killed worker as failed)."""
+    storage = optuna.storages.RDBStorage(storage_url(config), heartbeat_interval=30, grace_period=90,
+                                         engine_kwargs={"connect_args": {"timeout": 120}}
+                                         if storage_url(config).startswith("sqlite") else {})
+    return optuna.create_study(study_name=config.study, storage=storage, direction="maximize", load_if_exists=True,
+                               sampler=optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=8),
+                               pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0))
+
+
+def _finished(study: optuna.Study) -> int:
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def work(config: TuneConfig, deadline: float | None = None) -> None:
+    """One worker: run trials until the study has ``config.trials`` finished ones (or time is up)."""
+    import torch
+
+    if config.workers > 1:
+        torch.set_num_threads(max(1, torch.get_num_threads() // config.workers))
+    study = open_study(config)
+    if _finished(study) >= config.trials:
+        return
+    callback = optuna.study.MaxTrialsCallback(config.trials, states=(optuna.trial.TrialState.COMPLETE,
+                                                                     optuna.trial.TrialState.PRUNED))
+    timeout = None if deadline is None else max(1.0, deadline - time.time())
+    study.optimize(lambda trial: objective(trial, config), n_trials=config.trials, timeout=timeout,
+                   callbacks=[callback], catch=(RuntimeError, ValueError))
+
+
+def prepare_caches(config: TuneConfig) -> float:
+    """Cache the trunk's activations for every augmentation level before the first trial; returns seconds."""
+    started = time.perf_counter()
+    base = base_settings(config)
+    for level in config.augmentation_levels:
+        folder = Path(config.out) / "cache_warmup" / level
+        shutil.rmtree(folder, ignore_errors=True)
+        settings = replace(base, out=str(folder), head_epochs=1, stages=("head",),
+                           augmentation=AUGMENTATION_LEVELS[level], test_split="", shift_report=False)
+        train(settings, finish=False)
+    return time.perf_counter() - started
+
+
+def tune(config: TuneConfig) -> dict:
+    """Run (or resume) the study, then write the best configuration, the trials table and plots."""
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    setup_seconds = prepare_caches(config)
+    started = time.time()
+    deadline = started + 60 * config.timeout_minutes if config.timeout_minutes else None
+    if config.workers > 1:
+        context = multiprocessing.get_context("spawn")
+        processes = [context.Process(target=work, args=(config, deadline)) for _ in range(config.workers)]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join()
+    else:
+        work(config, deadline)
+    return write_outputs(config, open_study(config), time.time() - started, setup_seconds)
+
+
+def write_outputs(config: TuneConfig, study: optuna.Study, seconds: float, setup_seconds: float) -> dict:
+    out = Path(config.out)
+    best = study.best_trial
+    best_settings = trial_config(base_settings(config), best.params, out / "best")
+    best_config = {k: v for k, v in to_dict(best_settings).items() if k not in ("out", "test_split", "shift_report")}
+    (out / "best_config.json").write_text(json.dumps(best_config, indent=2) + "\n")
+    study.trials_dataframe().to_csv(out / "trials.csv", index=False)
+    _plots(study, out)
+    finished = _finished(study)
+    summary = {"study": config.study, "storage": storage_url(config), "n_trials": finished,
+               "n_complete": len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))),
+               "n_pruned": len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))),
+               "best_trial": best.number, "val_auc": best.value, "best_params": best.params,
+               "wall_seconds": round(seconds, 1), "cache_setup_seconds": round(setup_seconds, 1),
+               "trials_per_hour": round(3600 * finished / max(seconds, 1e-9), 1) if math.isfinite(seconds) else None,
+               "best_config": str(out / "best_config.json")}
+    (out / "tune_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _plots(study: optuna.Study, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as optuna_plots
+
+    optuna_plots.plot_optimization_history(study)
+    plt.gcf().set_size_inches(8, 4.5)
+    plt.savefig(out / "optimization_history.png", dpi=110, bbox_inches="tight")
+    plt.close("all")
+    if len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) >= 2:
+        try:
+            optuna_plots.plot_param_importances(study)
+            plt.gcf().set_size_inches(8, 4.5)
+            plt.savefig(out / "param_importances.png", dpi=110, bbox_inches="tight")
+        except (ValueError, RuntimeError) as err:  # importances need varied, completed trials
+            log.warning("no parameter-importance plot: %s", err)
+        plt.close("all")

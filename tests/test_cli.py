@@ -1,0 +1,64 @@
+"""Tests of the command line: help texts, clear errors without tracebacks, predict/evaluate/explain runs."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+
+import pytest
+
+from pneumoscan.cli import COMMANDS, main
+
+
+def test_every_command_has_useful_help(capsys):
+    for command in COMMANDS:
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "--help"])
+        assert exit_info.value.code == 0
+        assert len(capsys.readouterr().out) > 200, command
+
+
+def test_bad_input_is_a_message_not_a_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "pneumoscan.cli", "train", "--data", str(tmp_path / "nowhere"),
+                             "--out", str(tmp_path / "run")], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "nowhere" in result.stderr and "Traceback" not in result.stderr
+    result = subprocess.run([sys.executable, "-m", "pneumoscan.cli", "train", "--data", str(tmp_path),
+                             "--set", "epochs=3"], capture_output=True, text=True)
+    assert result.returncode == 2 and "unknown setting" in result.stderr
+
+
+def test_predict_folder_with_a_broken_file(tiny_run, phantom_root, tmp_path, capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for source in sorted((phantom_root / "test" / "NORMAL").iterdir())[:3]:
+        (folder / source.name).write_bytes(source.read_bytes())
+    (folder / "broken.jpeg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    out = tmp_path / "predictions.csv"
+    assert main(["predict", str(tiny_run), str(folder), "--out", str(out)]) == 1  # one file failed
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 4
+    broken = [r for r in rows if r["error"]]
+    assert len(broken) == 1 and broken[0]["path"].endswith("broken.jpeg") and broken[0]["probability"] == ""
+    assert all(r["label"] in ("NORMAL", "PNEUMONIA") for r in rows if not r["error"])
+
+
+def test_evaluate_on_a_label_csv(tiny_run, phantom_root, tmp_path, capsys):
+    from pneumoscan.data import scan_kaggle_split
+
+    samples = scan_kaggle_split(phantom_root, "test")
+    listing = tmp_path / "labels.csv"
+    listing.write_text("path,label\n" + "".join(f"{s.path},{s.label}\n" for s in samples))
+    assert main(["evaluate", str(tiny_run), "--data", str(listing), "--out", str(tmp_path / "eval")]) == 0
+    assert (tmp_path / "eval" / "metrics_labels.json").exists()
+    assert "AUC" in capsys.readouterr().out
+
+
+def test_explain_and_review(tiny_run, phantom_root, tmp_path):
+    image = next((phantom_root / "test" / "PNEUMONIA").iterdir())
+    assert main(["explain", str(image), "--model", str(tiny_run), "--out", str(tmp_path / "one")]) == 0
+    assert (tmp_path / "one" / f"{image.stem}.png").exists()
+    assert main(["explain", "--model", str(tiny_run), "--review", "test", "--data", str(phantom_root),
+                 "--out", str(tmp_path / "review"), "--confident", "2"]) == 0
+    assert (tmp_path / "review" / "index.html").exists()

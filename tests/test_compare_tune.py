@@ -1,0 +1,67 @@
+"""Tests of pneumoscan.compare and pneumoscan.tune on phantoms: a tiny comparison and tiny studies."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+
+import optuna
+import pytest
+
+from pneumoscan.compare import CompareConfig, compare
+from pneumoscan.settings import load_settings
+from pneumoscan.train import TrainConfig
+from pneumoscan.tune import TuneConfig, open_study, tune
+
+
+@pytest.fixture(scope="module")
+def tiny_settings(tmp_path_factory):
+    path = tmp_path_factory.mktemp("settings") / "tiny.json"
+    path.write_text(json.dumps({"image_size": 64, "train_views": 2, "head_epochs": 2, "tail_epochs": 1,
+                                "full_epochs": 2, "batch_size": 16, "workers": 0, "n_boot": 30,
+                                "val_fraction": 0.25, "shift_report": False}))
+    return path
+
+
+def test_tiny_comparison_with_two_seeds(phantom_root, tiny_settings, tmp_path):
+    config = CompareConfig(data=str(phantom_root), out=str(tmp_path / "cmp"), models=("densenet121", "baseline_cnn"),
+                           seeds=2, weights=("densenet121=none",), base_config=str(tiny_settings),
+                           cache_dir=str(tmp_path / "cache"))
+    result = compare(config)
+    assert set(result["models"]) == {"densenet121", "baseline_cnn"}
+    auc = result["models"]["densenet121"]["auc"]
+    assert len(auc["values"]) == 2 and auc["std"] >= 0
+    pair = result["pairs"]["densenet121_vs_baseline_cnn"]
+    assert 0 <= pair["delong_p"] <= 1 and 0 <= pair["mcnemar_p"] <= 1 and len(pair["delong_p_per_seed"]) == 2
+    for name in ("comparison.json", "comparison.md", "roc_all.png"):
+        assert (tmp_path / "cmp" / name).exists()
+
+
+def _tiny_tune(phantom_root, tiny_settings, out, cache, **overrides) -> TuneConfig:
+    return TuneConfig(data=str(phantom_root), out=str(out), base_config=str(tiny_settings), weights="none",
+                      head_epochs=2, tail_epochs=1, cache_dir=str(cache), **overrides)
+
+
+def test_three_trial_study_writes_a_usable_best_config(phantom_root, tiny_settings, tmp_path):
+    summary = tune(_tiny_tune(phantom_root, tiny_settings, tmp_path / "study", tmp_path / "cache", trials=3))
+    assert summary["n_trials"] == 3 and 0 < summary["val_auc"] <= 1
+    best = load_settings(TrainConfig, file=summary["best_config"])  # train --config accepts it
+    assert best.head_lr == pytest.approx(summary["best_params"]["head_lr"])
+    assert (tmp_path / "study" / "trials.csv").exists() and (tmp_path / "study" / "optimization_history.png").exists()
+
+    resumed = tune(_tiny_tune(phantom_root, tiny_settings, tmp_path / "study", tmp_path / "cache", trials=5))
+    assert resumed["n_trials"] == 5  # the stored study continued from 3, it did not start over
+    numbers = [t.number for t in open_study(_tiny_tune(phantom_root, tiny_settings, tmp_path / "study",
+                                                       tmp_path / "cache")).trials]
+    assert numbers == list(range(5))
+
+
+def test_two_workers_share_one_study(phantom_root, tiny_settings, tmp_path):
+    config = _tiny_tune(phantom_root, tiny_settings, tmp_path / "shared", tmp_path / "cache", trials=4, workers=2)
+    summary = tune(config)
+    trials = open_study(config).get_trials(deepcopy=False)
+    numbers = [t.number for t in trials]
+    assert summary["n_trials"] >= 4 and len(numbers) == len(set(numbers))
+    finished = [t for t in trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    assert len({t.params["head_lr"] for t in finished}) == len(finished)  # no trial was run twice
+    assert multiprocessing.active_children() == []

@@ -1,0 +1,151 @@
+"""Tests of pneumoscan.explain: every method on every model, parity, targets, edge cases, outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
+
+from pneumoscan.checkpoint import LoadedModel
+from pneumoscan.data import Preprocessing, scan_kaggle_split
+from pneumoscan.explain import METHODS, ClosedFormGradCAM, explain, gradcam
+from pneumoscan.explain.checks import (
+    border_mass,
+    box_iou,
+    cascading_randomization,
+    center_maps,
+    deletion_insertion,
+    pointing_game,
+    random_maps,
+)
+from pneumoscan.explain.run import explain_files, review_cases
+from pneumoscan.models import MODELS, build_model
+
+SMALL = Preprocessing(image_size=64)
+
+
+def small_model(name: str, seed: int = 0):
+    torch.manual_seed(seed)
+    return build_model(name, preprocessing=SMALL).eval()
+
+
+@pytest.fixture(scope="module")
+def batch():
+    return torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_on_every_model_gives_unit_maps_and_leaves_no_hooks(name, method, batch):
+    model = small_model(name)
+    result = explain(model, batch, method=method)
+    assert result.heatmaps.shape == (2, 64, 64) and result.heatmaps.dtype == np.float32
+    assert np.isfinite(result.heatmaps).all()
+    assert result.heatmaps.min() >= 0 and result.heatmaps.max() <= 1 + 1e-6
+    assert result.probabilities.shape == (2,)
+    for module in model.modules():
+        assert not module._forward_hooks and not module._backward_hooks, f"hook left on {module}"
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("category", [1, 0])
+def test_fast_gradcam_equals_pytorch_grad_cam(name, category, batch):
+    model = small_model(name)
+    ours = gradcam(model, batch, target="pneumonia" if category else "normal").heatmaps
+    with GradCAM(model=model, target_layers=[model.tail]) as cam:
+        reference = cam(input_tensor=batch, targets=[BinaryClassifierOutputTarget(category)] * 2)
+    assert np.abs(ours - reference).max() <= 1e-4
+
+
+def test_normal_target_negates_the_logit(batch):
+    model = small_model("densenet121")
+    pneumonia, normal = gradcam(model, batch, target="pneumonia"), gradcam(model, batch, target="normal")
+    assert (pneumonia.signs == 1).all() and (normal.signs == -1).all()
+    assert not np.allclose(pneumonia.heatmaps, normal.heatmaps)
+    predicted = gradcam(model, batch, target="predicted", threshold=0.5)
+    np.testing.assert_array_equal(predicted.signs, np.where(predicted.probabilities >= 0.5, 1, -1))
+
+
+def test_batch_equals_single_images():
+    model = small_model("resnet50")
+    images = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    together = gradcam(model, images).heatmaps
+    alone = np.concatenate([gradcam(model, images[i:i + 1]).heatmaps for i in range(4)])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+def test_all_negative_evidence_gives_zeros_not_nan(batch):
+    model = small_model("baseline_cnn")
+    with torch.no_grad():  # every feature (>= 0 after ReLU/pool) pushes the logit down
+        model.head[3].weight.fill_(-0.01)
+        model.head[3].bias.fill_(1.0)
+        model.head[6].weight.fill_(1.0)
+    for method in ("gradcam", "gradcam_reference"):
+        result = explain(model, batch, method=method, target="pneumonia")
+        assert result.empty.all()
+        assert np.isfinite(result.heatmaps).all() and (result.heatmaps == 0).all()
+
+
+def test_closed_form_gradient_matches_autograd(batch):
+    model = small_model("densenet121")
+    with torch.no_grad():
+        fmap = model.feature_map(batch)
+        logit, cam = ClosedFormGradCAM(model.head)(fmap)
+    fmap = fmap.clone().requires_grad_(True)
+    (grads,) = torch.autograd.grad(model.head(fmap).sum(), fmap)
+    expected = torch.relu((grads.mean((2, 3), keepdim=True) * fmap).sum(1))
+    torch.testing.assert_close(cam, expected.detach(), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(logit, model(batch))
+
+
+def test_unknown_method_and_target_are_refused(batch):
+    with pytest.raises(ValueError, match="gradcam"):
+        explain(small_model("baseline_cnn"), batch, method="magic")
+    with pytest.raises(ValueError, match="target"):
+        explain(small_model("baseline_cnn"), batch, target="cats")
+
+
+def test_randomizing_the_model_changes_gradcam(batch):
+    curve = cascading_randomization(small_model("resnet50"), batch)
+    assert curve[0]["block"] == "head" and sum(row["last_block"] for row in curve) == 1
+    assert all(-1 <= row["rank_corr"] <= 1 for row in curve)
+
+
+def test_deletion_of_the_evidence_lowers_the_probability():
+    model = small_model("baseline_cnn")
+    images = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    maps = gradcam(model, images).heatmaps
+    scores = deletion_insertion(model, images, maps, np.ones(3), steps=4, precision="fp32")
+    assert scores["deletion_auc"].shape == (3,) and ((0 <= scores["insertion_auc"]) & (scores["insertion_auc"] <= 1)).all()
+
+
+def test_localization_measures_on_known_maps():
+    heatmap = np.zeros((64, 64), np.float32)
+    heatmap[10:20, 30:40] = 1.0
+    assert pointing_game(heatmap, [(30, 10, 39, 19)], tolerance=0)
+    assert not pointing_game(heatmap, [(0, 40, 10, 50)], tolerance=0)
+    assert box_iou(heatmap, [(30, 10, 39, 19)]) == pytest.approx(1.0)
+    assert border_mass(np.ones((1, 100, 100)), band=0.1)[0] == pytest.approx(1 - 0.8**2)
+    assert random_maps((2, 64, 64)).shape == center_maps((2, 64, 64)).shape == (2, 64, 64)
+
+
+def test_review_picks_confident_hits_and_every_error():
+    from pneumoscan.data import Sample
+
+    samples = [Sample(f"{i}.png", label, str(i)) for i, label in enumerate([1, 1, 0, 0, 1, 0])]
+    prob = np.array([0.99, 0.7, 0.01, 0.8, 0.2, 0.3])
+    cases = review_cases(samples, prob, 0.5, confident=1)
+    assert cases == {"true_positives": [0], "true_negatives": [2], "false_positives": [3], "false_negatives": [4]}
+
+
+def test_explain_files_writes_panels_and_survives_a_broken_file(phantom_root, tmp_path):
+    loaded = LoadedModel(model=small_model("baseline_cnn"), threshold=0.5)
+    paths = [s.path for s in scan_kaggle_split(phantom_root, "test")[:3]]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG not really")
+    rows = explain_files(loaded, paths + [str(broken)], tmp_path / "out", save_arrays=True)
+    assert [bool(r["error"]) for r in rows] == [False, False, False, True]
+    assert len(list((tmp_path / "out").glob("*.png"))) == 3 and len(list((tmp_path / "out").glob("*.npy"))) == 3
+    assert (tmp_path / "out" / "index.html").read_text().count("panel") >= 3

@@ -1,0 +1,85 @@
+"""Tests of pneumoscan.export and pneumoscan.runtime: ONNX parity, metadata, model card, TorchScript."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from pneumoscan.checkpoint import LoadedModel, load_model
+from pneumoscan.data import Preprocessing
+from pneumoscan.export import ServingGraph, export_onnx, export_run, export_torchscript, parity_check
+from pneumoscan.models import MODELS, build_model
+from pneumoscan.ood import fit_ood
+from pneumoscan.runtime import OnnxModel, TorchModel, load_runtime
+
+SMALL = Preprocessing(image_size=64)
+
+
+def images(n: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_onnx_graph_matches_pytorch_for_every_model(name, tmp_path):
+    torch.manual_seed(0)
+    loaded = LoadedModel(model=build_model(name, preprocessing=SMALL).eval(), threshold=0.4, threshold_rule="youden")
+    path = export_onnx(loaded, tmp_path / f"{name}.onnx")
+    parity = parity_check(loaded, path, images(8))
+    assert parity["prob_max_abs_diff"] <= 1e-4 and parity["heatmap_max_abs_diff"] <= 1e-3
+    runtime = OnnxModel(path)
+    assert runtime.threshold == 0.4 and runtime.preprocessing == SMALL
+    for batch in (1, 5):  # dynamic batch size
+        prob, heatmap, ood = runtime.run(images(batch, seed=batch).numpy())
+        assert prob.shape == (batch,) and heatmap.shape == (batch, 64, 64) and ood.shape == (batch,)
+
+
+def test_exported_heatmap_is_the_fast_gradcam():
+    from pneumoscan.explain import gradcam
+
+    model = build_model("densenet121", preprocessing=SMALL).eval()
+    with torch.no_grad():
+        prob, heatmap, _ = ServingGraph(model)(images(4))
+    reference = gradcam(model, images(4))
+    np.testing.assert_allclose(heatmap.numpy(), reference.heatmaps, atol=1e-5)
+    np.testing.assert_allclose(prob.numpy(), reference.probabilities, atol=1e-6)
+
+
+def test_ood_score_is_baked_into_the_graph(tmp_path):
+    model = build_model("baseline_cnn", preprocessing=SMALL).eval()
+    with torch.no_grad():
+        features = model.feature_map(images(64)).mean((2, 3)).numpy()
+    ood = fit_ood(features[:48], features[48:])
+    loaded = LoadedModel(model=model, threshold=0.5, ood=ood)
+    path = export_onnx(loaded, tmp_path / "m.onnx")
+    _, _, score = OnnxModel(path).run(images(3, seed=9).numpy())
+    with torch.no_grad():
+        expected = ood.score(model.feature_map(images(3, seed=9)).mean((2, 3)))
+    np.testing.assert_allclose(score, expected, rtol=1e-3, atol=1e-3)
+    assert OnnxModel(path).ood_threshold == pytest.approx(ood.threshold)
+
+
+def test_export_run_writes_card_and_torchscript(tiny_run, tmp_path):
+    loaded = load_model(tiny_run)
+    card = export_run(tiny_run, tmp_path / "onnx", parity_images=images(6))
+    assert card["onnx_parity"]["prob_max_abs_diff"] <= 1e-4
+    assert set(card["files"]) == {"model.onnx", "model.pt"}
+    assert card["threshold"]["value"] == pytest.approx(loaded.threshold)
+    assert card["test_metrics"]["auc"]["ci95"][0] <= card["test_metrics"]["auc"]["value"]
+    assert json.loads((tmp_path / "onnx" / "model.card.json").read_text())["version"] == card["version"]
+    assert "## Limitations" in (tmp_path / "onnx" / "model.card.md").read_text()
+
+    path = export_torchscript(loaded, tmp_path / "model.ts")
+    scripted = torch.jit.load(str(path))
+    with torch.no_grad():
+        ours = TorchModel(tiny_run).run(images(2).numpy())
+        theirs = scripted(images(2))
+    np.testing.assert_allclose(ours[0], theirs[0].numpy(), atol=1e-6)
+
+
+def test_runtime_choice_and_bad_files(tiny_run, tmp_path):
+    assert load_runtime(tiny_run).runtime == "pytorch"
+    with pytest.raises(FileNotFoundError):
+        load_runtime(tmp_path / "absent.onnx")

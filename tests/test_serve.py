@@ -1,0 +1,107 @@
+"""Tests of pneumoscan.serve with FastAPI's test client: predictions, DICOM in and out, every error path."""
+
+from __future__ import annotations
+
+import io
+import re
+import struct
+import zlib
+
+import numpy as np
+import pydicom
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from tests.test_data import _dicom_bytes
+
+from pneumoscan.data import scan_kaggle_split
+from pneumoscan.export import export_run
+from pneumoscan.serve import create_app
+
+
+@pytest.fixture(scope="module", params=["pytorch", "onnxruntime"])
+def client(request, tiny_run, tmp_path_factory):
+    if request.param == "pytorch":
+        return TestClient(create_app(tiny_run, max_upload_bytes=2_000_000))
+    out = tmp_path_factory.mktemp("onnx")
+    export_run(tiny_run, out)
+    return TestClient(create_app(out / "model.onnx", max_upload_bytes=2_000_000))
+
+
+@pytest.fixture(scope="module")
+def xray_bytes(phantom_root) -> bytes:
+    return open(scan_kaggle_split(phantom_root, "test")[0].path, "rb").read()
+
+
+def post(client, data: bytes, name="x.jpeg", content_type="image/jpeg", **params):
+    return client.post("/v1/predict", params=params, files={"file": (name, data, content_type)})
+
+
+def test_health_model_card_docs_and_page(client):
+    assert client.get("/healthz").json()["status"] == "ok"
+    model = client.get("/v1/model").json()
+    assert 0 < model["threshold"] < 1 and model["preprocessing"]["image_size"] == 64
+    assert client.get("/docs").status_code == 200
+    page = client.get("/").text
+    assert "drop" in page.lower() and not re.search(r"(src|href)=[\"']https?://", page)  # no external assets
+
+
+def test_predict_returns_probability_label_and_timing(client, xray_bytes):
+    body = post(client, xray_bytes).json()
+    assert 0 <= body["probability"] <= 1 and body["label"] in ("NORMAL", "PNEUMONIA")
+    assert body["label"] == ("PNEUMONIA" if body["probability"] >= body["threshold"] else "NORMAL")
+    assert body["timing_ms"]["total"] > 0 and "heatmap_png" not in body
+    with_map = post(client, xray_bytes, heatmap="true").json()
+    assert with_map["overlay_png"].startswith("data:image/png;base64,")
+
+
+@pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
+def test_dicom_in_and_secondary_capture_out(client, xray_bytes, photometric):
+    gray = np.asarray(Image.open(io.BytesIO(xray_bytes)).convert("L"), np.float64) * 16
+    pixels = gray if photometric == "MONOCHROME2" else 4080 - gray
+    data = _dicom_bytes(pixels, photometric)
+    body = post(client, data, name="study.dcm", content_type="application/dicom").json()
+    png = post(client, xray_bytes).json()
+    assert body["probability"] == pytest.approx(png["probability"], abs=0.02)
+    response = post(client, data, name="study.dcm", content_type="application/dicom", output="dicom")
+    assert response.status_code == 200 and response.headers["content-type"] == "application/dicom"
+    capture = pydicom.dcmread(io.BytesIO(response.content))
+    source = pydicom.dcmread(io.BytesIO(data))
+    assert capture.PatientID == source.PatientID and capture.SOPClassUID.name == "Secondary Capture Image Storage"
+    assert capture.pixel_array.shape == (64, 64, 3)
+
+
+def _png_bomb() -> bytes:
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    rows = zlib.compress(b"\0" * (1 + 20000) * 100, 9)  # highly compressible rows
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+
+
+def _png(array) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("case, status", [
+    ("empty", 422), ("random_bytes", 415), ("truncated_jpeg", 422), ("text_content_type", 415),
+    ("png_bomb", 413), ("blank", 422), ("too_large_upload", 413), ("noise", 422),
+])
+def test_bad_inputs_get_clear_4xx(client, xray_bytes, case, status):
+    rng = np.random.default_rng(0)
+    data, name, content_type = {
+        "empty": (b"", "e.png", "image/png"),
+        "random_bytes": (rng.bytes(5000), "r.jpeg", "image/jpeg"),
+        "truncated_jpeg": (xray_bytes[: len(xray_bytes) // 3], "t.jpeg", "image/jpeg"),
+        "text_content_type": (b"hello world", "notes.txt", "text/plain"),
+        "png_bomb": (_png_bomb(), "bomb.png", "image/png"),
+        "blank": (_png(np.full((64, 64), 128, np.uint8)), "blank.png", "image/png"),
+        "too_large_upload": (b"\xff\xd8\xff" + rng.bytes(2_100_000), "big.jpeg", "image/jpeg"),
+        "noise": (_png(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)), "noise.png", "image/png"),
+    }[case]
+    response = post(client, data, name=name, content_type=content_type)
+    assert response.status_code == status, response.text
+    assert name in response.json()["detail"]
+    assert client.get("/healthz").status_code == 200
