@@ -25,6 +25,9 @@ def commit() -> str:
     return sha + ("+dirty" if dirty else "")
 
 
+LAUNCH_COMMIT = None  # set on first use: the commit the benchmark started from
+
+
 def machine() -> dict:
     import torch
 
@@ -36,10 +39,21 @@ def machine() -> dict:
             "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform()}
 
 
+def launch_commit() -> str:
+    """The commit at the start of the benchmark (call early: the tree may change while it runs)."""
+    global LAUNCH_COMMIT
+    if LAUNCH_COMMIT is None:
+        LAUNCH_COMMIT = commit()
+    return LAUNCH_COMMIT
+
+
+launch_commit()  # bench scripts import this module before any work
+
+
 def write_result(name: str, payload: dict) -> Path:
     """Write ``bench/results/<name>.json`` with the provenance fields added."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    payload = {**payload, "commit": commit(), "machine": machine(),
+    payload = {**payload, "commit": launch_commit(), "machine": machine(),
                "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2) + "\n")

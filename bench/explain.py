@@ -76,6 +76,21 @@ def _median_seconds(fn, repeats: int = 5) -> float:
     return statistics.median(times)
 
 
+def _predict_vs_explain(model, images: torch.Tensor, precision: str) -> dict:
+    """Batch time of prediction alone and of prediction + fast Grad-CAM, at one precision."""
+    fmt = torch.channels_last if precision == "bf16" else torch.contiguous_format
+    x, net = images.contiguous(memory_format=fmt), model.to(memory_format=fmt)
+
+    def predict():
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            net(x)
+
+    predict_s = _median_seconds(predict)
+    explain_s = _median_seconds(lambda: gradcam(net, x, precision=precision))
+    return {"predict_ms": 1000 * predict_s, "predict_and_heatmap_ms": 1000 * explain_s,
+            "overhead_ratio": explain_s / predict_s}
+
+
 def speed(model) -> dict:
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
@@ -83,17 +98,7 @@ def speed(model) -> dict:
     images, _ = test_images(model, 16)
     out = {"batch": 16, "threads": torch.get_num_threads()}
     for precision in ("fp32", "bf16"):
-        x = images.contiguous(memory_format=torch.channels_last) if precision == "bf16" else images
-        net = model.to(memory_format=torch.channels_last if precision == "bf16" else torch.contiguous_format)
-
-        def predict():
-            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-                net(x)
-
-        predict_s = _median_seconds(predict)
-        explain_s = _median_seconds(lambda: gradcam(net, x, precision=precision))
-        out[precision] = {"predict_ms": 1000 * predict_s, "predict_and_heatmap_ms": 1000 * explain_s,
-                          "overhead_ratio": explain_s / predict_s}
+        out[precision] = _predict_vs_explain(model, images, precision)
     model.to(memory_format=torch.contiguous_format)
     with GradCAM(model=model, target_layers=[model.tail]) as cam:
         library_s = _median_seconds(lambda: cam(input_tensor=images, targets=[BinaryClassifierOutputTarget(1)] * 16))

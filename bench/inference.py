@@ -104,8 +104,8 @@ def main() -> None:
     graph = ServingGraph(model, loaded.ood).eval()
 
     runners = {
-        "pytorch_fp32": {"heatmap": torch_runner(graph, "fp32"), "predict": torch_runner(ProbabilityOnly(model), "fp32")},
-        "pytorch_bf16": {"heatmap": torch_runner(graph, "bf16"), "predict": torch_runner(ProbabilityOnly(model), "bf16")},
+        **{f"pytorch_{p}": {"heatmap": torch_runner(graph, p), "predict": torch_runner(ProbabilityOnly(model), p)}
+           for p in ("fp32", "bf16")},
         "onnxruntime_fp32": {"heatmap": ort_runner(onnx_fp32), "predict": ort_runner(prob_fp32)},
         "onnxruntime_int8": {"heatmap": ort_runner(onnx_int8), "predict": ort_runner(prob_int8)},
     }
@@ -134,7 +134,8 @@ def main() -> None:
     result = {
         "model": str(run_dir), "test_images": len(test), "images_per_s": speed, "quality": quality,
         "ort_speedup_batch16": speed["onnxruntime_fp32"]["heatmap"]["16"] / base16,
-        "ort_speedup_batch16_predict_only": speed["onnxruntime_fp32"]["predict"]["16"] / speed["pytorch_fp32"]["predict"]["16"],
+        "ort_speedup_batch16_predict_only": speed["onnxruntime_fp32"]["predict"]["16"]
+        / speed["pytorch_fp32"]["predict"]["16"],
         "fastest_path": fastest,
         "fastest_speedup_batch16": speed[fastest]["heatmap"]["16"] / base16,
         "fastest_auc_delta": quality[fastest]["auc_delta_vs_fp32"],

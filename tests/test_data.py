@@ -290,3 +290,22 @@ def test_augmented_views_are_the_same_inside_a_callers_autocast(phantom_root):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         inside = torch.stack([dataset[k][0] for k in range(6)])
     assert torch.equal(plain, inside)
+
+
+def test_every_acquisition_shift_is_deterministic_and_in_range():
+    from pneumoscan.data.shifts import SHIFTS, apply_shift
+
+    image = torch.rand(1, 64, 64, generator=torch.Generator().manual_seed(0))
+    for name in SHIFTS:
+        shifted = apply_shift(image, name, index=3)
+        assert shifted.shape == image.shape and 0 <= shifted.min() and shifted.max() <= 1, name
+        assert torch.equal(shifted, apply_shift(image, name, index=3)), name
+        assert not torch.equal(shifted, image), name
+    with pytest.raises(ValueError, match="blur_1"):
+        apply_shift(image, "fog")
+
+
+def test_dataset_with_shifts_gives_one_view_per_shift(phantom_root):
+    samples = scan_kaggle_split(phantom_root, "test")[:2]
+    dataset = XRayDataset(samples, Preprocessing(image_size=64), shifts=("blur_1", "gamma_1.5", "zoom_in_0.8"))
+    assert len(dataset) == 6 and dataset[4][2] == 1

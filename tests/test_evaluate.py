@@ -75,3 +75,13 @@ def test_evaluate_split_writes_plots(scores, tmp_path):
     assert result["at_0.5"]["threshold"] == 0.5 and "ci95" in result["at_threshold"]
     for name in result["plots"]:
         assert (tmp_path / name).stat().st_size > 1000
+
+
+def test_robustness_report_summarises_every_shift():
+    from pneumoscan.evaluate.robustness import robustness_report
+
+    y = np.array([0, 0, 1, 1])
+    logits = np.array([[-3.0, 1.0], [-2.0, -1.0], [2.0, 0.5], [3.0, 2.0]])
+    report = robustness_report(y, logits, 0.5, ("a", "b"))
+    assert report["shifts"]["a"]["specificity"] == 1.0 and report["shifts"]["b"]["specificity"] == 0.5
+    assert report["worst_specificity"] == 0.5 and report["mean_auc"] == pytest.approx((1.0 + 0.75) / 2)

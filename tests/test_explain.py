@@ -118,7 +118,8 @@ def test_deletion_of_the_evidence_lowers_the_probability():
     images = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     maps = gradcam(model, images).heatmaps
     scores = deletion_insertion(model, images, maps, np.ones(3), steps=4, precision="fp32")
-    assert scores["deletion_auc"].shape == (3,) and ((0 <= scores["insertion_auc"]) & (scores["insertion_auc"] <= 1)).all()
+    assert scores["deletion_auc"].shape == (3,)
+    assert ((0 <= scores["insertion_auc"]) & (scores["insertion_auc"] <= 1)).all()
 
 
 def test_localization_measures_on_known_maps():

@@ -121,3 +121,15 @@ def test_partial_resnet_weights_need_the_flag():
     with pytest.raises(ValueError, match="allow_partial_weights"):
         build_model("resnet50", weights=RESNET_WEIGHTS)
     build_model("resnet50", weights=RESNET_WEIGHTS, allow_partial_weights=True)
+
+
+@pytest.mark.parametrize("name, units", [("densenet121", 17), ("resnet50", 3), ("baseline_cnn", 5)])
+def test_training_part_of_the_last_block(name, units):
+    model = build_model(name, preprocessing=SMALL)
+    assert len(model.tail_units()) == units
+    model.train_tail_fraction(0.5).train()
+    frozen = model.tail_units()[: model.frozen_tail_units]
+    assert frozen and all(not p.requires_grad for u in frozen for p in u.parameters())
+    assert all(not u.training for u in frozen) and model.tail_units()[-1].training
+    with pytest.raises(ValueError, match="fraction"):
+        model.train_tail_fraction(0.0)

@@ -13,7 +13,8 @@ from pneumoscan.train import TrainConfig
 def test_file_then_overrides(tmp_path):
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"model": "resnet50", "tail_epochs": 3, "augmentation": {"hflip": False}}))
-    config = load_settings(TrainConfig, file=path, overrides=parse_overrides(["tail_epochs=5", "augmentation.gamma=[0.9,1.1]"]))
+    overrides = parse_overrides(["tail_epochs=5", "augmentation.gamma=[0.9,1.1]"])
+    config = load_settings(TrainConfig, file=path, overrides=overrides)
     assert (config.model, config.tail_epochs) == ("resnet50", 5)
     assert config.augmentation.hflip is False and config.augmentation.gamma == (0.9, 1.1)
     assert config.augmentation.rotation_deg == TrainConfig().augmentation.rotation_deg

@@ -112,7 +112,8 @@ def test_cache_is_reused_and_a_killed_fill_resumes(phantom_root, tmp_path, monke
     with pytest.raises(KeyboardInterrupt):
         cache_module.cached_activations(trunk, samples, Preprocessing(image_size=64), **{**args, "cache_dir": other})
     monkeypatch.setattr(cache_module, "_write_progress", real_write)
-    resumed = cache_module.cached_activations(trunk, samples, Preprocessing(image_size=64), **{**args, "cache_dir": other})
+    resumed = cache_module.cached_activations(trunk, samples, Preprocessing(image_size=64),
+                                              **{**args, "cache_dir": other})
     np.testing.assert_array_equal(reference, resumed)
     assert len(list(tmp_path.glob("activations-*"))) == 1
 

@@ -82,7 +82,8 @@ def _add_export(sub) -> None:
     p.add_argument("model", help="run folder or model.pt")
     p.add_argument("--format", default="onnx", choices=["onnx", "torchscript"])
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--data", help="dataset root or label CSV for the parity check (default: the run's validation split)")
+    p.add_argument("--data", help="dataset root or label CSV for the parity check (default: the run's validation "
+                                  "split)")
     p.add_argument("--split", default="test", help="split of --data for the parity check (default test)")
     p.add_argument("--parity-images", type=int, default=64)
 
@@ -256,7 +257,8 @@ def cmd_explain(args) -> int:
     rows = explain_run.explain_files(loaded, paths, args.out, method=args.method, target=args.target,
                                      save_arrays=args.save_arrays, batch_size=args.batch_size)
     failed = sum(bool(r["error"]) for r in rows)
-    print(f"{len(rows) - failed} explanations written to {args.out}" + (f"; {failed} files unreadable" if failed else ""))
+    unreadable = f"; {failed} files unreadable" if failed else ""
+    print(f"{len(rows) - failed} explanations written to {args.out}{unreadable}")
     return 1 if failed else 0
 
 

@@ -91,8 +91,10 @@ def run_one(config: TrainConfig) -> dict:
     test = metrics["test"]["at_threshold"]
     return {"run": str(run_dir), "seed": config.seed, "threshold": metrics["threshold"],
             **{k: test[k] for k in METRICS}, "ci95": {k: test["ci95"][k] for k in METRICS},
-            "train_seconds": metrics["timings"]["total_seconds"], "wall_seconds": round(time.perf_counter() - started, 1),
-            "parameters": count_parameters(load_model(run_dir).model), "inference_ms_per_image": _inference_ms(run_dir, paths),
+            "train_seconds": metrics["timings"]["total_seconds"],
+            "wall_seconds": round(time.perf_counter() - started, 1),
+            "parameters": count_parameters(load_model(run_dir).model),
+            "inference_ms_per_image": _inference_ms(run_dir, paths),
             "y": y, "prob": prob, "called": called}
 
 
@@ -151,8 +153,8 @@ def compare(config: CompareConfig) -> dict:
     if config.ablation:
         result["pretraining_ablation"] = pretraining_ablation(config, out)
     result["wall_seconds"] = round(time.perf_counter() - started, 1)
-    plot_roc({f"{m} (AUC {result['models'][m]['auc']['mean']:.3f})": (r[0]["y"], r[0]["prob"]) for m, r in runs.items()},
-             out / "roc_all.png", title="ROC on the test split (seed 0)")
+    curves = {f"{m} (AUC {result['models'][m]['auc']['mean']:.3f})": (r[0]["y"], r[0]["prob"]) for m, r in runs.items()}
+    plot_roc(curves, out / "roc_all.png", title="ROC on the test split (seed 0)")
     write_json(out / "comparison.json", result)
     (out / "comparison.md").write_text(comparison_markdown(result))
     return result

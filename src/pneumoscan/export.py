@@ -116,7 +116,8 @@ def sha256_of(path: str | Path) -> str:
 
 def model_card(loaded: LoadedModel, run_dir: Path | None, files: list[Path], parity: dict | None) -> dict:
     """What a user or reviewer needs to know before trusting the model, as data."""
-    metrics = json.loads((run_dir / "metrics.json").read_text()) if run_dir and (run_dir / "metrics.json").exists() else {}
+    metrics_file = run_dir / "metrics.json" if run_dir else None
+    metrics = json.loads(metrics_file.read_text()) if metrics_file and metrics_file.exists() else {}
     settings = loaded.settings or {}
 
     def summary(split):
@@ -124,8 +125,8 @@ def model_card(loaded: LoadedModel, run_dir: Path | None, files: list[Path], par
         if not at:
             return None
         keys = ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1", "average_precision")
-        return {k: {"value": at[k], "ci95": at["ci95"].get(k)} for k in keys} | {"n": at["n"],
-                                                                               "confusion_matrix": at["confusion_matrix"]}
+        values = {k: {"value": at[k], "ci95": at["ci95"].get(k)} for k in keys}
+        return values | {"n": at["n"], "confusion_matrix": at["confusion_matrix"]}
 
     return {
         "name": f"pneumoscan {loaded.model.arch}",
@@ -133,7 +134,8 @@ def model_card(loaded: LoadedModel, run_dir: Path | None, files: list[Path], par
         "intended_use": "Research and education: screening support that flags chest X-rays likely to show "
                         "pneumonia, with a heatmap of the evidence. Not a medical device; not for diagnosis "
                         "without a radiologist reading the image.",
-        "data": {"training_data": settings.get("data"), "validation": "patients held out of train (patient-level split)",
+        "data": {"training_data": settings.get("data"),
+                 "validation": "patients held out of train (patient-level split)",
                  "model": loaded.model.arch, "weights": settings.get("weights"), "stages": settings.get("stages")},
         "preprocessing": loaded.preprocessing.to_dict(),
         "threshold": {"value": loaded.threshold, "rule": loaded.threshold_rule,
@@ -149,7 +151,8 @@ def model_card(loaded: LoadedModel, run_dir: Path | None, files: list[Path], par
             "performance on adults, other hospitals and other devices is unknown.",
             "The official test split was acquired differently from train: expect a drop on new data and re-check "
             "the threshold locally before any use.",
-            "Binary NORMAL vs PNEUMONIA only: other findings are not detected, and bacterial vs viral is not told apart.",
+            "Binary NORMAL vs PNEUMONIA only: other findings are not detected, and bacterial vs viral is not "
+            "told apart.",
             "Heatmaps show where the model's evidence lies, not the lesion's extent; they can highlight markers or "
             "borders.",
         ],
@@ -181,7 +184,8 @@ def card_markdown(card: dict) -> str:
     lines += ["## Limitations", *[f"- {item}" for item in card["limitations"]], ""]
     if card.get("onnx_parity"):
         lines += ["## ONNX parity with PyTorch", *[f"- {k}: {v}" for k, v in card["onnx_parity"].items()], ""]
-    lines += ["## Files", *[f"- `{name}`: sha256 `{v['sha256']}` ({v['bytes']:,} bytes)" for name, v in card["files"].items()]]
+    lines += ["## Files", *[f"- `{name}`: sha256 `{v['sha256']}` ({v['bytes']:,} bytes)"
+                            for name, v in card["files"].items()]]
     return "\n".join(lines) + "\n"
 
 

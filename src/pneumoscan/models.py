@@ -9,6 +9,7 @@ Linear to one PNEUMONIA logit). ``MODELS`` maps names to keyword-only builders.
 from __future__ import annotations
 
 import logging
+import pickle
 from pathlib import Path
 
 import torch
@@ -219,7 +220,7 @@ def _read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"{path}: no such weights file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for a bad file; name the file either way
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
         raise ValueError(f"{path}: not a PyTorch state-dict file ({err})") from err
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a state dict of tensors, found {type(state).__name__}")

@@ -48,5 +48,6 @@ def robustness_report(y_true, logits: np.ndarray, threshold: float, shifts: tupl
         m = binary_metrics(y_true, prob[:, k], threshold)
         per_shift[name] = {key: m[key] for key in ("auc", "accuracy", "sensitivity", "specificity")}
     summary = {f"{stat}_{key}": float(fn([v[key] for v in per_shift.values()]))
-               for key in ("auc", "accuracy", "sensitivity", "specificity") for stat, fn in (("mean", np.mean), ("worst", np.min))}
+               for key in ("auc", "accuracy", "sensitivity", "specificity")
+               for stat, fn in (("mean", np.mean), ("worst", np.min))}
     return {"threshold": threshold, "shifts": per_shift, **summary}

@@ -2,7 +2,8 @@
 
 Order of work: split train by patient -> drop unreadable files -> build the model -> cache the
 frozen trunk's activations (augmented views for training, a clean view for validation) -> stages
-(head, then tail; or full) -> threshold on validation -> evaluate validation, then the test split once.
+(head, then tail; or full) -> fit the out-of-distribution detector -> threshold on validation (and
+validation under acquisition shifts) -> save the model -> evaluate validation, then the test split once.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def train(config: TrainConfig, *, resume: bool = False, finish: bool = True,
     try:
         return _train(config, run_dir, finish, on_epoch)
     finally:
-        logging.getLogger().removeHandler(handler)
+        logging.getLogger("pneumoscan").removeHandler(handler)
         handler.close()
 
 
@@ -129,12 +130,14 @@ def _prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> None:
 
 
 def _log_to_file(path: Path) -> logging.Handler:
+    """Copy pneumoscan's INFO log to the run folder (whatever the console shows)."""
     handler = logging.FileHandler(path)
+    handler.setLevel(logging.INFO)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    if root.level > logging.INFO or root.level == logging.NOTSET:
-        root.setLevel(logging.INFO)
+    package_logger = logging.getLogger("pneumoscan")
+    package_logger.addHandler(handler)
+    if package_logger.level == logging.NOTSET or package_logger.level > logging.INFO:
+        package_logger.setLevel(logging.INFO)
     return handler
 
 
@@ -220,7 +223,7 @@ def _run_one_stage(stage, model, config, pool, splits, pos_weight, device, run_d
     train_rows, val_rows = _rows(pool, splits["train"], config.train_views), _rows(pool, splits["val"], 1)
     if stage == "head":
         model.tail.requires_grad_(False)
-        pooling = nn.Sequential(model.tail, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        pooling = _pooling(model)
         common = dict(precision=config.precision, device=device)
         pooled_train = cached_outputs(pooling, augmented, folder=Path(augmented.filename).parent, **common)[train_rows]
         pooled_val = cached_outputs(pooling, clean, folder=Path(clean.filename).parent, **common)[val_rows]
@@ -257,18 +260,22 @@ def _trunk_activations(model, config, pool, device) -> tuple[np.ndarray, np.ndar
     return augmented, clean
 
 
-@torch.inference_mode()
+def _pooling(model: PneumoniaNet) -> nn.Module:
+    """tail -> global average pooling: the head's input, from trunk activations."""
+    return nn.Sequential(model.tail, nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+
+
 def _pooled(model: PneumoniaNet, activations: np.ndarray, config: TrainConfig, device) -> np.ndarray:
-    """Global-average-pooled tail outputs (the head's input) of cached trunk activations."""
-    pool = nn.Sequential(model.tail, nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
-    return batched_logits(pool, activations, batch_size=128, precision=config.precision, device=device)
+    """Pooled features of cached trunk activations with the model as it is now (not cached)."""
+    return batched_logits(_pooling(model), activations, batch_size=128, precision=config.precision, device=device)
 
 
 def _fit_ood(model: PneumoniaNet, config: TrainConfig, pool, splits, device) -> OodDetector:
     """The out-of-distribution detector on the final model's pooled features of clean images."""
     model.eval()
     if "full" in config.stages:
-        train_features, val_features = (_image_features(model, splits[name], config, device) for name in ("train", "val"))
+        train_features = _image_features(model, splits["train"], config, device)
+        val_features = _image_features(model, splits["val"], config, device)
     else:
         clean = cached_activations(model.trunk, pool, model.preprocessing, cache_dir=config.cache_dir,
                                    workers=config.workers, precision=config.precision, device=device,
