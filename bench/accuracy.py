@@ -59,7 +59,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
     run_dir = Path(args.out) / (args.name or f"accuracy_{args.model}")
-    cache_dir = Path(args.out) / "cache"
+    cache_dir = Path(args.out) / "cache" / args.model  # per model: a cold run clears only its own cache
     shutil.rmtree(run_dir, ignore_errors=True)
     if not args.keep_cache:
         shutil.rmtree(cache_dir, ignore_errors=True)  # a cold run: the time includes all caching

@@ -43,7 +43,8 @@ class CompareConfig:
     seeds: int = 1                     # repeats per model (seeds 0..n-1): mean +- std
     weights: tuple[str, ...] = ()      # per-model weights, "densenet121=/path.pth"; default: imagenet
     base_config: str = ""              # a train --config JSON applied to every model (one protocol)
-    cache_dir: str = ""                # activation cache shared by all runs ("" = the train default)
+    cache_dir: str = ""                # activation cache shared by the runs ("" = the train default); may
+                                       # contain {model}, e.g. "cache/{model}"
     ablation: bool = False             # also: DenseNet121 from ImageNet vs random init, end to end
     ablation_image_size: int = 112     # the ablation's reduced budget on a CPU (stated in the output)
     ablation_epochs: int = 6
@@ -55,7 +56,7 @@ def _train_config(config: CompareConfig, model: str, seed: int, out: Path) -> Tr
     if model in weights:
         overrides.update(weights=weights[model], allow_partial_weights=True)
     if config.cache_dir:
-        overrides["cache_dir"] = config.cache_dir
+        overrides["cache_dir"] = config.cache_dir.format(model=model)
     return load_settings(TrainConfig, file=config.base_config or None, overrides=overrides)
 
 
