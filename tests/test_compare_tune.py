@@ -47,7 +47,9 @@ def test_three_trial_study_writes_a_usable_best_config(phantom_root, tiny_settin
     assert summary["n_trials"] == 3 and 0 < summary["val_auc"] <= 1
     best = load_settings(TrainConfig, file=summary["best_config"])  # train --config accepts it
     assert best.head_lr == pytest.approx(summary["best_params"]["head_lr"])
-    assert (tmp_path / "study" / "trials.csv").exists() and (tmp_path / "study" / "optimization_history.png").exists()
+    assert (tmp_path / "study" / "optimization_history.png").exists()
+    table = (tmp_path / "study" / "trials.csv").read_text().splitlines()
+    assert table[0].startswith("number,state,value,seconds,") and "head_lr" in table[0] and len(table) == 4
 
     resumed = tune(_tiny_tune(phantom_root, tiny_settings, tmp_path / "study", tmp_path / "cache", trials=5))
     assert resumed["n_trials"] == 5  # the stored study continued from 3, it did not start over

@@ -1,5 +1,9 @@
 """``pneumoscan tune``: hyperparameter search with Optuna on validation ROC-AUC (never test).
 
+The default objective is the ROC-AUC over validation images pooled with their acquisition-shifted
+copies (``data.shifts``): clean validation AUC sits near 1.0 on this dataset, where a search would
+chase noise, while the shifted copies separate models that transfer from those that do not.
+
 Trials are cheap because they train on the cached frozen-trunk activations of the core pipeline
 (each augmentation level is cached once, before the first trial). TPE sampling, median pruning
 per epoch. The study lives in a database (SQLite by default), so a killed study resumes with its
@@ -8,6 +12,7 @@ trial count, and several processes or machines can work on one study through any
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import math
@@ -17,11 +22,14 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import optuna
+from sklearn.metrics import roc_auc_score
 
 from pneumoscan.data.preprocess import Augmentation
 from pneumoscan.settings import load_settings, to_dict
 from pneumoscan.train import TrainConfig, train
+from pneumoscan.train.run import validation_logits
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +58,13 @@ class TuneConfig:
     head_epochs: int = 12                # per trial
     tail_epochs: int = 4                 # per trial (pruned early when below the median)
     augmentation_levels: tuple[str, ...] = ("recipe", "acquisition")
+    objective: str = "val_shifts_auc"    # ROC-AUC on validation: "val_auc" (clean images) or "val_shifts_auc"
+                                         # (clean validation pooled with its 14 acquisition-shifted copies)
     cache_dir: str = ""
+
+    def __post_init__(self):
+        if self.objective not in ("val_auc", "val_shifts_auc"):
+            raise ValueError(f"objective={self.objective!r}: choose val_auc or val_shifts_auc")
 
 
 def suggest(trial: optuna.Trial, config: TuneConfig) -> dict:
@@ -94,7 +108,8 @@ def base_settings(config: TuneConfig) -> TrainConfig:
 
 
 def objective(trial: optuna.Trial, config: TuneConfig) -> float:
-    """Best validation ROC-AUC of the trial's training; reported per epoch for pruning."""
+    """Validation ROC-AUC of the trial's trained model (clean validation AUC is reported per epoch
+    for pruning)."""
     params = suggest(trial, config)
     settings = trial_config(base_settings(config), params, Path(config.out) / "trials" / f"trial_{trial.number:04d}")
 
@@ -105,8 +120,13 @@ def objective(trial: optuna.Trial, config: TuneConfig) -> float:
                                      f"{row['global_epoch']}")
 
     run_dir = train(settings, finish=False, on_epoch=report)
-    history = json.loads((run_dir / "history.json").read_text())
-    return max(row["val_auc"] for row in history)
+    if config.objective == "val_auc":
+        history = json.loads((run_dir / "history.json").read_text())
+        return max(row["val_auc"] for row in history)
+    logits = validation_logits(run_dir)
+    labels = np.concatenate([logits["labels"], np.repeat(logits["shift_labels"], logits["shifted"].shape[1])])
+    scores = np.concatenate([logits["clean"], logits["shifted"].ravel()])
+    return float(roc_auc_score(labels, scores))
 
 
 def storage_url(config: TuneConfig) -> str:
@@ -182,7 +202,7 @@ def write_outputs(config: TuneConfig, study: optuna.Study, seconds: float, setup
     best_settings = trial_config(base_settings(config), best.params, out / "best")
     best_config = {k: v for k, v in to_dict(best_settings).items() if k not in ("out", "test_split", "shift_report")}
     (out / "best_config.json").write_text(json.dumps(best_config, indent=2) + "\n")
-    study.trials_dataframe().to_csv(out / "trials.csv", index=False)
+    write_trials_table(study, out / "trials.csv")
     _plots(study, out)
     finished = _finished(study)
     summary = {"study": config.study, "storage": storage_url(config), "n_trials": finished,
@@ -194,6 +214,19 @@ def write_outputs(config: TuneConfig, study: optuna.Study, seconds: float, setup
                "best_config": str(out / "best_config.json")}
     (out / "tune_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def write_trials_table(study: optuna.Study, path: Path) -> None:
+    """One CSV row per trial: number, state, value, seconds and every parameter (no pandas needed)."""
+    trials = study.get_trials(deepcopy=False)
+    params = sorted({name for trial in trials for name in trial.params})
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["number", "state", "value", "seconds", *params])
+        for trial in trials:
+            seconds = trial.duration.total_seconds() if trial.duration else ""
+            writer.writerow([trial.number, trial.state.name, "" if trial.value is None else trial.value, seconds,
+                             *(trial.params.get(name, "") for name in params)])
 
 
 def _plots(study: optuna.Study, out: Path) -> None:

@@ -113,6 +113,34 @@ def _train(config: TrainConfig, run_dir: Path, finish: bool, on_epoch) -> Path:
     return run_dir
 
 
+def trained_model(run_dir: str | Path) -> PneumoniaNet:
+    """The model of a run after its training stages (also a run stopped with ``finish=False``)."""
+    run_dir = Path(run_dir)
+    config = settings_io.from_dict(TrainConfig, json.loads((run_dir / "config.json").read_text()))
+    model = _build(config, Preprocessing(image_size=config.image_size, intensity=config.intensity))
+    model.load_state_dict(torch.load(run_dir / PROGRESS_FILE, map_location="cpu", weights_only=True)["model"])
+    return model.eval()
+
+
+def validation_logits(run_dir: str | Path, *, shift_images: int = 400) -> dict[str, np.ndarray]:
+    """Clean and shifted validation logits of a run's trained model, through the cached trunk.
+
+    Returns ``labels``/``clean`` for every validation image and ``shift_labels``/``shifted``
+    (images x shifts) for ``shift_images`` evenly spaced ones.
+    """
+    run_dir = Path(run_dir)
+    config = settings_io.from_dict(TrainConfig, json.loads((run_dir / "config.json").read_text()))
+    model, device = trained_model(run_dir), pick_device(config.device)
+    val = read_split(run_dir / "split.csv")["val"]
+    common = dict(cache_dir=config.cache_dir, workers=config.workers, precision=config.precision, device=device)
+    clean_acts = cached_activations(model.trunk, val, model.preprocessing, desc="caching validation", **common)
+    clean = batched_logits(TailAndHead(model), clean_acts, batch_size=128, precision=config.precision, device=device)
+    chosen = _evenly_spaced(len(val), shift_images)
+    shifted = shifted_logits(model, [val[i] for i in chosen], **common)
+    labels = _labels(val).astype(int)
+    return {"labels": labels, "clean": clean, "shift_labels": labels[chosen], "shifted": shifted}
+
+
 def _prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> None:
     config_path = run_dir / "config.json"
     if resume:

@@ -1,0 +1,42 @@
+"""Comparison benchmark: DenseNet121, ResNet50 and the baseline CNN, 3 seeds each, plus the pretraining ablation.
+
+    python bench/compare.py [--seeds 3]
+
+Writes ``bench/results/compare.json`` (and comparison.md / roc_all.png in the work folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DATA, ROOT, WEIGHTS, write_result  # noqa: E402
+
+from pneumoscan.compare import CompareConfig, compare  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--work", default=str(ROOT / "bench" / "work"))
+    parser.add_argument("--no-ablation", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    work = Path(args.work)
+    out = work / "compare"
+    config = CompareConfig(data=str(DATA), out=str(out), seeds=args.seeds, ablation=not args.no_ablation,
+                           weights=tuple(f"{m}={p}" for m, p in WEIGHTS.items()),
+                           cache_dir=str(work / "cache" / "{model}"))
+    result = compare(config)
+    shutil.copy(out / "comparison.md", ROOT / "bench" / "results" / "comparison.md")
+    write_result("compare", {**result, "data": str(DATA.relative_to(ROOT.parent)),
+                             "note": "ResNet50: ImageNet weights through layer3 only (partial file); layer4 and the "
+                                     "head trained from scratch"})
+
+
+if __name__ == "__main__":
+    main()
