@@ -103,16 +103,19 @@ def load_test(url: str, xrays: list[bytes], requests: int, clients: int) -> dict
         started = time.perf_counter()
         response = httpx.post(f"{url}/v1/predict", params={"heatmap": str(i % 2 == 0).lower()},
                               files={"file": (f"x{i}.jpeg", xrays[i % len(xrays)], "image/jpeg")}, timeout=120)
-        return response.status_code, 1000 * (time.perf_counter() - started)
+        refusal = response.json().get("detail") if response.status_code != 200 else None
+        return response.status_code, 1000 * (time.perf_counter() - started), refusal
 
     started = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         results = list(pool.map(one, range(requests)))
     wall = time.perf_counter() - started
-    latencies = sorted(ms for _, ms in results)
-    codes = [code for code, _ in results]
+    latencies = sorted(ms for _, ms, _ in results)
+    codes = [code for code, _, _ in results]
+    refusals = sorted({str(message) for _, _, message in results if message is not None})
     return {"requests": requests, "clients": clients, "ok": codes.count(200),
             "errors_5xx": sum(c >= 500 for c in codes), "other_codes": sorted({c for c in codes if c != 200}),
+            "distinct_images": len(xrays), "refusal_messages": refusals,
             "p50_ms": statistics.median(latencies), "p95_ms": latencies[int(0.95 * len(latencies)) - 1],
             "rps": requests / wall, "wall_seconds": wall}
 
