@@ -22,9 +22,8 @@ from common import DATA, write_result  # noqa: E402
 
 from pneumoscan.checkpoint import load_model  # noqa: E402
 from pneumoscan.data import read_split, scan_kaggle_split  # noqa: E402
-from pneumoscan.data.shifts import SHIFTS  # noqa: E402
 from pneumoscan.evaluate import binary_metrics, choose_threshold  # noqa: E402
-from pneumoscan.evaluate.robustness import shifted_logits  # noqa: E402
+from pneumoscan.evaluate.robustness import pool_with_shifts, selection_summary, shifted_logits  # noqa: E402
 from pneumoscan.predict import predict_logits, sigmoid  # noqa: E402
 
 SHIFT_IMAGES = 400
@@ -45,24 +44,15 @@ def rung(run: Path, rule: str, cache_dir: str, test) -> dict:
     y, clean, shift_y, shifted = validation_predictions(run, cache_dir)
     fit_y, fit_p = y, clean
     if rule == "val+shifts":
-        fit_y = np.concatenate([y, np.repeat(shift_y, shifted.shape[1])])
-        fit_p = np.concatenate([clean, shifted.ravel()])
+        fit_y, fit_p = pool_with_shifts(y, clean, shift_y, shifted)
     threshold = choose_threshold(fit_y, fit_p, rule="youden")
-    conditions = [binary_metrics(y, clean, threshold)] + [binary_metrics(shift_y, shifted[:, k], threshold)
-                                                          for k in range(len(SHIFTS))]
-    balanced = [(m["sensitivity"] + m["specificity"]) / 2 for m in conditions]
     loaded = load_model(run)
     test_y = np.array([s.label for s in test])
     test_p = sigmoid(predict_logits(loaded.model, [s.path for s in test], workers=2)[0])
     t = binary_metrics(test_y, test_p, threshold)
     settings = json.loads((run / "config.json").read_text())
     return {"run": str(run), "threshold_on": rule, "threshold": threshold, "augmentation": settings["augmentation"],
-            "selection_on_validation": {
-                "clean_auc": conditions[0]["auc"],
-                "mean_shifted_auc": float(np.mean([m["auc"] for m in conditions[1:]])),
-                "mean_balanced_accuracy": float(np.mean(balanced)), "worst_balanced_accuracy": float(np.min(balanced)),
-                "mean_specificity": float(np.mean([m["specificity"] for m in conditions])),
-                "worst_specificity": float(np.min([m["specificity"] for m in conditions]))},
+            "selection_on_validation": selection_summary(y, clean, shift_y, shifted, threshold),
             "test_reported_after_choice": {k: t[k] for k in ("auc", "accuracy", "sensitivity", "specificity", "f1")}}
 
 

@@ -85,3 +85,24 @@ def test_robustness_report_summarises_every_shift():
     report = robustness_report(y, logits, 0.5, ("a", "b"))
     assert report["shifts"]["a"]["specificity"] == 1.0 and report["shifts"]["b"]["specificity"] == 0.5
     assert report["worst_specificity"] == 0.5 and report["mean_auc"] == pytest.approx((1.0 + 0.75) / 2)
+
+
+def test_predictions_table_round_trips(tmp_path):
+    from pneumoscan.evaluate.report import read_predictions, write_predictions
+
+    write_predictions(tmp_path / "p.csv", ["a.png", "b.png"], [0, 1], np.array([0.25, 0.875]), 0.5)
+    paths, labels, prob = read_predictions(tmp_path / "p.csv")
+    assert paths == ["a.png", "b.png"] and labels.tolist() == [0, 1] and prob.tolist() == [0.25, 0.875]
+
+
+def test_selection_summary_pools_clean_and_shifted_validation():
+    from pneumoscan.evaluate.robustness import pool_with_shifts, selection_summary
+
+    y = np.array([0, 0, 1, 1])
+    clean = np.array([0.1, 0.2, 0.8, 0.9])
+    shifted = np.array([[0.1, 0.6], [0.2, 0.7], [0.8, 0.9], [0.9, 0.95]])  # second shift: every normal called
+    fit_y, fit_p = pool_with_shifts(y, clean, y, shifted)
+    assert fit_y.tolist() == [0, 0, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1] and len(fit_p) == 12
+    summary = selection_summary(y, clean, y, shifted, 0.5)
+    assert summary["worst_specificity"] == 0.0 and summary["worst_balanced_accuracy"] == 0.5
+    assert summary["mean_balanced_accuracy"] == pytest.approx((1 + 1 + 0.5) / 3)

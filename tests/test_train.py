@@ -12,6 +12,7 @@ import torch
 from pneumoscan import cache as cache_module
 from pneumoscan.checkpoint import load_model
 from pneumoscan.data import Augmentation, Preprocessing, XRayDataset, read_split, scan_kaggle_split
+from pneumoscan.data.shifts import SHIFTS
 from pneumoscan.models import build_model
 from pneumoscan.train import TrainConfig, train
 from pneumoscan.train import loop as loop_module
@@ -45,6 +46,9 @@ def test_two_stage_run_writes_a_complete_run_folder(phantom_root, tmp_path):
     loaded = load_model(run)
     assert loaded.threshold == pytest.approx(metrics["threshold"])
     assert json.loads((run / "config.json").read_text())["stages"] == ["head", "tail"]
+    shifted = np.load(run / "predictions_val_shifted.npz")
+    assert list(shifted["shifts"]) == list(SHIFTS)
+    assert shifted["shifted"].shape == (len(shifted["labels"]), len(SHIFTS))
 
 
 def test_a_killed_run_resumes_to_the_same_model(phantom_root, tmp_path, monkeypatch):

@@ -64,6 +64,14 @@ def write_predictions(path: str | Path, paths: list[str], y_true, prob, threshol
             writer.writerow([p, CLASSES[int(y)], f"{s:.6f}", CLASSES[int(s >= threshold)], f"{threshold:.6f}"])
 
 
+def read_predictions(path: str | Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """``(paths, labels 0/1, probabilities)`` from a CSV written by :func:`write_predictions`."""
+    with Path(path).open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return ([r["path"] for r in rows], np.array([CLASSES.index(r["label"]) for r in rows]),
+            np.array([float(r["probability"]) for r in rows]))
+
+
 def write_json(path: str | Path, payload: dict) -> None:
     """Write ``payload`` as indented JSON (atomically: a reader never sees half a file)."""
     path = Path(path)

@@ -51,3 +51,26 @@ def robustness_report(y_true, logits: np.ndarray, threshold: float, shifts: tupl
                for key in ("auc", "accuracy", "sensitivity", "specificity")
                for stat, fn in (("mean", np.mean), ("worst", np.min))}
     return {"threshold": threshold, "shifts": per_shift, **summary}
+
+
+def selection_summary(y_val, val_prob: np.ndarray, shift_y, shifted_prob: np.ndarray, threshold: float) -> dict:
+    """The validation-only criterion that picks among models and threshold rules.
+
+    Balanced accuracy (mean of sensitivity and specificity) at ``threshold`` on clean validation and on
+    validation under every shift (the columns of ``shifted_prob``); its mean over these conditions is
+    the criterion, its worst value the tie-breaker.
+    """
+    conditions = [binary_metrics(y_val, val_prob, threshold)] + [
+        binary_metrics(shift_y, shifted_prob[:, k], threshold) for k in range(shifted_prob.shape[1])]
+    balanced = [(m["sensitivity"] + m["specificity"]) / 2 for m in conditions]
+    return {"clean_auc": conditions[0]["auc"],
+            "mean_shifted_auc": float(np.mean([m["auc"] for m in conditions[1:]])),
+            "mean_balanced_accuracy": float(np.mean(balanced)), "worst_balanced_accuracy": float(np.min(balanced)),
+            "mean_specificity": float(np.mean([m["specificity"] for m in conditions])),
+            "worst_specificity": float(np.min([m["specificity"] for m in conditions]))}
+
+
+def pool_with_shifts(y_val, val_prob: np.ndarray, shift_y, shifted_prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and probabilities of clean validation followed by every shifted view, to fit a threshold on."""
+    return (np.concatenate([np.asarray(y_val), np.repeat(np.asarray(shift_y), shifted_prob.shape[1])]),
+            np.concatenate([np.asarray(val_prob), np.asarray(shifted_prob).ravel()]))

@@ -30,7 +30,7 @@ from pneumoscan.device import autocast_for, pick_device
 from pneumoscan.evaluate.metrics import choose_threshold
 from pneumoscan.evaluate.plots import plot_history
 from pneumoscan.evaluate.report import evaluate_split, write_json, write_predictions
-from pneumoscan.evaluate.robustness import robustness_report, shifted_logits
+from pneumoscan.evaluate.robustness import pool_with_shifts, robustness_report, shifted_logits
 from pneumoscan.models import PneumoniaNet, TailAndHead, build_model
 from pneumoscan.ood import OodDetector, fit_ood
 from pneumoscan.predict import predict_logits, sigmoid
@@ -341,8 +341,7 @@ def _threshold_and_evaluate(model, config, splits, device, run_dir, ood: OodDete
         shifted = sigmoid(shifted_logit)
     fit_y, fit_prob = val_y, val_prob
     if config.threshold_on == "val+shifts":
-        fit_y = np.concatenate([val_y, np.repeat(shift_y, shifted.shape[1])])
-        fit_prob = np.concatenate([val_prob, shifted.ravel()])
+        fit_y, fit_prob = pool_with_shifts(val_y, val_prob, shift_y, shifted)
     threshold = choose_threshold(fit_y, fit_prob, rule=config.threshold_rule,
                                  target_sensitivity=config.target_sensitivity)
     log.info("threshold %.4f chosen by rule %s on %s", threshold, config.threshold_rule, config.threshold_on)
@@ -354,7 +353,7 @@ def _threshold_and_evaluate(model, config, splits, device, run_dir, ood: OodDete
         summary["validation_shifted"] = robustness_report(shift_y, shifted_logit, threshold, tuple(SHIFTS))
         summary["validation_shifted"]["images"] = len(shift_y)
         np.savez_compressed(run_dir / "predictions_val_shifted.npz", labels=shift_y, clean=val_prob[chosen],
-                            shifted=shifted, shifts=np.array(SHIFTS, dtype=str),
+                            shifted=shifted, shifts=np.array(list(SHIFTS), dtype=str),
                             paths=np.array([val_paths[i] for i in chosen], dtype=str))
         r = summary["validation_shifted"]
         log.info("validation under acquisition shifts: mean AUC %.4f (worst %.4f), mean sensitivity %.4f, "
