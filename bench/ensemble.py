@@ -57,13 +57,14 @@ def candidate(members: tuple[str, ...], runs: dict[str, dict]) -> dict:
     fit_y, fit_p = pool_with_shifts(first["val_y"], mean["val_p"], first["shift_y"], mean["shift_p"])
     threshold = choose_threshold(fit_y, fit_p, rule="youden")
     test = binary_metrics(first["test_y"], mean["test_p"], threshold)
+    test_half = binary_metrics(first["test_y"], mean["test_p"], 0.5)
     ci = bootstrap_ci(first["test_y"], mean["test_p"], threshold, n_boot=1000, seed=0)
     return {"members": list(members), "threshold": threshold,
             "selection_on_validation": selection_summary(first["val_y"], mean["val_p"], first["shift_y"],
                                                          mean["shift_p"], threshold),
             "test_reported_after_choice": {k: test[k] for k in TEST_KEYS},
             "test_ci95": {k: ci[k] for k in TEST_KEYS if k in ci},
-            "test_at_0.5": {k: binary_metrics(first["test_y"], mean["test_p"], 0.5)[k] for k in TEST_KEYS}}
+            "test_at_0.5": {k: test_half[k] for k in TEST_KEYS}}
 
 
 def main() -> None:
@@ -71,7 +72,8 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", help="LABEL=RUN_DIR")
     parser.add_argument("--name", default="ensemble")
     args = parser.parse_args()
-    runs = {label: saved_predictions(Path(path)) for label, path in (item.split("=", 1) for item in args.runs)}
+    run_dirs = dict(item.split("=", 1) for item in args.runs)
+    runs = {label: saved_predictions(Path(path)) for label, path in run_dirs.items()}
     check_aligned(runs)
     candidates = {"+".join(members): candidate(members, runs)
                   for size in range(1, len(runs) + 1) for members in itertools.combinations(runs, size)}
@@ -86,7 +88,7 @@ def main() -> None:
         "criterion": "chosen on validation only: the highest mean balanced accuracy over clean validation and its "
                      "14 synthetic acquisition shifts (ties: the highest worst balanced accuracy), each candidate at "
                      "its own Youden threshold on validation pooled with the shifts; test columns reported after",
-        "runs": {label: path for label, path in (item.split("=", 1) for item in args.runs)},
+        "runs": run_dirs,
         "combination": "mean of the members' probabilities", "chosen": chosen,
         "test": candidates[chosen]["test_reported_after_choice"], "threshold": candidates[chosen]["threshold"],
         "candidates": candidates})

@@ -68,14 +68,18 @@ def parity(runs: Path) -> dict:
     return {"images": 32, "per_model": result, "max_abs_diff": max(result.values())}
 
 
-def _median_seconds(fn, repeats: int = 5) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
+def _median_seconds(*fns, repeats: int = 5) -> list[float]:
+    """Median wall time of each function, after a warm-up; the calls are interleaved, so drift in the
+    machine's speed hits all of them alike."""
+    times = [[] for _ in fns]
+    for fn in fns:
         fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    for _ in range(repeats):
+        for fn, fn_times in zip(fns, times):
+            started = time.perf_counter()
+            fn()
+            fn_times.append(time.perf_counter() - started)
+    return [statistics.median(t) for t in times]
 
 
 def _predict_vs_explain(model, images: torch.Tensor, precision: str) -> dict:
@@ -87,16 +91,8 @@ def _predict_vs_explain(model, images: torch.Tensor, precision: str) -> dict:
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             net(x)
 
-    predict(), gradcam(net, x, precision=precision)  # warm-up
-    predict_times, explain_times = [], []
-    for _ in range(SPEED_REPEATS):  # interleaved, so drift in the machine's speed hits both alike
-        started = time.perf_counter()
-        predict()
-        predict_times.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        gradcam(net, x, precision=precision)
-        explain_times.append(time.perf_counter() - started)
-    predict_s, explain_s = statistics.median(predict_times), statistics.median(explain_times)
+    predict_s, explain_s = _median_seconds(predict, lambda: gradcam(net, x, precision=precision),
+                                           repeats=SPEED_REPEATS)
     return {"predict_ms": 1000 * predict_s, "predict_and_heatmap_ms": 1000 * explain_s,
             "overhead_ratio": explain_s / predict_s}
 
@@ -111,7 +107,7 @@ def speed(model) -> dict:
         out[precision] = _predict_vs_explain(model, images, precision)
     model.to(memory_format=torch.contiguous_format)
     with GradCAM(model=model, target_layers=[model.tail]) as cam:
-        library_s = _median_seconds(lambda: cam(input_tensor=images, targets=[BinaryClassifierOutputTarget(1)] * 16))
+        (library_s,) = _median_seconds(lambda: cam(input_tensor=images, targets=[BinaryClassifierOutputTarget(1)] * 16))
     out["pytorch_grad_cam_ms"] = 1000 * library_s
     out["overhead_ratio"] = out["bf16"]["overhead_ratio"]  # the served path: bf16 + channels_last
     out["speedup_vs_pytorch_grad_cam"] = library_s / (out["fp32"]["predict_and_heatmap_ms"] / 1000)  # same fp32
@@ -255,9 +251,8 @@ def main() -> None:
                 "faithfulness": lambda: faithfulness(densenet, args.faithfulness_images),
                 "localization": lambda: localization(runs, runs / "explain"), "memory": lambda: memory(runs)}
     for name in args.only or SECTIONS:
-        fn = sections[name]
         section_started = time.perf_counter()
-        result[name] = fn()
+        result[name] = sections[name]()
         result[name]["seconds"] = round(time.perf_counter() - section_started, 1)
         logging.info("%s done in %.0f s", name, result[name]["seconds"])
     result["wall_seconds"] = round(time.perf_counter() - started, 1)

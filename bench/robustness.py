@@ -29,9 +29,8 @@ from pneumoscan.predict import predict_logits, sigmoid  # noqa: E402
 SHIFT_IMAGES = 400
 
 
-def validation_predictions(run: Path, cache_dir: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def validation_predictions(run: Path, loaded, cache_dir: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(labels, clean probabilities) of all validation images, and (labels, shifted probabilities) of 400."""
-    loaded = load_model(run)
     val = read_split(run / "split.csv")["val"]
     y = np.array([s.label for s in val])
     clean = sigmoid(predict_logits(loaded.model, [s.path for s in val], workers=2)[0])
@@ -41,12 +40,12 @@ def validation_predictions(run: Path, cache_dir: str) -> tuple[np.ndarray, np.nd
 
 
 def rung(run: Path, rule: str, cache_dir: str, test) -> dict:
-    y, clean, shift_y, shifted = validation_predictions(run, cache_dir)
+    loaded = load_model(run)
+    y, clean, shift_y, shifted = validation_predictions(run, loaded, cache_dir)
     fit_y, fit_p = y, clean
     if rule == "val+shifts":
         fit_y, fit_p = pool_with_shifts(y, clean, shift_y, shifted)
     threshold = choose_threshold(fit_y, fit_p, rule="youden")
-    loaded = load_model(run)
     test_y = np.array([s.label for s in test])
     test_p = sigmoid(predict_logits(loaded.model, [s.path for s in test], workers=2)[0])
     t = binary_metrics(test_y, test_p, threshold)

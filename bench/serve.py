@@ -98,13 +98,22 @@ def _document(i: int) -> Image.Image:
     return page
 
 
+def error_detail(response: httpx.Response) -> str | None:
+    """The server's message for a refused request (None when it was scored); plain text bodies as they are."""
+    if response.status_code == 200:
+        return None
+    try:
+        return str(response.json().get("detail", ""))
+    except ValueError:
+        return response.text
+
+
 def load_test(url: str, xrays: list[bytes], requests: int, clients: int) -> dict:
     def one(i: int):
         started = time.perf_counter()
         response = httpx.post(f"{url}/v1/predict", params={"heatmap": str(i % 2 == 0).lower()},
                               files={"file": (f"x{i}.jpeg", xrays[i % len(xrays)], "image/jpeg")}, timeout=120)
-        refusal = response.json().get("detail") if response.status_code != 200 else None
-        return response.status_code, 1000 * (time.perf_counter() - started), refusal
+        return response.status_code, 1000 * (time.perf_counter() - started), error_detail(response)
 
     started = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
@@ -112,7 +121,7 @@ def load_test(url: str, xrays: list[bytes], requests: int, clients: int) -> dict
     wall = time.perf_counter() - started
     latencies = sorted(ms for _, ms, _ in results)
     codes = [code for code, _, _ in results]
-    refusals = sorted({str(message) for _, _, message in results if message is not None})
+    refusals = sorted({message for _, _, message in results if message is not None})
     return {"requests": requests, "clients": clients, "ok": codes.count(200),
             "errors_5xx": sum(c >= 500 for c in codes), "other_codes": sorted({c for c in codes if c != 200}),
             "distinct_images": len(xrays), "refusal_messages": refusals,
@@ -127,7 +136,7 @@ def malformed_test(url: str, xrays: list[bytes]) -> dict:
         response = httpx.post(f"{url}/v1/predict", files={"file": (name, data, content_type)}, timeout=120)
         by_kind.setdefault(kind, []).append(response.status_code)
         if kind not in details:
-            details[kind] = response.json().get("detail", "")[:200] if response.status_code != 200 else "scored!"
+            details[kind] = (error_detail(response) or "scored!")[:200]
     codes = [c for cs in by_kind.values() for c in cs]
     healthy = httpx.get(f"{url}/healthz", timeout=10).status_code == 200
     return {"requests": len(codes), "non_4xx": sum(not 400 <= c < 500 for c in codes), "healthy_after": healthy,
