@@ -56,6 +56,17 @@ def test_three_trial_study_writes_a_usable_best_config(phantom_root, tiny_settin
     numbers = [t.number for t in open_study(_tiny_tune(phantom_root, tiny_settings, tmp_path / "study",
                                                        tmp_path / "cache")).trials]
     assert numbers == list(range(5))
+    head_lrs = {t.params["head_lr"] for t in open_study(_tiny_tune(phantom_root, tiny_settings, tmp_path / "study",
+                                                                    tmp_path / "cache")).trials}
+    assert len(head_lrs) == 5  # the resumed study drew new settings, it did not replay its first trials
+
+
+def test_parallel_workers_draw_different_settings(tmp_path):
+    config = TuneConfig(out=str(tmp_path))
+    studies = [open_study(config, worker) for worker in (0, 1)]  # both open the empty study, as spawned workers do
+    trials = [study.ask() for study in studies]
+    draws = [trial.suggest_float("head_lr", 1e-4, 1e-2, log=True) for trial in trials]
+    assert trials[0].number != trials[1].number and draws[0] != draws[1]
 
 
 def test_two_workers_share_one_study(phantom_root, tiny_settings, tmp_path):

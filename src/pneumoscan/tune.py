@@ -133,14 +133,23 @@ def storage_url(config: TuneConfig) -> str:
     return config.storage or f"sqlite:///{Path(config.out).resolve() / 'study.db'}"
 
 
-def open_study(config: TuneConfig) -> optuna.Study:
-    """Create or load the study (heartbeats mark trials of a killed worker as failed)."""
+def open_study(config: TuneConfig, worker: int = 0) -> optuna.Study:
+    """Create or load the study (heartbeats mark trials of a killed worker as failed).
+
+    The sampler's seed mixes ``config.seed`` with the worker index and the number of trials already
+    stored, so parallel workers and a resumed study do not replay the random draws of another."""
     storage = optuna.storages.RDBStorage(storage_url(config), heartbeat_interval=30, grace_period=90,
                                          engine_kwargs={"connect_args": {"timeout": 120}}
                                          if storage_url(config).startswith("sqlite") else {})
-    return optuna.create_study(study_name=config.study, storage=storage, direction="maximize", load_if_exists=True,
-                               sampler=optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=8),
-                               pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0))
+    study = optuna.create_study(study_name=config.study, storage=storage, direction="maximize", load_if_exists=True,
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0))
+    seed = sampler_seed(config.seed, worker, len(study.get_trials(deepcopy=False)))
+    study.sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=8)
+    return study
+
+
+def sampler_seed(seed: int, worker: int, stored_trials: int) -> int:
+    return int(np.random.SeedSequence([seed, worker, stored_trials]).generate_state(1)[0])
 
 
 def _finished(study: optuna.Study) -> int:
@@ -148,13 +157,13 @@ def _finished(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=states))
 
 
-def work(config: TuneConfig, deadline: float | None = None) -> None:
+def work(config: TuneConfig, deadline: float | None = None, worker: int = 0) -> None:
     """One worker: run trials until the study has ``config.trials`` finished ones (or time is up)."""
     import torch
 
     if config.workers > 1:
         torch.set_num_threads(max(1, torch.get_num_threads() // config.workers))
-    study = open_study(config)
+    study = open_study(config, worker)
     if _finished(study) >= config.trials:
         return
     callback = optuna.study.MaxTrialsCallback(config.trials, states=(optuna.trial.TrialState.COMPLETE,
@@ -186,7 +195,8 @@ def tune(config: TuneConfig) -> dict:
     deadline = started + 60 * config.timeout_minutes if config.timeout_minutes else None
     if config.workers > 1:
         context = multiprocessing.get_context("spawn")
-        processes = [context.Process(target=work, args=(config, deadline)) for _ in range(config.workers)]
+        processes = [context.Process(target=work, args=(config, deadline, worker))
+                     for worker in range(config.workers)]
         for process in processes:
             process.start()
         for process in processes:
