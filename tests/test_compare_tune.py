@@ -35,6 +35,11 @@ def test_tiny_comparison_with_two_seeds(phantom_root, tiny_settings, tmp_path):
     assert 0 <= pair["delong_p"] <= 1 and 0 <= pair["mcnemar_p"] <= 1 and len(pair["delong_p_per_seed"]) == 2
     for name in ("comparison.json", "comparison.md", "roc_all.png"):
         assert (tmp_path / "cmp" / name).exists()
+    assert result["runs"]["total"] == 4 and result["runs"]["finished_earlier"] == 0
+
+    again = compare(config)  # a rerun (or a resumed comparison) reuses finished runs and says so
+    assert again["runs"]["finished_earlier"] == 4
+    assert again["models"]["densenet121"]["auc"]["values"] == auc["values"]
 
 
 def _tiny_tune(phantom_root, tiny_settings, out, cache, **overrides) -> TuneConfig:

@@ -75,6 +75,9 @@ def test_a_killed_run_resumes_to_the_same_model(phantom_root, tmp_path, monkeypa
     assert whole.keys() == resumed.keys()
     for key in whole:
         assert torch.equal(whole[key], resumed[key]), key
+    timings = {name: json.loads((tmp_path / name / "metrics.json").read_text())["timings"]
+               for name in ("whole", "killed")}
+    assert "resumed" not in timings["whole"] and timings["killed"]["resumed"] is True
 
 
 def test_same_seed_same_metrics_and_resume_needs_same_settings(phantom_root, tmp_path):

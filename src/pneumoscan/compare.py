@@ -83,7 +83,8 @@ def run_one(config: TrainConfig) -> dict:
     """Train one model (or reuse a finished run) and collect what the comparison needs."""
     run_dir = Path(config.out)
     started = time.perf_counter()
-    if not (run_dir / "metrics.json").exists():
+    finished_earlier = (run_dir / "metrics.json").exists()
+    if not finished_earlier:
         train(config, resume=(run_dir / "config.json").exists())
     metrics = json.loads((run_dir / "metrics.json").read_text())
     y, prob, called = _read_predictions(run_dir)
@@ -94,6 +95,7 @@ def run_one(config: TrainConfig) -> dict:
             **{k: test[k] for k in METRICS}, "ci95": {k: test["ci95"][k] for k in METRICS},
             "train_seconds": metrics["timings"]["total_seconds"],
             "wall_seconds": round(time.perf_counter() - started, 1),
+            "finished_earlier": finished_earlier, "resumed": bool(metrics["timings"].get("resumed")),
             "parameters": count_parameters(load_model(run_dir).model),
             "inference_ms_per_image": _inference_ms(run_dir, paths),
             "y": y, "prob": prob, "called": called}
@@ -154,6 +156,12 @@ def compare(config: CompareConfig) -> dict:
     if config.ablation:
         result["pretraining_ablation"] = pretraining_ablation(config, out)
     result["wall_seconds"] = round(time.perf_counter() - started, 1)
+    every_run = [r for model_runs in runs.values() for r in model_runs]
+    result["runs"] = {"total": len(every_run), "finished_earlier": sum(r["finished_earlier"] for r in every_run),
+                      "resumed_after_a_kill": sum(r["resumed"] for r in every_run),
+                      "train_seconds_sum": round(sum(r["train_seconds"] for r in every_run), 1),
+                      "note": "wall_seconds covers this invocation only; runs finished earlier were reused, and "
+                              "a resumed run's train_seconds count only the part after its resume"}
     curves = {f"{m} (AUC {result['models'][m]['auc']['mean']:.3f})": (r[0]["y"], r[0]["prob"]) for m, r in runs.items()}
     plot_roc(curves, out / "roc_all.png", title="ROC on the test split (seed 0)")
     write_json(out / "comparison.json", result)

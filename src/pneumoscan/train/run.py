@@ -89,6 +89,8 @@ def _train(config: TrainConfig, run_dir: Path, finish: bool, on_epoch) -> Path:
     model = _build(config, preprocessing).to(device)
     progress = _load_progress(run_dir, model)
     timings = progress.setdefault("timings", {})
+    if progress["history"]:
+        timings["resumed"] = True  # the seconds below then cover only what ran after the resume
     for stage in config.stages:
         if stage in progress["completed"]:
             log.info("stage %s already done", stage)
