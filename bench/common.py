@@ -18,7 +18,12 @@ WEIGHTS = {"densenet121": SHARED / "weights" / "densenet121_imagenet_keras.pth",
 
 
 def commit() -> str:
-    """The commit the benchmark ran on (with "+dirty" when the tree had uncommitted changes)."""
+    """The commit the benchmark ran on (with "+dirty" when the tree had uncommitted changes).
+
+    A copy of the tree without its git folder (a lent GPU machine) names it in ``BENCH_COMMIT``.
+    """
+    if os.environ.get("BENCH_COMMIT"):
+        return os.environ["BENCH_COMMIT"] + " (copy of the tree, named by BENCH_COMMIT)"
     sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
                            capture_output=True, text=True).stdout.strip()

@@ -41,3 +41,10 @@ def test_resolved_settings_round_trip_as_json():
     assert config.stages == ("full",) and config.weights == "none"
     assert load_settings(TrainConfig, overrides=to_dict(config)) == config
     assert TrainConfig().resolved().stages == ("head", "tail")
+
+
+def test_a_list_of_names_can_be_written_with_commas():
+    assert load_settings(TrainConfig, overrides=parse_overrides(["stages=full"])).stages == ("full",)
+    assert load_settings(TrainConfig, overrides=parse_overrides(["stages=head, tail"])).stages == ("head", "tail")
+    with pytest.raises(ValueError, match="unknown"):
+        load_settings(TrainConfig, overrides=parse_overrides(["stages=heads"]))

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +15,7 @@ import torch
 from pneumoscan import cache as cache_module
 from pneumoscan.checkpoint import load_model
 from pneumoscan.data import Augmentation, Preprocessing, XRayDataset, read_split, scan_kaggle_split
+from pneumoscan.data.records import Sample
 from pneumoscan.data.shifts import SHIFTS
 from pneumoscan.models import build_model
 from pneumoscan.train import TrainConfig, train
@@ -123,6 +127,17 @@ def test_cache_is_reused_and_a_killed_fill_resumes(phantom_root, tmp_path, monke
                                               **{**args, "cache_dir": other})
     np.testing.assert_array_equal(reference, resumed)
     assert len(list(tmp_path.glob("activations-*"))) == 1
+
+
+def test_cache_key_follows_file_content_not_modification_time(phantom_root, tmp_path):
+    for image in sorted((phantom_root / "train" / "NORMAL").iterdir())[:3]:
+        shutil.copy2(image, tmp_path / image.name)
+    samples = [Sample(path=str(path), label=0, patient=path.stem) for path in sorted(tmp_path.iterdir())]
+    before = cache_module.files_fingerprint(samples)
+    os.utime(samples[0].path, ns=(1, 1))  # the same bytes provisioned again: a new mtime
+    assert cache_module.files_fingerprint(samples) == before
+    Path(samples[1].path).write_bytes(Path(samples[2].path).read_bytes())  # new bytes
+    assert cache_module.files_fingerprint(samples) != before
 
 
 def test_cached_views_equal_the_trunk_on_the_same_views(phantom_root, tmp_path):

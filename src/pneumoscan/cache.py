@@ -9,6 +9,7 @@ caching run continues where it stopped.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -41,12 +42,23 @@ def module_fingerprint(module: nn.Module) -> str:
 
 
 def files_fingerprint(samples: list[Sample]) -> str:
-    """A hash of the image files (path, size, modification time) and labels of ``samples``."""
+    """A hash of the image files (path and content) and labels of ``samples``.
+
+    Content rather than modification time, so a dataset that is copied or provisioned again (new
+    mtimes, same bytes) keeps its caches.
+    """
     digest = hashlib.sha256()
     for sample in samples:
         stat = Path(sample.path).stat()
-        digest.update(f"{sample.path}|{stat.st_size}|{stat.st_mtime_ns}|{sample.label}\n".encode())
+        content = _content_digest(sample.path, stat.st_size, stat.st_mtime_ns)
+        digest.update(f"{sample.path}|{content}|{sample.label}\n".encode())
     return digest.hexdigest()[:20]
+
+
+@functools.lru_cache(maxsize=None)
+def _content_digest(path: str, size: int, mtime_ns: int) -> str:
+    """A file's SHA-256, remembered in this process for as long as its size and mtime stay the same."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def activation_key(module: nn.Module, samples: list[Sample], preprocessing: Preprocessing, *,
@@ -129,8 +141,8 @@ def cached_outputs(module: nn.Module, inputs: np.ndarray, *, folder: Path, preci
 @torch.inference_mode()
 def batched_logits(module: nn.Module, inputs: np.ndarray | torch.Tensor, *, batch_size: int, precision: str,
                    device: torch.device, shape: tuple[int, ...] | None = None) -> np.ndarray:
-    """``module``'s outputs (eval mode) over an array of inputs, in batches."""
-    module.eval()
+    """``module``'s outputs (eval mode, moved to ``device``) over an array of inputs, in batches."""
+    module = module.to(device).eval()
     outputs = []
     for start in range(0, len(inputs), batch_size):
         x = torch.as_tensor(np.asarray(inputs[start:start + batch_size], dtype=np.float32)).to(device)

@@ -55,6 +55,8 @@ def from_dict(cls: type[T], values: dict[str, Any], *, where: str = "") -> T:
             value = from_dict(hint, merged, where=f"{where}{name}.")
         elif isinstance(value, list) and typing.get_origin(hint) is tuple:
             value = tuple(value)
+        elif isinstance(value, str) and typing.get_args(hint) == (str, ...):
+            value = tuple(part.strip() for part in value.split(",") if part.strip())  # --set stages=head,tail
         kwargs[name] = value
     return cls(**kwargs)
 

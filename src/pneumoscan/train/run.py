@@ -132,7 +132,8 @@ def validation_logits(run_dir: str | Path, *, shift_images: int = 400) -> dict[s
     """
     run_dir = Path(run_dir)
     config = settings_io.from_dict(TrainConfig, json.loads((run_dir / "config.json").read_text()))
-    model, device = trained_model(run_dir), pick_device(config.device)
+    device = pick_device(config.device)
+    model = trained_model(run_dir).to(device)
     val = read_split(run_dir / "split.csv")["val"]
     common = dict(cache_dir=config.cache_dir, workers=config.workers, precision=config.precision, device=device)
     clean_acts = cached_activations(model.trunk, val, model.preprocessing, desc="caching validation", **common)
