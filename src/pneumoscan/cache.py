@@ -55,7 +55,7 @@ def files_fingerprint(samples: list[Sample]) -> str:
     return digest.hexdigest()[:20]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _content_digest(path: str, size: int, mtime_ns: int) -> str:
     """A file's SHA-256, remembered in this process for as long as its size and mtime stay the same."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
