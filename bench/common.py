@@ -41,6 +41,7 @@ def machine() -> dict:
     flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
     return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "amx": "amx_tile" in flags, "avx512_bf16": "avx512_bf16" in flags, "gpu": torch.cuda.is_available(),
+            "gpu_name": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform()}
 
 
