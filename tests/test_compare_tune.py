@@ -7,8 +7,9 @@ import multiprocessing
 
 import optuna
 import pytest
+import torch
 
-from pneumoscan.compare import CompareConfig, compare
+from pneumoscan.compare import CompareConfig, ablation_budget, compare
 from pneumoscan.settings import load_settings
 from pneumoscan.train import TrainConfig
 from pneumoscan.tune import TuneConfig, open_study, tune
@@ -45,6 +46,12 @@ def test_tiny_comparison_with_two_seeds(phantom_root, tiny_settings, tmp_path):
 def _tiny_tune(phantom_root, tiny_settings, out, cache, **overrides) -> TuneConfig:
     return TuneConfig(data=str(phantom_root), out=str(out), base_config=str(tiny_settings), weights="none",
                       head_epochs=2, tail_epochs=1, cache_dir=str(cache), **overrides)
+
+
+def test_ablation_uses_the_full_budget_only_with_a_gpu():
+    assert ablation_budget(CompareConfig(), torch.device("cuda")) == (224, 12)
+    assert ablation_budget(CompareConfig(), torch.device("cpu")) == (112, 6)
+    assert ablation_budget(CompareConfig(ablation_epochs=3), torch.device("cuda")) == (224, 3)
 
 
 def test_three_trial_study_writes_a_usable_best_config(phantom_root, tiny_settings, tmp_path):

@@ -18,9 +18,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from pneumoscan.checkpoint import load_model
 from pneumoscan.data.labels import CLASSES
+from pneumoscan.device import pick_device
 from pneumoscan.evaluate.plots import plot_roc
 from pneumoscan.evaluate.report import write_json
 from pneumoscan.evaluate.stats import delong_test, mcnemar_test
@@ -46,8 +48,8 @@ class CompareConfig:
     cache_dir: str = ""                # activation cache shared by the runs ("" = the train default); may
                                        # contain {model}, e.g. "cache/{model}"
     ablation: bool = False             # also: DenseNet121 from ImageNet vs random init, end to end
-    ablation_image_size: int = 112     # the ablation's reduced budget on a CPU (stated in the output)
-    ablation_epochs: int = 6
+    ablation_image_size: int = 0       # ablation budget: 0 = 224 px with a GPU, 112 px on a CPU
+    ablation_epochs: int = 0           # 0 = 12 epochs with a GPU, 6 on a CPU (stated in the output)
 
 
 def _train_config(config: CompareConfig, model: str, seed: int, out: Path) -> TrainConfig:
@@ -122,20 +124,27 @@ def _pair_tests(a_runs: list[dict], b_runs: list[dict]) -> dict:
                                        "mcnemar": sum(m["p_value"] < 0.05 for m in mcnemar)}}
 
 
+def ablation_budget(config: CompareConfig, device: torch.device) -> tuple[int, int]:
+    """(image size, epochs) of the ablation: the recipe's with a GPU, a reduced one on a CPU, unless set."""
+    gpu = device.type == "cuda"
+    return (config.ablation_image_size or (224 if gpu else 112), config.ablation_epochs or (12 if gpu else 6))
+
+
 def pretraining_ablation(config: CompareConfig, out: Path) -> dict:
-    """DenseNet121 trained end to end from ImageNet weights vs from random init, at a reduced budget."""
+    """DenseNet121 trained end to end from ImageNet weights vs from random init (budget: ablation_budget)."""
     results = {}
     weights = dict(item.split("=", 1) for item in config.weights).get("densenet121", "imagenet")
     for name, init in (("imagenet", weights), ("random_init", "none")):
         base = _train_config(config, "densenet121", 0, out / "ablation" / name)
-        settings = replace(base, weights=init, stages=("full",), image_size=config.ablation_image_size,
-                           full_epochs=config.ablation_epochs, full_lr=1e-4 if init != "none" else 1e-3,
-                           shift_report=False, patience=config.ablation_epochs)
+        device = pick_device(base.device)
+        image_size, epochs = ablation_budget(config, device)
+        settings = replace(base, weights=init, stages=("full",), image_size=image_size, full_epochs=epochs,
+                           full_lr=1e-4 if init != "none" else 1e-3, shift_report=False, patience=epochs)
         run = run_one(settings)
         results[name] = {k: run[k] for k in (*METRICS, "train_seconds", "threshold")}
-    results["budget"] = (f"end-to-end training of every layer for {config.ablation_epochs} epochs at "
-                         f"{config.ablation_image_size}x{config.ablation_image_size} px on this machine "
-                         f"(a reduced budget that fits a CPU; use a GPU for the full recipe)")
+    reduced = "" if device.type == "cuda" else " (a reduced budget that fits a CPU; use a GPU for the full recipe)"
+    results["budget"] = (f"end-to-end training of every layer for {epochs} epochs at {image_size}x{image_size} px "
+                         f"on {device.type}{reduced}")
     return results
 
 
