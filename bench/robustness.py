@@ -27,6 +27,14 @@ from pneumoscan.evaluate.robustness import pool_with_shifts, selection_summary, 
 from pneumoscan.predict import predict_logits, sigmoid  # noqa: E402
 
 SHIFT_IMAGES = 400
+RECORDED_SETTINGS = ("head_hidden", "dropout_in", "dropout_hidden", "head_lr", "tail_lr", "tail_fraction",
+                     "weight_decay", "pos_weight", "train_views", "head_epochs", "tail_epochs", "intensity")
+
+
+def chosen_rung(ladder: dict) -> str:
+    """The rung the validation criterion picks: highest mean balanced accuracy, then highest worst."""
+    return max(ladder, key=lambda label: (ladder[label]["selection_on_validation"]["mean_balanced_accuracy"],
+                                          ladder[label]["selection_on_validation"]["worst_balanced_accuracy"]))
 
 
 def validation_predictions(run: Path, loaded, cache_dir: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -51,6 +59,7 @@ def rung(run: Path, rule: str, cache_dir: str, test) -> dict:
     t = binary_metrics(test_y, test_p, threshold)
     settings = json.loads((run / "config.json").read_text())
     return {"run": str(run), "threshold_on": rule, "threshold": threshold, "augmentation": settings["augmentation"],
+            "settings": {k: settings.get(k) for k in RECORDED_SETTINGS},
             "selection_on_validation": selection_summary(y, clean, shift_y, shifted, threshold),
             "test_reported_after_choice": {k: t[k] for k in ("auc", "accuracy", "sensitivity", "specificity", "f1")}}
 
@@ -72,7 +81,7 @@ def main() -> None:
         "criterion": "chosen before any test evaluation: the highest mean balanced accuracy (mean of sensitivity "
                      "and specificity) over clean validation and validation under 14 synthetic acquisition shifts "
                      "(400 images), at the rung's threshold; the test columns are reported after the choice",
-        "data": str(DATA), "ladder": ladder})
+        "data": str(DATA), "chosen_by_validation": chosen_rung(ladder), "ladder": ladder})
 
 
 if __name__ == "__main__":
