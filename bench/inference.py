@@ -3,9 +3,10 @@
     python bench/inference.py [--run bench/work/accuracy_densenet121]
 
 Runtimes, side by side in one run: PyTorch eager fp32, PyTorch bf16 autocast + channels_last,
-onnxruntime fp32 and onnxruntime int8 (static QDQ, calibrated on 128 training images), each at
-batch 1 and 16, each predicting alone and predicting with the Grad-CAM heatmap. The fastest path's
-test AUC and heatmaps are compared with fp32. Writes ``bench/results/inference.json``.
+onnxruntime fp32, onnxruntime int8 (static QDQ, calibrated on 128 training images) and OpenVINO fp32
+and bf16 on the same ONNX files (the served ``runtime.OpenVinoModel``), each at batch 1 and 16,
+each predicting alone and predicting with the Grad-CAM heatmap. The fastest path's test AUC and
+heatmaps are compared with fp32. Writes ``bench/results/inference.json``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pneumoscan.checkpoint import load_model  # noqa: E402
 from pneumoscan.data import XRayDataset, read_split, scan_kaggle_split  # noqa: E402
 from pneumoscan.evaluate import binary_metrics  # noqa: E402
 from pneumoscan.export import ServingGraph, export_onnx, parity_check, quantize_int8  # noqa: E402
+from pneumoscan.runtime import OpenVinoModel  # noqa: E402
 
 
 class ProbabilityOnly(torch.nn.Module):
@@ -78,6 +80,23 @@ def ort_runner(path: Path):
     return lambda x: session.run(None, {"images": x})
 
 
+def openvino_runner(path: Path, precision: str):
+    """OpenVINO on an ONNX file without pneumoscan metadata (the probability-only graph)."""
+    import openvino as ov
+
+    hint = "bf16" if precision == "bf16" else "f32"
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": hint,
+                                                          "PERFORMANCE_HINT": "LATENCY"})
+    request = compiled.create_infer_request()
+    return lambda x: [np.array(request.infer({0: x})[output]) for output in compiled.outputs]
+
+
+def openvino_capabilities() -> list[str]:
+    import openvino as ov
+
+    return list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
 def inputs(model, samples) -> np.ndarray:
     dataset = XRayDataset(samples, model.preprocessing)
     return torch.stack([dataset[i][0] for i in range(len(dataset))]).numpy()
@@ -108,6 +127,8 @@ def main() -> None:
            for p in ("fp32", "bf16")},
         "onnxruntime_fp32": {"heatmap": ort_runner(onnx_fp32), "predict": ort_runner(prob_fp32)},
         "onnxruntime_int8": {"heatmap": ort_runner(onnx_int8), "predict": ort_runner(prob_int8)},
+        **{f"openvino_{p}": {"heatmap": OpenVinoModel(onnx_fp32, precision=p).run,
+                             "predict": openvino_runner(prob_fp32, p)} for p in ("fp32", "bf16")},
     }
     speed = {name: {kind: {str(b): round(images_per_second(run, test_x, b), 2) for b in (1, 16)}
                     for kind, run in kinds.items()} for name, kinds in runners.items()}
@@ -142,6 +163,8 @@ def main() -> None:
         "fastest_heatmap_mean_abs_diff": quality[fastest]["heatmap_mean_abs_diff_vs_fp32"],
         "paths_within_limits": keeps,
         "onnx_parity": parity_check(loaded, onnx_fp32, torch.from_numpy(test_x[:64])),
+        "openvino_bf16_runs_in": OpenVinoModel(onnx_fp32, precision="bf16").precision,
+        "openvino_cpu_capabilities": openvino_capabilities(),
         "note": "speed-ups compare predict+heatmap throughput at batch 16 with PyTorch eager fp32 (predict+heatmap); "
                 "a path counts only if its test AUC is within 0.002 and its heatmaps within 0.02 (mean abs) of fp32",
     }

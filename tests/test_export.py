@@ -13,7 +13,7 @@ from pneumoscan.data import Preprocessing
 from pneumoscan.export import ServingGraph, export_onnx, export_run, export_torchscript, parity_check, quantize_int8
 from pneumoscan.models import MODELS, build_model
 from pneumoscan.ood import fit_ood
-from pneumoscan.runtime import OnnxModel, TorchModel, load_runtime
+from pneumoscan.runtime import OnnxModel, OpenVinoModel, TorchModel, load_runtime
 
 SMALL = Preprocessing(image_size=64)
 
@@ -34,6 +34,37 @@ def test_onnx_graph_matches_pytorch_for_every_model(name, tmp_path):
     for batch in (1, 5):  # dynamic batch size
         prob, heatmap, ood = runtime.run(images(batch, seed=batch).numpy())
         assert prob.shape == (batch,) and heatmap.shape == (batch, 64, 64) and ood.shape == (batch,)
+
+
+def test_openvino_runs_the_onnx_file_like_onnxruntime(tmp_path):
+    torch.manual_seed(0)
+    loaded = LoadedModel(model=build_model("densenet121", preprocessing=SMALL).eval(), threshold=0.4)
+    path = export_onnx(loaded, tmp_path / "m.onnx")
+    reference = OnnxModel(path)
+    fp32, bf16 = OpenVinoModel(path, precision="fp32"), OpenVinoModel(path, precision="bf16")
+    assert fp32.threshold == 0.4 and fp32.preprocessing == SMALL and fp32.precision == "fp32"
+    assert bf16.precision in ("bf16", "fp32")  # fp32 where the CPU has no bf16 instructions
+    for batch in (1, 5):  # dynamic batch size
+        x = images(batch, seed=batch).numpy()
+        expected, got = reference.run(x), fp32.run(x)
+        np.testing.assert_allclose(got[0], expected[0], atol=1e-4)
+        np.testing.assert_allclose(got[1], expected[1], atol=1e-3)
+        np.testing.assert_allclose(got[2], expected[2], rtol=1e-3, atol=1e-3)
+        prob, heatmap, _ = bf16.run(x)
+        assert np.abs(prob - expected[0]).max() < 0.05 and np.abs(heatmap - expected[1]).mean() < 0.05
+
+
+def test_openvino_model_can_be_called_from_several_threads(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    loaded = LoadedModel(model=build_model("baseline_cnn", preprocessing=SMALL).eval(), threshold=0.5)
+    runtime = OpenVinoModel(export_onnx(loaded, tmp_path / "m.onnx"), precision="fp32")
+    batches = [images(2, seed=k).numpy() for k in range(8)]
+    alone = [runtime.run(x)[0] for x in batches]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda x: runtime.run(x)[0], batches))
+    for a, b in zip(alone, together):
+        np.testing.assert_allclose(a, b, atol=1e-6)
 
 
 def test_exported_heatmap_is_the_fast_gradcam():
@@ -94,5 +125,13 @@ def test_export_run_writes_card_and_torchscript(tiny_run, tmp_path):
 
 def test_runtime_choice_and_bad_files(tiny_run, tmp_path):
     assert load_runtime(tiny_run).runtime == "pytorch"
+    path = export_onnx(load_model(tiny_run), tmp_path / "m.onnx")
+    assert load_runtime(path).runtime == "onnxruntime" and load_runtime(path, runtime="openvino").runtime == "openvino"
+    with pytest.raises(ValueError, match="needs an exported .onnx"):
+        load_runtime(tiny_run, runtime="openvino")
+    with pytest.raises(ValueError, match="needs a run folder"):
+        load_runtime(path, runtime="pytorch")
+    with pytest.raises(ValueError, match="use one of"):
+        load_runtime(path, runtime="tensorrt")
     with pytest.raises(FileNotFoundError):
         load_runtime(tmp_path / "absent.onnx")

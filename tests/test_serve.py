@@ -19,13 +19,18 @@ from pneumoscan.export import export_run
 from pneumoscan.serve import create_app
 
 
-@pytest.fixture(scope="module", params=["pytorch", "onnxruntime"])
+@pytest.fixture(scope="module", params=["pytorch", "onnxruntime", "openvino"])
 def client(request, tiny_run, tmp_path_factory):
     if request.param == "pytorch":
-        return TestClient(create_app(tiny_run, max_upload_bytes=2_000_000))
-    out = tmp_path_factory.mktemp("onnx")
-    export_run(tiny_run, out)
-    return TestClient(create_app(out / "model.onnx", max_upload_bytes=2_000_000))
+        app = create_app(tiny_run, max_upload_bytes=2_000_000)
+    else:
+        out = tmp_path_factory.mktemp("onnx")
+        export_run(tiny_run, out)
+        app = create_app(out / "model.onnx", max_upload_bytes=2_000_000, runtime_name=request.param,
+                         precision="bf16" if request.param == "openvino" else "fp32")
+    test_client = TestClient(app)
+    test_client.expected_runtime = request.param
+    return test_client
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +46,7 @@ def test_health_model_card_docs_and_page(client):
     assert client.get("/healthz").json()["status"] == "ok"
     model = client.get("/v1/model").json()
     assert 0 < model["threshold"] < 1 and model["preprocessing"]["image_size"] == 64
+    assert model["runtime"] == client.expected_runtime and model["precision"] in ("fp32", "bf16")
     assert client.get("/docs").status_code == 200
     page = client.get("/").text
     assert "drop" in page.lower() and not re.search(r"(src|href)=[\"']https?://", page)  # no external assets

@@ -91,13 +91,17 @@ def _add_export(sub) -> None:
 def _add_serve(sub) -> None:
     p = sub.add_parser("serve", help="web API and page for a model (FastAPI + uvicorn)",
                        description="Serve POST /v1/predict, GET /healthz, GET /v1/model, the OpenAPI docs at "
-                                   "/docs and an upload page at /. Give an exported .onnx (onnxruntime) or a run "
-                                   "folder (PyTorch).")
+                                   "/docs and an upload page at /. Give an exported .onnx (onnxruntime, or OpenVINO "
+                                   "with --runtime openvino) or a run folder (PyTorch).")
     p.add_argument("model", help="model.onnx, a run folder or model.pt")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-upload-mb", type=int, default=20)
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="PyTorch runtime precision")
+    p.add_argument("--runtime", default="auto", choices=["auto", "pytorch", "onnxruntime", "openvino"],
+                   help="auto: onnxruntime for .onnx, PyTorch for a run folder; openvino runs an .onnx with OpenVINO "
+                        "(with --precision bf16 the fastest path on CPUs with bf16 instructions)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="PyTorch and OpenVINO precision (onnxruntime runs fp32)")
 
 
 def _add_compare(sub) -> None:
@@ -303,7 +307,8 @@ def cmd_serve(args) -> int:
 
     from pneumoscan.serve import create_app
 
-    app = create_app(args.model, max_upload_bytes=args.max_upload_mb * 1024 * 1024, precision=args.precision)
+    app = create_app(args.model, max_upload_bytes=args.max_upload_mb * 1024 * 1024, precision=args.precision,
+                     runtime_name=args.runtime)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
 

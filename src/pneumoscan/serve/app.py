@@ -2,7 +2,8 @@
 
 Every bad input gets a 4xx with a message saying what is wrong: too large (413), an unsupported
 type (415), a corrupt or truncated file, too many pixels, a blank image or something that is not a
-chest X-ray (422). The model runs through ``runtime`` (onnxruntime for ``.onnx``, else PyTorch).
+chest X-ray (422). The model runs through ``runtime`` (onnxruntime or OpenVINO for ``.onnx``, else
+PyTorch).
 """
 
 from __future__ import annotations
@@ -61,10 +62,11 @@ def load_model_card(model_path: Path) -> dict:
 
 
 def create_app(model_path: str | Path, *, max_upload_bytes: int = 20 * 1024 * 1024, max_pixels: int = MAX_PIXELS,
-               precision: str = "fp32") -> FastAPI:
-    """The web app serving the model at ``model_path`` (a ``.onnx`` file, a run folder or ``model.pt``)."""
+               precision: str = "fp32", runtime_name: str = "auto") -> FastAPI:
+    """The web app serving the model at ``model_path`` (a ``.onnx`` file, a run folder or ``model.pt``)
+    with ``runtime_name`` (see ``runtime.load_runtime``)."""
     model_path = Path(model_path)
-    runtime = load_runtime(model_path, precision=precision)
+    runtime = load_runtime(model_path, precision=precision, runtime=runtime_name)
     card = load_model_card(model_path) or {"metadata": runtime.metadata}
     version = card.get("version") or f"{runtime.metadata.get('arch', 'model')}@{model_path.name}"
     app = FastAPI(title="pneumoscan", version=__version__,
@@ -81,7 +83,8 @@ def create_app(model_path: str | Path, *, max_upload_bytes: int = 20 * 1024 * 10
 
     @app.get("/v1/model")
     def model_card() -> dict:
-        return {"version": version, "runtime": runtime.runtime, "threshold": runtime.threshold,
+        return {"version": version, "runtime": runtime.runtime, "precision": runtime.precision,
+                "threshold": runtime.threshold,
                 "ood_threshold": runtime.ood_threshold, "preprocessing": runtime.preprocessing.to_dict(), "card": card}
 
     @app.post("/v1/predict")
