@@ -47,16 +47,20 @@ def export_probability_only(model, path: Path) -> Path:
     return path
 
 
-def images_per_second(run, images: np.ndarray, batch: int, repeats: int = 3) -> float:
+def images_per_second(runners: dict, images: np.ndarray, batch: int, repeats: int = 5) -> dict[str, float]:
+    """Throughput of every runner on the same 64 images, timed interleaved (runner after runner, repeated)
+    so that drift of the machine's speed affects all of them alike; the median of ``repeats``."""
     chunks = [images[i:i + batch] for i in range(0, len(images) - batch + 1, batch)][: max(1, 64 // batch)]
-    run(chunks[0])
-    times = []
+    for run in runners.values():
+        run(chunks[0])
+    times = {name: [] for name in runners}
     for _ in range(repeats):
-        started = time.perf_counter()
-        for chunk in chunks:
-            run(chunk)
-        times.append(time.perf_counter() - started)
-    return sum(len(c) for c in chunks) / statistics.median(times)
+        for name, run in runners.items():
+            started = time.perf_counter()
+            for chunk in chunks:
+                run(chunk)
+            times[name].append(time.perf_counter() - started)
+    return {name: sum(len(c) for c in chunks) / statistics.median(t) for name, t in times.items()}
 
 
 def torch_runner(module, precision: str):
@@ -130,8 +134,12 @@ def main() -> None:
         **{f"openvino_{p}": {"heatmap": OpenVinoModel(onnx_fp32, precision=p).run,
                              "predict": openvino_runner(prob_fp32, p)} for p in ("fp32", "bf16")},
     }
-    speed = {name: {kind: {str(b): round(images_per_second(run, test_x, b), 2) for b in (1, 16)}
-                    for kind, run in kinds.items()} for name, kinds in runners.items()}
+    speed = {name: {"heatmap": {}, "predict": {}} for name in runners}
+    for kind in ("heatmap", "predict"):
+        for b in (1, 16):
+            measured = images_per_second({name: kinds[kind] for name, kinds in runners.items()}, test_x, b)
+            for name, value in measured.items():
+                speed[name][kind][str(b)] = round(value, 2)
     for name, numbers in speed.items():
         print(name, numbers)
 
@@ -165,7 +173,8 @@ def main() -> None:
         "onnx_parity": parity_check(loaded, onnx_fp32, torch.from_numpy(test_x[:64])),
         "openvino_bf16_runs_in": OpenVinoModel(onnx_fp32, precision="bf16").precision,
         "openvino_cpu_capabilities": openvino_capabilities(),
-        "note": "speed-ups compare predict+heatmap throughput at batch 16 with PyTorch eager fp32 (predict+heatmap); "
+        "note": "throughputs timed interleaved across runtimes (median of 5); "
+                "speed-ups compare predict+heatmap throughput at batch 16 with PyTorch eager fp32 (predict+heatmap); "
                 "a path counts only if its test AUC is within 0.002 and its heatmaps within 0.02 (mean abs) of fp32",
     }
     write_result("inference", result)

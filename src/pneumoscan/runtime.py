@@ -97,7 +97,7 @@ class OpenVinoModel:
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         self.compiled = ov.Core().compile_model(str(path), "CPU", config)
-        self.precision = "bf16" if str(self.compiled.get_property("INFERENCE_PRECISION_HINT")) == "bf16" else "fp32"
+        self.precision = "bf16" if self.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.bf16 else "fp32"
         self.outputs = [self.compiled.output(name) for name in ("probability", "heatmap", "ood_score")]
         self._local = threading.local()
 
