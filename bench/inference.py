@@ -3,9 +3,10 @@
     python bench/inference.py [--run bench/work/accuracy_densenet121]
 
 Runtimes, side by side in one run: PyTorch eager fp32, PyTorch bf16 autocast + channels_last,
-onnxruntime fp32, onnxruntime int8 (static QDQ, calibrated on 128 training images) and OpenVINO fp32
-and bf16 on the same ONNX files (the served ``runtime.OpenVinoModel``), each at batch 1 and 16,
-each predicting alone and predicting with the Grad-CAM heatmap. The fastest path's test AUC and
+onnxruntime fp32, onnxruntime int8 (static QDQ, calibrated on 128 training images), OpenVINO fp32
+and bf16 on the same ONNX files (the served ``runtime.OpenVinoModel``) and OpenVINO int8 (NNCF,
+convolutions only, calibrated on 300 training images, the other operations in bf16); each at batch 1
+and 16, each predicting alone and predicting with the Grad-CAM heatmap. The fastest path's test AUC and
 heatmaps are compared with fp32. Writes ``bench/results/inference.json``.
 """
 
@@ -26,7 +27,13 @@ from common import DATA, ROOT, write_result  # noqa: E402
 from pneumoscan.checkpoint import load_model  # noqa: E402
 from pneumoscan.data import XRayDataset, read_split, scan_kaggle_split  # noqa: E402
 from pneumoscan.evaluate import binary_metrics  # noqa: E402
-from pneumoscan.export import ServingGraph, export_onnx, parity_check, quantize_int8  # noqa: E402
+from pneumoscan.export import (  # noqa: E402
+    ServingGraph,
+    export_onnx,
+    parity_check,
+    quantize_int8,
+    quantize_openvino_int8,
+)
 from pneumoscan.runtime import OpenVinoModel  # noqa: E402
 
 
@@ -118,12 +125,16 @@ def main() -> None:
     test = scan_kaggle_split(DATA, "test")
     y_test = np.array([s.label for s in test])
     test_x = inputs(model, test)
-    calibration = inputs(model, read_split(run_dir / "split.csv")["train"][::35][:128])
+    train = read_split(run_dir / "split.csv")["train"]
+    calibration = inputs(model, train[::35][:128])
+    calibration_openvino = inputs(model, train[::17][:300])
 
     onnx_fp32 = export_onnx(loaded, work / "model.onnx")
     onnx_int8 = quantize_int8(onnx_fp32, work / "model.int8.onnx", calibration)
     prob_fp32 = export_probability_only(model, work / "prob.onnx")
     prob_int8 = quantize_int8(prob_fp32, work / "prob.int8.onnx", calibration)
+    openvino_int8 = quantize_openvino_int8(onnx_fp32, work / "model.int8.xml", calibration_openvino)
+    prob_openvino_int8 = quantize_openvino_int8(prob_fp32, work / "prob.int8.xml", calibration_openvino)
     graph = ServingGraph(model, loaded.ood).eval()
 
     runners = {
@@ -133,6 +144,8 @@ def main() -> None:
         "onnxruntime_int8": {"heatmap": ort_runner(onnx_int8), "predict": ort_runner(prob_int8)},
         **{f"openvino_{p}": {"heatmap": OpenVinoModel(onnx_fp32, precision=p).run,
                              "predict": openvino_runner(prob_fp32, p)} for p in ("fp32", "bf16")},
+        "openvino_int8": {"heatmap": OpenVinoModel(openvino_int8, precision="bf16").run,
+                          "predict": openvino_runner(prob_openvino_int8, "bf16")},
     }
     speed = {name: {"heatmap": {}, "predict": {}} for name in runners}
     for kind in ("heatmap", "predict"):

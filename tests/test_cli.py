@@ -6,6 +6,7 @@ import csv
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from pneumoscan.cli import COMMANDS, main
@@ -62,3 +63,14 @@ def test_explain_and_review(tiny_run, phantom_root, tmp_path):
     assert main(["explain", "--model", str(tiny_run), "--review", "test", "--data", str(phantom_root),
                  "--out", str(tmp_path / "review"), "--confident", "2"]) == 0
     assert (tmp_path / "review" / "index.html").exists()
+
+
+def test_export_with_an_openvino_int8_model(tiny_run, tmp_path, capsys):
+    from pneumoscan.runtime import load_runtime
+
+    out = tmp_path / "export"
+    assert main(["export", str(tiny_run), "--out", str(out), "--parity-images", "4", "--openvino-int8", "16"]) == 0
+    assert "OpenVINO int8 model" in capsys.readouterr().out
+    runtime = load_runtime(out / "model.int8.xml")
+    prob, _, _ = runtime.run(np.zeros((2, 3, 64, 64), dtype=np.float32))
+    assert runtime.runtime == "openvino" and prob.shape == (2,)

@@ -10,7 +10,15 @@ import torch
 
 from pneumoscan.checkpoint import LoadedModel, load_model
 from pneumoscan.data import Preprocessing
-from pneumoscan.export import ServingGraph, export_onnx, export_run, export_torchscript, parity_check, quantize_int8
+from pneumoscan.export import (
+    ServingGraph,
+    export_onnx,
+    export_run,
+    export_torchscript,
+    parity_check,
+    quantize_int8,
+    quantize_openvino_int8,
+)
 from pneumoscan.models import MODELS, build_model
 from pneumoscan.ood import fit_ood
 from pneumoscan.runtime import OnnxModel, OpenVinoModel, TorchModel, load_runtime
@@ -92,6 +100,21 @@ def test_int8_model_keeps_outputs_and_metadata(tmp_path):
     reference, _, _ = OnnxModel(fp32).run(images(4).numpy())
     assert prob.shape == (4,) and heatmap.shape == (4, 64, 64) and np.isfinite(heatmap).all()
     assert np.abs(prob - reference).max() < 0.05
+
+
+def test_openvino_int8_model_keeps_outputs_and_metadata(tmp_path):
+    torch.manual_seed(0)
+    loaded = LoadedModel(model=build_model("baseline_cnn", preprocessing=SMALL).eval(), threshold=0.3)
+    fp32 = export_onnx(loaded, tmp_path / "m.onnx")
+    xml = quantize_openvino_int8(fp32, tmp_path / "m.int8.xml", images(16, seed=3).numpy())
+    runtime = load_runtime(xml)  # an .xml goes to OpenVINO on its own
+    assert runtime.runtime == "openvino" and runtime.threshold == 0.3 and runtime.preprocessing == SMALL
+    prob, heatmap, _ = runtime.run(images(4).numpy())
+    reference, _, _ = OnnxModel(fp32).run(images(4).numpy())
+    assert prob.shape == (4,) and heatmap.shape == (4, 64, 64) and np.isfinite(heatmap).all()
+    assert np.abs(prob - reference).max() < 0.05
+    with pytest.raises(ValueError, match=r"\.xml"):
+        quantize_openvino_int8(fp32, tmp_path / "m.int8.onnx", images(4).numpy())
 
 
 def test_ood_score_is_baked_into_the_graph(tmp_path):

@@ -86,6 +86,9 @@ def _add_export(sub) -> None:
                                   "split)")
     p.add_argument("--split", default="test", help="split of --data for the parity check (default test)")
     p.add_argument("--parity-images", type=int, default=64)
+    p.add_argument("--openvino-int8", type=int, default=0, metavar="N",
+                   help="also write model.int8.xml: OpenVINO int8 (convolutions, NNCF) calibrated on N training "
+                        "images of the run's split (300 is a good N); serve it with pneumoscan serve")
 
 
 def _add_serve(sub) -> None:
@@ -267,6 +270,24 @@ def cmd_explain(args) -> int:
     return 1 if failed else 0
 
 
+def _calibration_images(model: str, count: int):
+    """``count`` training images of the run's split (evenly spaced), as network inputs for int8 calibration."""
+    import numpy as np
+    import torch
+
+    from pneumoscan.checkpoint import load_model, resolve_model_path
+    from pneumoscan.data.dataset import XRayDataset
+    from pneumoscan.data.split import read_split
+
+    split_file = resolve_model_path(model).parent / "split.csv"
+    if not split_file.exists():
+        raise FileNotFoundError(f"{split_file}: int8 calibration needs the run's split (its training images)")
+    train = read_split(split_file)["train"]
+    chosen = np.unique(np.linspace(0, len(train) - 1, min(count, len(train))).round().astype(int))
+    dataset = XRayDataset([train[i] for i in chosen], load_model(model).preprocessing)
+    return torch.stack([dataset[i][0] for i in range(len(dataset))]).numpy()
+
+
 def _parity_images(args, count: int):
     import torch
 
@@ -292,6 +313,12 @@ def cmd_export(args) -> int:
     images = _parity_images(args, args.parity_images) if args.format == "onnx" else None
     card = export_run(args.model, args.out, fmt=args.format, parity_images=images)
     print(f"exported to {args.out}: " + ", ".join(card["files"]))
+    if args.openvino_int8 and args.format == "onnx":
+        from pneumoscan.export import quantize_openvino_int8
+
+        xml = quantize_openvino_int8(Path(args.out) / "model.onnx", Path(args.out) / "model.int8.xml",
+                                     _calibration_images(args.model, args.openvino_int8))
+        print(f"OpenVINO int8 model: {xml} (check its metrics before serving it)")
     if card.get("onnx_parity"):
         parity = card["onnx_parity"]
         print(f"ONNX parity on {parity['images']} images: probability max abs diff {parity['prob_max_abs_diff']:.2e}, "

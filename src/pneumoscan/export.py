@@ -243,3 +243,29 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path, calibration: np.n
         target.metadata_props.add(key=entry.key, value=entry.value)
     onnx.save(target, str(out_path))
     return out_path
+
+
+def quantize_openvino_int8(onnx_path: str | Path, out_path: str | Path, calibration: np.ndarray) -> Path:
+    """OpenVINO int8 model (``out_path``: an ``.xml`` with its ``.bin``) of an exported ONNX file, by NNCF
+    post-training quantization of the convolutions only, calibrated on ``calibration`` (network inputs
+    from the training images). The head, the heatmap arithmetic and the OOD score stay in float, so the
+    heatmap has no NaN and the OOD score moves little. The pneumoscan metadata is kept in the model's
+    rt_info. Check the metrics before serving it: ``bench/inference.py`` does."""
+    import nncf
+    import onnx
+    import openvino as ov
+
+    out_path = Path(out_path)
+    if out_path.suffix != ".xml":
+        raise ValueError(f"{out_path}: an OpenVINO model is written as .xml (+ .bin)")
+    model = ov.Core().read_model(str(onnx_path))
+    others = sorted({op.get_type_name() for op in model.get_ops()} - {"Convolution"})
+    dataset = nncf.Dataset([calibration[i:i + 1] for i in range(len(calibration))])
+    quantized = nncf.quantize(model, dataset, subset_size=len(calibration), fast_bias_correction=False,
+                              ignored_scope=nncf.IgnoredScope(types=others, validate=False))
+    metadata = {entry.key: entry.value for entry in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
+    if METADATA_KEY in metadata:
+        quantized.set_rt_info(metadata[METADATA_KEY], [METADATA_KEY])
+    ov.save_model(quantized, str(out_path))
+    log.info("wrote OpenVINO int8 model %s", out_path)
+    return out_path

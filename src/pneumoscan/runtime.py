@@ -73,7 +73,8 @@ class OnnxModel:
 
 
 class OpenVinoModel:
-    """An exported ``.onnx`` file run by OpenVINO on the CPU.
+    """An exported ``.onnx`` file, or the int8 ``.xml`` of ``export.quantize_openvino_int8``, run by OpenVINO
+    on the CPU.
 
     ``precision="bf16"`` asks OpenVINO for bf16 inference, which uses AVX512-BF16 or AMX where the CPU
     has them (``self.precision`` says what it actually got; CPUs without them run fp32).
@@ -83,20 +84,20 @@ class OpenVinoModel:
     runtime = "openvino"
 
     def __init__(self, path: str | Path, *, precision: str = "bf16", threads: int = 0):
-        import onnx
         import openvino as ov
 
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such ONNX file")
+            raise FileNotFoundError(f"{path}: no such ONNX or OpenVINO file")
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision={precision!r}: use fp32 or bf16")
-        proto = onnx.load(str(path), load_external_data=False)
-        _read_metadata(self, path, {entry.key: entry.value for entry in proto.metadata_props})
+        core = ov.Core()
+        model = core.read_model(str(path))
+        _read_metadata(self, path, _openvino_metadata(path, model))
         config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32", "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
-        self.compiled = ov.Core().compile_model(str(path), "CPU", config)
+        self.compiled = core.compile_model(model, "CPU", config)
         self.precision = "bf16" if self.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.bf16 else "fp32"
         self.outputs = [self.compiled.output(name) for name in ("probability", "heatmap", "ood_score")]
         self._local = threading.local()
@@ -108,6 +109,15 @@ class OpenVinoModel:
         results = request.infer({0: np.ascontiguousarray(images, dtype=np.float32)})
         prob, heatmap, ood_score = (np.array(results[output]) for output in self.outputs)
         return prob, heatmap, ood_score
+
+
+def _openvino_metadata(path: Path, model) -> dict:
+    """The pneumoscan metadata of an ONNX file (its metadata_props) or an OpenVINO model (its rt_info)."""
+    if path.suffix.lower() == ".onnx":
+        import onnx
+
+        return {entry.key: entry.value for entry in onnx.load(str(path), load_external_data=False).metadata_props}
+    return {"pneumoscan": model.get_rt_info(["pneumoscan"]).astype(str)} if model.has_rt_info(["pneumoscan"]) else {}
 
 
 def _read_metadata(model, path: Path, custom: dict) -> None:
@@ -127,17 +137,22 @@ def load_runtime(path: str | Path, *, precision: str = "fp32",
                  runtime: str = "auto") -> TorchModel | OnnxModel | OpenVinoModel:
     """The model at ``path`` behind one interface.
 
-    ``runtime="auto"``: onnxruntime for ``*.onnx``, PyTorch for a run folder or checkpoint.
-    ``"openvino"`` runs a ``*.onnx`` with OpenVINO; ``precision`` applies to PyTorch and OpenVINO.
+    ``runtime="auto"``: onnxruntime for ``*.onnx``, OpenVINO for an OpenVINO ``*.xml`` (the int8 export),
+    PyTorch for a run folder or checkpoint. ``"openvino"`` also runs a ``*.onnx``; ``precision`` applies to
+    PyTorch and OpenVINO.
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime={runtime!r}: use one of {RUNTIMES}")
-    is_onnx = Path(path).suffix.lower() == ".onnx"
-    if runtime in ("onnxruntime", "openvino") and not is_onnx:
-        raise ValueError(f"{path}: the {runtime} runtime needs an exported .onnx file (pneumoscan export RUN)")
-    if runtime == "pytorch" and is_onnx:
-        raise ValueError(f"{path}: the pytorch runtime needs a run folder or model.pt, not an .onnx file")
-    if runtime == "openvino":
+    suffix = Path(path).suffix.lower()
+    is_onnx, is_openvino = suffix == ".onnx", suffix == ".xml"
+    if runtime == "onnxruntime" and not is_onnx:
+        raise ValueError(f"{path}: the onnxruntime runtime needs an exported .onnx file (pneumoscan export RUN)")
+    if runtime == "openvino" and not (is_onnx or is_openvino):
+        raise ValueError(f"{path}: the openvino runtime needs an exported .onnx or OpenVINO .xml file "
+                         f"(pneumoscan export RUN)")
+    if runtime == "pytorch" and (is_onnx or is_openvino):
+        raise ValueError(f"{path}: the pytorch runtime needs a run folder or model.pt, not an exported file")
+    if runtime == "openvino" or is_openvino:
         return OpenVinoModel(path, precision=precision)
     if is_onnx:
         return OnnxModel(path)
