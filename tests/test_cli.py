@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 
@@ -67,10 +68,15 @@ def test_explain_and_review(tiny_run, phantom_root, tmp_path):
 
 def test_export_with_an_openvino_int8_model(tiny_run, tmp_path, capsys):
     from pneumoscan.runtime import load_runtime
+    from pneumoscan.serve.app import load_model_card
 
     out = tmp_path / "export"
     assert main(["export", str(tiny_run), "--out", str(out), "--parity-images", "4", "--openvino-int8", "16"]) == 0
     assert "OpenVINO int8 model" in capsys.readouterr().out
+    card = json.loads((out / "model.card.json").read_text())
+    assert card["openvino_int8"]["calibration_images"] == 16
+    assert {"model.int8.xml", "model.int8.bin"} <= set(card["files"])
+    assert load_model_card(out / "model.int8.xml") == card  # what serve shows at /v1/model
     runtime = load_runtime(out / "model.int8.xml")
     prob, _, _ = runtime.run(np.zeros((2, 3, 64, 64), dtype=np.float32))
     assert runtime.runtime == "openvino" and prob.shape == (2,)

@@ -311,14 +311,11 @@ def cmd_export(args) -> int:
     from pneumoscan.export import export_run
 
     images = _parity_images(args, args.parity_images) if args.format == "onnx" else None
-    card = export_run(args.model, args.out, fmt=args.format, parity_images=images)
+    calibration = _calibration_images(args.model, args.openvino_int8) if args.openvino_int8 else None
+    card = export_run(args.model, args.out, fmt=args.format, parity_images=images, int8_calibration=calibration)
     print(f"exported to {args.out}: " + ", ".join(card["files"]))
-    if args.openvino_int8 and args.format == "onnx":
-        from pneumoscan.export import quantize_openvino_int8
-
-        xml = quantize_openvino_int8(Path(args.out) / "model.onnx", Path(args.out) / "model.int8.xml",
-                                     _calibration_images(args.model, args.openvino_int8))
-        print(f"OpenVINO int8 model: {xml} (check its metrics before serving it)")
+    if card.get("openvino_int8"):
+        print(f"OpenVINO int8 model: {Path(args.out) / 'model.int8.xml'} (check its metrics before serving it)")
     if card.get("onnx_parity"):
         parity = card["onnx_parity"]
         print(f"ONNX parity on {parity['images']} images: probability max abs diff {parity['prob_max_abs_diff']:.2e}, "

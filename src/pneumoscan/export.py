@@ -190,8 +190,11 @@ def card_markdown(card: dict) -> str:
 
 
 def export_run(model_path: str | Path, out_dir: str | Path, *, fmt: str = "onnx",
-               parity_images: torch.Tensor | None = None) -> dict:
-    """Export a trained model (run folder or model.pt) with its model card; returns the card."""
+               parity_images: torch.Tensor | None = None, int8_calibration: np.ndarray | None = None) -> dict:
+    """Export a trained model (run folder or model.pt) with its model card; returns the card.
+
+    With ``int8_calibration`` (network inputs of training images) an ONNX export also gets the OpenVINO
+    int8 model ``model.int8.xml``, listed with its hashes in the same card."""
     from pneumoscan.checkpoint import load_model, resolve_model_path
 
     if fmt not in ("onnx", "torchscript"):
@@ -207,7 +210,16 @@ def export_run(model_path: str | Path, out_dir: str | Path, *, fmt: str = "onnx"
         parity = parity_check(loaded, target, parity_images)
         log.info("ONNX parity on %d images: probability %.2e, heatmap %.2e", parity["images"],
                  parity["prob_max_abs_diff"], parity["heatmap_max_abs_diff"])
-    card = model_card(loaded, checkpoint.parent, [target, checkpoint], parity)
+    files = [target, checkpoint]
+    if fmt == "onnx" and int8_calibration is not None:
+        xml = quantize_openvino_int8(target, out_dir / "model.int8.xml", int8_calibration)
+        files += [xml, xml.with_suffix(".bin")]
+    card = model_card(loaded, checkpoint.parent, files, parity)
+    if fmt == "onnx" and int8_calibration is not None:
+        card["openvino_int8"] = {"file": "model.int8.xml", "calibration_images": len(int8_calibration),
+                                 "quantized": "convolutions to int8 by NNCF; head, heatmap and OOD score in float",
+                                 "check": "measure its metrics against model.onnx before serving it "
+                                          "(bench/inference.py does on the test split)"}
     stem = target.name.split(".")[0]
     (out_dir / f"{stem}.card.json").write_text(json.dumps(card, indent=2) + "\n")
     (out_dir / f"{stem}.card.md").write_text(card_markdown(card))

@@ -54,7 +54,8 @@ def _heatmap_rgba(heatmap: np.ndarray) -> np.ndarray:
 
 def load_model_card(model_path: Path) -> dict:
     """The model card beside an exported model or in a run folder, if there is one."""
-    for candidate in (model_path.with_suffix(".card.json"), model_path.parent / "model_card.json",
+    first_stem = model_path.parent / (model_path.name.split(".")[0] + ".card.json")  # model.int8.xml: model.card.json
+    for candidate in (model_path.with_suffix(".card.json"), first_stem, model_path.parent / "model_card.json",
                       model_path / "model_card.json"):
         if candidate.is_file():
             return json.loads(candidate.read_text())
