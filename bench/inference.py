@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA, ROOT, write_result  # noqa: E402
 
 from pneumoscan.checkpoint import load_model  # noqa: E402
-from pneumoscan.data import XRayDataset, read_split, scan_kaggle_split  # noqa: E402
+from pneumoscan.data import read_split, scan_kaggle_split, stack_inputs  # noqa: E402
 from pneumoscan.evaluate import binary_metrics  # noqa: E402
 from pneumoscan.export import (  # noqa: E402
     ServingGraph,
@@ -34,7 +34,7 @@ from pneumoscan.export import (  # noqa: E402
     quantize_int8,
     quantize_openvino_int8,
 )
-from pneumoscan.runtime import OpenVinoModel  # noqa: E402
+from pneumoscan.runtime import OpenVinoModel, compile_openvino  # noqa: E402
 
 
 class ProbabilityOnly(torch.nn.Module):
@@ -92,12 +92,8 @@ def ort_runner(path: Path):
 
 
 def openvino_runner(path: Path, precision: str):
-    """OpenVINO on an ONNX file without pneumoscan metadata (the probability-only graph)."""
-    import openvino as ov
-
-    hint = "bf16" if precision == "bf16" else "f32"
-    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": hint,
-                                                          "PERFORMANCE_HINT": "LATENCY"})
+    """OpenVINO on a model file without pneumoscan metadata (the probability-only graph)."""
+    compiled = compile_openvino(path, precision)
     request = compiled.create_infer_request()
     return lambda x: [np.array(request.infer({0: x})[output]) for output in compiled.outputs]
 
@@ -109,8 +105,7 @@ def openvino_capabilities() -> list[str]:
 
 
 def inputs(model, samples) -> np.ndarray:
-    dataset = XRayDataset(samples, model.preprocessing)
-    return torch.stack([dataset[i][0] for i in range(len(dataset))]).numpy()
+    return stack_inputs(samples, model.preprocessing).numpy()
 
 
 def main() -> None:
@@ -136,14 +131,15 @@ def main() -> None:
     openvino_int8 = quantize_openvino_int8(onnx_fp32, work / "model.int8.xml", calibration_openvino)
     prob_openvino_int8 = quantize_openvino_int8(prob_fp32, work / "prob.int8.xml", calibration_openvino)
     graph = ServingGraph(model, loaded.ood).eval()
+    openvino = {p: OpenVinoModel(onnx_fp32, precision=p) for p in ("fp32", "bf16")}
 
     runners = {
         **{f"pytorch_{p}": {"heatmap": torch_runner(graph, p), "predict": torch_runner(ProbabilityOnly(model), p)}
            for p in ("fp32", "bf16")},
         "onnxruntime_fp32": {"heatmap": ort_runner(onnx_fp32), "predict": ort_runner(prob_fp32)},
         "onnxruntime_int8": {"heatmap": ort_runner(onnx_int8), "predict": ort_runner(prob_int8)},
-        **{f"openvino_{p}": {"heatmap": OpenVinoModel(onnx_fp32, precision=p).run,
-                             "predict": openvino_runner(prob_fp32, p)} for p in ("fp32", "bf16")},
+        **{f"openvino_{p}": {"heatmap": served.run, "predict": openvino_runner(prob_fp32, p)}
+           for p, served in openvino.items()},
         "openvino_int8": {"heatmap": OpenVinoModel(openvino_int8, precision="bf16").run,
                           "predict": openvino_runner(prob_openvino_int8, "bf16")},
     }
@@ -184,7 +180,7 @@ def main() -> None:
         "fastest_heatmap_mean_abs_diff": quality[fastest]["heatmap_mean_abs_diff_vs_fp32"],
         "paths_within_limits": keeps,
         "onnx_parity": parity_check(loaded, onnx_fp32, torch.from_numpy(test_x[:64])),
-        "openvino_bf16_runs_in": OpenVinoModel(onnx_fp32, precision="bf16").precision,
+        "openvino_bf16_runs_in": openvino["bf16"].precision,
         "openvino_cpu_capabilities": openvino_capabilities(),
         "note": "throughputs timed interleaved across runtimes (median of 5); "
                 "speed-ups compare predict+heatmap throughput at batch 16 with PyTorch eager fp32 (predict+heatmap); "

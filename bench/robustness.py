@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA, write_result  # noqa: E402
 
 from pneumoscan.checkpoint import load_model  # noqa: E402
-from pneumoscan.data import read_split, scan_kaggle_split  # noqa: E402
+from pneumoscan.data import evenly_spaced, read_split, scan_kaggle_split  # noqa: E402
 from pneumoscan.evaluate import binary_metrics, choose_threshold  # noqa: E402
 from pneumoscan.evaluate.robustness import pool_with_shifts, selection_summary, shifted_logits  # noqa: E402
 from pneumoscan.predict import predict_logits, sigmoid  # noqa: E402
@@ -42,7 +42,7 @@ def validation_predictions(run: Path, loaded, cache_dir: str) -> tuple[np.ndarra
     val = read_split(run / "split.csv")["val"]
     y = np.array([s.label for s in val])
     clean = sigmoid(predict_logits(loaded.model, [s.path for s in val], workers=2)[0])
-    chosen = np.unique(np.linspace(0, len(val) - 1, SHIFT_IMAGES).round().astype(int))
+    chosen = evenly_spaced(len(val), SHIFT_IMAGES)
     shifted = sigmoid(shifted_logits(loaded.model, [val[i] for i in chosen], cache_dir=cache_dir))
     return y, clean, y[chosen], shifted
 

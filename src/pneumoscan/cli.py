@@ -272,29 +272,20 @@ def cmd_explain(args) -> int:
 
 def _calibration_images(model: str, count: int):
     """``count`` training images of the run's split (evenly spaced), as network inputs for int8 calibration."""
-    import numpy as np
-    import torch
-
     from pneumoscan.checkpoint import load_model, resolve_model_path
-    from pneumoscan.data.dataset import XRayDataset
-    from pneumoscan.data.split import read_split
+    from pneumoscan.data import evenly_spaced, read_split, stack_inputs
 
     split_file = resolve_model_path(model).parent / "split.csv"
     if not split_file.exists():
         raise FileNotFoundError(f"{split_file}: int8 calibration needs the run's split (its training images)")
     train = read_split(split_file)["train"]
-    chosen = np.unique(np.linspace(0, len(train) - 1, min(count, len(train))).round().astype(int))
-    dataset = XRayDataset([train[i] for i in chosen], load_model(model).preprocessing)
-    return torch.stack([dataset[i][0] for i in range(len(dataset))]).numpy()
+    chosen = [train[i] for i in evenly_spaced(len(train), count)]
+    return stack_inputs(chosen, load_model(model).preprocessing).numpy()
 
 
 def _parity_images(args, count: int):
-    import torch
-
     from pneumoscan.checkpoint import load_model, resolve_model_path
-    from pneumoscan.data.dataset import XRayDataset
-    from pneumoscan.data.records import load_samples
-    from pneumoscan.data.split import read_split
+    from pneumoscan.data import load_samples, read_split, stack_inputs
 
     if args.data:
         samples = load_samples(args.data, args.split if Path(args.data).is_dir() else None)
@@ -303,8 +294,7 @@ def _parity_images(args, count: int):
         if not split_file.exists():
             return None
         samples = read_split(split_file)["val"]
-    dataset = XRayDataset(samples[:count], load_model(args.model).preprocessing)
-    return torch.stack([dataset[i][0] for i in range(len(dataset))])
+    return stack_inputs(samples[:count], load_model(args.model).preprocessing)
 
 
 def cmd_export(args) -> int:

@@ -134,10 +134,10 @@ def pretraining_ablation(config: CompareConfig, out: Path) -> dict:
     """DenseNet121 trained end to end from ImageNet weights vs from random init (budget: ablation_budget)."""
     results = {}
     weights = dict(item.split("=", 1) for item in config.weights).get("densenet121", "imagenet")
+    device = pick_device(_train_config(config, "densenet121", 0, out).device)
+    image_size, epochs = ablation_budget(config, device)
     for name, init in (("imagenet", weights), ("random_init", "none")):
         base = _train_config(config, "densenet121", 0, out / "ablation" / name)
-        device = pick_device(base.device)
-        image_size, epochs = ablation_budget(config, device)
         settings = replace(base, weights=init, stages=("full",), image_size=image_size, full_epochs=epochs,
                            full_lr=1e-4 if init != "none" else 1e-3, shift_report=False, patience=epochs)
         run = run_one(settings)

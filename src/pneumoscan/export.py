@@ -23,6 +23,7 @@ from pneumoscan.data.labels import CLASSES
 from pneumoscan.explain.gradcam import ClosedFormGradCAM, scale_maps
 from pneumoscan.models import PneumoniaNet
 from pneumoscan.ood import OodDetector
+from pneumoscan.runtime import card_path
 
 log = logging.getLogger(__name__)
 
@@ -210,19 +211,20 @@ def export_run(model_path: str | Path, out_dir: str | Path, *, fmt: str = "onnx"
         parity = parity_check(loaded, target, parity_images)
         log.info("ONNX parity on %d images: probability %.2e, heatmap %.2e", parity["images"],
                  parity["prob_max_abs_diff"], parity["heatmap_max_abs_diff"])
-    files = [target, checkpoint]
+    files, int8 = [target, checkpoint], None
     if fmt == "onnx" and int8_calibration is not None:
         xml = quantize_openvino_int8(target, out_dir / "model.int8.xml", int8_calibration)
         files += [xml, xml.with_suffix(".bin")]
+        int8 = {"file": xml.name, "calibration_images": len(int8_calibration),
+                "quantized": "convolutions to int8 by NNCF; head, heatmap and OOD score in float",
+                "check": "measure its metrics against model.onnx before serving it "
+                         "(bench/inference.py does on the test split)"}
     card = model_card(loaded, checkpoint.parent, files, parity)
-    if fmt == "onnx" and int8_calibration is not None:
-        card["openvino_int8"] = {"file": "model.int8.xml", "calibration_images": len(int8_calibration),
-                                 "quantized": "convolutions to int8 by NNCF; head, heatmap and OOD score in float",
-                                 "check": "measure its metrics against model.onnx before serving it "
-                                          "(bench/inference.py does on the test split)"}
-    stem = target.name.split(".")[0]
-    (out_dir / f"{stem}.card.json").write_text(json.dumps(card, indent=2) + "\n")
-    (out_dir / f"{stem}.card.md").write_text(card_markdown(card))
+    if int8:
+        card["openvino_int8"] = int8
+    card_file = card_path(target)
+    card_file.write_text(json.dumps(card, indent=2) + "\n")
+    card_file.with_suffix(".md").write_text(card_markdown(card))
     return card
 
 
@@ -264,8 +266,9 @@ def quantize_openvino_int8(onnx_path: str | Path, out_path: str | Path, calibrat
     heatmap has no NaN and the OOD score moves little. The pneumoscan metadata is kept in the model's
     rt_info. Check the metrics before serving it: ``bench/inference.py`` does."""
     import nncf
-    import onnx
     import openvino as ov
+
+    from pneumoscan.runtime import onnx_metadata
 
     out_path = Path(out_path)
     if out_path.suffix != ".xml":
@@ -275,7 +278,7 @@ def quantize_openvino_int8(onnx_path: str | Path, out_path: str | Path, calibrat
     dataset = nncf.Dataset([calibration[i:i + 1] for i in range(len(calibration))])
     quantized = nncf.quantize(model, dataset, subset_size=len(calibration), fast_bias_correction=False,
                               ignored_scope=nncf.IgnoredScope(types=others, validate=False))
-    metadata = {entry.key: entry.value for entry in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
+    metadata = onnx_metadata(onnx_path)
     if METADATA_KEY in metadata:
         quantized.set_rt_info(metadata[METADATA_KEY], [METADATA_KEY])
     ov.save_model(quantized, str(out_path))

@@ -89,15 +89,9 @@ class OpenVinoModel:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such ONNX or OpenVINO file")
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision={precision!r}: use fp32 or bf16")
-        core = ov.Core()
-        model = core.read_model(str(path))
+        model = ov.Core().read_model(str(path))
         _read_metadata(self, path, _openvino_metadata(path, model))
-        config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32", "PERFORMANCE_HINT": "LATENCY"}
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = threads
-        self.compiled = core.compile_model(model, "CPU", config)
+        self.compiled = compile_openvino(model, precision, threads=threads)
         self.precision = "bf16" if self.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.bf16 else "fp32"
         self.outputs = [self.compiled.output(name) for name in ("probability", "heatmap", "ood_score")]
         self._local = threading.local()
@@ -111,12 +105,30 @@ class OpenVinoModel:
         return prob, heatmap, ood_score
 
 
+def compile_openvino(model, precision: str, *, threads: int = 0):
+    """``model`` (a file path or an ``openvino.Model``) compiled for the CPU, asking for ``precision``
+    (fp32 or bf16) and tuned for latency (one stream, every thread on one request)."""
+    import openvino as ov
+
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision={precision!r}: use fp32 or bf16")
+    config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32", "PERFORMANCE_HINT": "LATENCY"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    return ov.Core().compile_model(str(model) if isinstance(model, (str, Path)) else model, "CPU", config)
+
+
+def onnx_metadata(path: str | Path) -> dict[str, str]:
+    """An ONNX file's metadata_props as a dict (the weights are not loaded)."""
+    import onnx
+
+    return {entry.key: entry.value for entry in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
 def _openvino_metadata(path: Path, model) -> dict:
     """The pneumoscan metadata of an ONNX file (its metadata_props) or an OpenVINO model (its rt_info)."""
     if path.suffix.lower() == ".onnx":
-        import onnx
-
-        return {entry.key: entry.value for entry in onnx.load(str(path), load_external_data=False).metadata_props}
+        return onnx_metadata(path)
     return {"pneumoscan": model.get_rt_info(["pneumoscan"]).astype(str)} if model.has_rt_info(["pneumoscan"]) else {}
 
 
@@ -128,6 +140,13 @@ def _read_metadata(model, path: Path, custom: dict) -> None:
     model.preprocessing = Preprocessing.from_dict(model.metadata["preprocessing"])
     model.threshold = float(model.metadata["threshold"])
     model.ood_threshold = model.metadata.get("ood_threshold")
+
+
+def card_path(model_file: str | Path) -> Path:
+    """Where the model card of an exported file lies: beside it, named by the part of its name before the
+    first dot (model.onnx, model.torchscript.pt and model.int8.xml all share model.card.json)."""
+    model_file = Path(model_file)
+    return model_file.parent / (model_file.name.split(".")[0] + ".card.json")
 
 
 RUNTIMES = ("auto", "pytorch", "onnxruntime", "openvino")

@@ -1,6 +1,6 @@
 """Stage 1 of the pipeline: reading images and datasets, splitting by patient, preprocessing."""
 
-from pneumoscan.data.dataset import XRayDataset
+from pneumoscan.data.dataset import XRayDataset, stack_inputs
 from pneumoscan.data.io import ImageLoadError, load_image
 from pneumoscan.data.labels import CLASSES, label_index
 from pneumoscan.data.preprocess import Augmentation, Preprocessing, augment
@@ -16,6 +16,7 @@ from pneumoscan.data.records import (
 from pneumoscan.data.split import (
                                      check_patients_disjoint,
                                      describe_split,
+                                     evenly_spaced,
                                      patient_id,
                                      patient_split,
                                      read_split,
@@ -24,7 +25,7 @@ from pneumoscan.data.split import (
 
 __all__ = [
     "CLASSES", "Augmentation", "ImageLoadError", "Preprocessing", "Sample", "XRayDataset", "augment",
-    "check_patients_disjoint", "class_counts", "describe_split", "find_images", "find_unreadable",
-    "label_index", "load_image", "load_samples", "patient_id", "patient_split", "read_label_csv",
-    "read_split", "scan_kaggle_split", "write_split",
+    "check_patients_disjoint", "class_counts", "describe_split", "evenly_spaced", "find_images",
+    "find_unreadable", "label_index", "load_image", "load_samples", "patient_id", "patient_split",
+    "read_label_csv", "read_split", "scan_kaggle_split", "stack_inputs", "write_split",
 ]

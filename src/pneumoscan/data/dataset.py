@@ -56,3 +56,9 @@ class XRayDataset(Dataset):
             image = augment(image, self.augmentation,
                             view_generator(self.seed, index, view + self.view_offset))
         return self.preprocessing.normalize(image), sample.label, index
+
+
+def stack_inputs(samples: list[Sample], preprocessing: Preprocessing) -> torch.Tensor:
+    """The network inputs of ``samples`` (no augmentation) as one ``[N, C, S, S]`` tensor."""
+    dataset = XRayDataset(samples, preprocessing)
+    return torch.stack([dataset[i][0] for i in range(len(dataset))])

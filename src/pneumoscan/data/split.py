@@ -83,6 +83,13 @@ def read_split(path: str | Path) -> dict[str, list[Sample]]:
     return splits
 
 
+def evenly_spaced(total: int, count: int) -> np.ndarray:
+    """``count`` indices spread evenly over ``range(total)`` (all of them when count is 0 or larger)."""
+    if count <= 0 or count >= total:
+        return np.arange(total)
+    return np.unique(np.linspace(0, total - 1, count).round().astype(int))
+
+
 def describe_split(samples: list[Sample]) -> str:
     """A one-line summary: images, patients and images per class."""
     counts = Counter(s.label for s in samples)

@@ -26,7 +26,7 @@ from pneumoscan.data.io import MAX_PIXELS, ImageLoadError, load_image
 from pneumoscan.data.labels import CLASSES
 from pneumoscan.explain.render import overlay
 from pneumoscan.ood import is_blank
-from pneumoscan.runtime import load_runtime
+from pneumoscan.runtime import card_path, load_runtime
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,7 @@ def _heatmap_rgba(heatmap: np.ndarray) -> np.ndarray:
 
 def load_model_card(model_path: Path) -> dict:
     """The model card beside an exported model or in a run folder, if there is one."""
-    first_stem = model_path.parent / (model_path.name.split(".")[0] + ".card.json")  # model.int8.xml: model.card.json
-    for candidate in (model_path.with_suffix(".card.json"), first_stem, model_path.parent / "model_card.json",
+    for candidate in (card_path(model_path), model_path.parent / "model_card.json",
                       model_path / "model_card.json"):
         if candidate.is_file():
             return json.loads(candidate.read_text())

@@ -25,7 +25,7 @@ from pneumoscan.data.dataset import XRayDataset
 from pneumoscan.data.preprocess import Preprocessing
 from pneumoscan.data.records import Sample, class_counts, find_unreadable, load_samples
 from pneumoscan.data.shifts import SHIFTS
-from pneumoscan.data.split import describe_split, patient_split, read_split, write_split
+from pneumoscan.data.split import describe_split, evenly_spaced, patient_split, read_split, write_split
 from pneumoscan.device import autocast_for, pick_device
 from pneumoscan.evaluate.metrics import choose_threshold
 from pneumoscan.evaluate.plots import plot_history
@@ -138,7 +138,7 @@ def validation_logits(run_dir: str | Path, *, shift_images: int = 400) -> dict[s
     common = dict(cache_dir=config.cache_dir, workers=config.workers, precision=config.precision, device=device)
     clean_acts = cached_activations(model.trunk, val, model.preprocessing, desc="caching validation", **common)
     clean = batched_logits(TailAndHead(model), clean_acts, batch_size=128, precision=config.precision, device=device)
-    chosen = _evenly_spaced(len(val), shift_images)
+    chosen = evenly_spaced(len(val), shift_images)
     shifted = shifted_logits(model, [val[i] for i in chosen], **common)
     labels = _labels(val).astype(int)
     return {"labels": labels, "clean": clean, "shift_labels": labels[chosen], "shifted": shifted}
@@ -337,7 +337,7 @@ def _threshold_and_evaluate(model, config, splits, device, run_dir, ood: OodDete
                                       device=device, desc="validation")[0])
     shifted_logit = shifted = None
     if config.shift_report or config.threshold_on == "val+shifts":
-        chosen = _evenly_spaced(len(splits["val"]), config.shift_images)
+        chosen = evenly_spaced(len(splits["val"]), config.shift_images)
         shift_y = val_y[chosen]
         shifted_logit = shifted_logits(model, [splits["val"][i] for i in chosen], cache_dir=_shift_cache(model, config),
                                        precision=config.precision, device=device, workers=config.workers)
@@ -379,13 +379,6 @@ def _threshold_and_evaluate(model, config, splits, device, run_dir, ood: OodDete
     save_model(run_dir / MODEL_FILE, model, threshold=threshold, threshold_rule=config.threshold_rule,
                metrics=small, settings=settings_io.to_dict(config), ood=ood)
     return summary
-
-
-def _evenly_spaced(total: int, count: int) -> np.ndarray:
-    """``count`` indices spread evenly over ``range(total)`` (all of them when count is 0 or larger)."""
-    if count <= 0 or count >= total:
-        return np.arange(total)
-    return np.unique(np.linspace(0, total - 1, count).round().astype(int))
 
 
 def _shift_cache(model: PneumoniaNet, config: TrainConfig) -> str | None:
