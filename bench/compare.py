@@ -35,7 +35,14 @@ def main() -> None:
     shutil.copy(out / "comparison.md", ROOT / "bench" / "results" / "comparison.md")
     write_result("compare", {**result, "data": str(DATA.relative_to(ROOT.parent)),
                              "note": "ResNet50: ImageNet weights through layer3 only (partial file); layer4 and the "
-                                     "head trained from scratch"})
+                                     "head trained from scratch",
+                             "timing_note": timing_note(out)})
+
+
+def timing_note(out: Path) -> str:
+    """What disturbed the wall times (CPU sharing, pauses), as logged by hand in the work folder while it ran."""
+    notes = out / "TIMING_NOTES.txt"
+    return notes.read_text().strip() if notes.exists() else "CPU not shared during the run"
 
 
 if __name__ == "__main__":
