@@ -1,6 +1,10 @@
 """What each robustness step bought: the ablation ladder behind the default recipe.
 
-    python bench/robustness.py LABEL=RUN_DIR[:RULE] ...     (RULE: val or val+shifts, default val)
+    python bench/robustness.py LABEL=RUN_DIR[:RULE[:tta]] ... [--merge]
+
+RULE is val or val+shifts (default val): what the threshold is fitted on. ``tta`` scores every image
+as the mean logit of the image and its mirror (``models.FlipAveraged``), validation and test alike.
+``--merge`` keeps the rungs already in the results file (each names the commit it came from).
 
 For every rung: the selection criterion, computed on validation only (mean and worst balanced
 accuracy over clean validation and the 14 synthetic acquisition shifts, at the rung's threshold),
@@ -11,6 +15,7 @@ Writes ``bench/results/robustness.json``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -18,12 +23,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, write_result  # noqa: E402
+from common import DATA, RESULTS, launch_commit, write_result  # noqa: E402
 
 from pneumoscan.checkpoint import load_model  # noqa: E402
 from pneumoscan.data import evenly_spaced, read_split, scan_kaggle_split  # noqa: E402
 from pneumoscan.evaluate import binary_metrics, choose_threshold  # noqa: E402
 from pneumoscan.evaluate.robustness import pool_with_shifts, selection_summary, shifted_logits  # noqa: E402
+from pneumoscan.models import FlipAveraged  # noqa: E402
 from pneumoscan.predict import predict_logits, sigmoid  # noqa: E402
 
 SHIFT_IMAGES = 400
@@ -37,44 +43,60 @@ def chosen_rung(ladder: dict) -> str:
                                           ladder[label]["selection_on_validation"]["worst_balanced_accuracy"]))
 
 
-def validation_predictions(run: Path, loaded, cache_dir: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(labels, clean probabilities) of all validation images, and (labels, shifted probabilities) of 400."""
+@functools.cache
+def predictions(run: Path, tta: bool, cache_dir: str, test: tuple) -> tuple[np.ndarray, ...]:
+    """Probabilities of one model (computed once for all rules): all validation images, 400 of them under
+    every shift, and the test images; each with its labels."""
+    model = load_model(run).model
+    if tta:  # the trunk sees mirrored images too, so its cached activations do not apply
+        model, cache_dir = FlipAveraged(model), None
     val = read_split(run / "split.csv")["val"]
     y = np.array([s.label for s in val])
-    clean = sigmoid(predict_logits(loaded.model, [s.path for s in val], workers=2)[0])
+    clean = sigmoid(predict_logits(model, [s.path for s in val], workers=2)[0])
     chosen = evenly_spaced(len(val), SHIFT_IMAGES)
-    shifted = sigmoid(shifted_logits(loaded.model, [val[i] for i in chosen], cache_dir=cache_dir))
-    return y, clean, y[chosen], shifted
+    shifted = sigmoid(shifted_logits(model, [val[i] for i in chosen], cache_dir=cache_dir))
+    test_p = sigmoid(predict_logits(model, [s.path for s in test], workers=2)[0])
+    return y, clean, y[chosen], shifted, np.array([s.label for s in test]), test_p
 
 
-def rung(run: Path, rule: str, cache_dir: str, test) -> dict:
-    loaded = load_model(run)
-    y, clean, shift_y, shifted = validation_predictions(run, loaded, cache_dir)
+def rung(run: Path, rule: str, tta: bool, cache_dir: str, test: tuple) -> dict:
+    y, clean, shift_y, shifted, test_y, test_p = predictions(run, tta, cache_dir, test)
     fit_y, fit_p = y, clean
     if rule == "val+shifts":
         fit_y, fit_p = pool_with_shifts(y, clean, shift_y, shifted)
     threshold = choose_threshold(fit_y, fit_p, rule="youden")
-    test_y = np.array([s.label for s in test])
-    test_p = sigmoid(predict_logits(loaded.model, [s.path for s in test], workers=2)[0])
     t = binary_metrics(test_y, test_p, threshold)
     settings = json.loads((run / "config.json").read_text())
-    return {"run": str(run), "threshold_on": rule, "threshold": threshold, "augmentation": settings["augmentation"],
+    return {"run": str(run), "threshold_on": rule, "test_time_augmentation": "mirror" if tta else "none",
+            "commit": launch_commit(), "threshold": threshold, "augmentation": settings["augmentation"],
             "settings": {k: settings.get(k) for k in RECORDED_SETTINGS},
             "selection_on_validation": selection_summary(y, clean, shift_y, shifted, threshold),
             "test_reported_after_choice": {k: t[k] for k in ("auc", "accuracy", "sensitivity", "specificity", "f1")}}
 
 
+def earlier_rungs() -> dict:
+    """The ladder in robustness.json, each rung naming the commit it came from."""
+    path = RESULTS / "robustness.json"
+    if not path.exists():
+        return {}
+    earlier = json.loads(path.read_text())
+    return {label: {"commit": earlier["commit"], "test_time_augmentation": "none", **entry}
+            for label, entry in earlier["ladder"].items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("rungs", nargs="+", help="LABEL=RUN_DIR[:RULE]")
+    parser.add_argument("rungs", nargs="+", help="LABEL=RUN_DIR[:RULE[:tta]]")
+    parser.add_argument("--merge", action="store_true", help="keep the rungs already in robustness.json")
     parser.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "pneumoscan"))
     args = parser.parse_args()
-    test = scan_kaggle_split(DATA, "test")
-    ladder = {}
+    test = tuple(scan_kaggle_split(DATA, "test"))
+    ladder = earlier_rungs() if args.merge else {}
     for item in args.rungs:
         label, target = item.split("=", 1)
-        path, _, rule = target.partition(":")
-        ladder[label] = rung(Path(path), rule or "val", args.cache_dir, test)
+        path, _, options = target.partition(":")
+        rule, _, tta = options.partition(":")
+        ladder[label] = rung(Path(path), rule or "val", tta == "tta", args.cache_dir, test)
         print(label, json.dumps(ladder[label]["selection_on_validation"]),
               json.dumps(ladder[label]["test_reported_after_choice"]))
     write_result("robustness", {
