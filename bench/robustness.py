@@ -27,6 +27,7 @@ from common import DATA, RESULTS, launch_commit, write_result  # noqa: E402
 
 from pneumoscan.checkpoint import load_model  # noqa: E402
 from pneumoscan.data import evenly_spaced, read_split, scan_kaggle_split  # noqa: E402
+from pneumoscan.device import pick_device  # noqa: E402
 from pneumoscan.evaluate import binary_metrics, choose_threshold  # noqa: E402
 from pneumoscan.evaluate.robustness import pool_with_shifts, selection_summary, shifted_logits  # noqa: E402
 from pneumoscan.models import FlipAveraged  # noqa: E402
@@ -44,7 +45,7 @@ def chosen_rung(ladder: dict) -> str:
 
 
 @functools.cache
-def predictions(run: Path, tta: bool, cache_dir: str, test: tuple) -> tuple[np.ndarray, ...]:
+def predictions(run: Path, tta: bool, cache_dir: str, test: tuple, device: str) -> tuple[np.ndarray, ...]:
     """Probabilities of one model (computed once for all rules): all validation images, 400 of them under
     every shift, and the test images; each with its labels."""
     model = load_model(run).model
@@ -52,15 +53,15 @@ def predictions(run: Path, tta: bool, cache_dir: str, test: tuple) -> tuple[np.n
         model, cache_dir = FlipAveraged(model), None
     val = read_split(run / "split.csv")["val"]
     y = np.array([s.label for s in val])
-    clean = sigmoid(predict_logits(model, [s.path for s in val], workers=2)[0])
+    clean = sigmoid(predict_logits(model, [s.path for s in val], workers=2, device=device)[0])
     chosen = evenly_spaced(len(val), SHIFT_IMAGES)
-    shifted = sigmoid(shifted_logits(model, [val[i] for i in chosen], cache_dir=cache_dir))
-    test_p = sigmoid(predict_logits(model, [s.path for s in test], workers=2)[0])
+    shifted = sigmoid(shifted_logits(model, [val[i] for i in chosen], cache_dir=cache_dir, device=device))
+    test_p = sigmoid(predict_logits(model, [s.path for s in test], workers=2, device=device)[0])
     return y, clean, y[chosen], shifted, np.array([s.label for s in test]), test_p
 
 
-def rung(run: Path, rule: str, tta: bool, cache_dir: str, test: tuple) -> dict:
-    y, clean, shift_y, shifted, test_y, test_p = predictions(run, tta, cache_dir, test)
+def rung(run: Path, rule: str, tta: bool, cache_dir: str, test: tuple, device: str) -> dict:
+    y, clean, shift_y, shifted, test_y, test_p = predictions(run, tta, cache_dir, test, device)
     fit_y, fit_p = y, clean
     if rule == "val+shifts":
         fit_y, fit_p = pool_with_shifts(y, clean, shift_y, shifted)
@@ -68,7 +69,8 @@ def rung(run: Path, rule: str, tta: bool, cache_dir: str, test: tuple) -> dict:
     t = binary_metrics(test_y, test_p, threshold)
     settings = json.loads((run / "config.json").read_text())
     return {"run": str(run), "threshold_on": rule, "test_time_augmentation": "mirror" if tta else "none",
-            "commit": launch_commit(), "threshold": threshold, "augmentation": settings["augmentation"],
+            "commit": launch_commit(), "device": device, "threshold": threshold,
+            "augmentation": settings["augmentation"],
             "settings": {k: settings.get(k) for k in RECORDED_SETTINGS},
             "selection_on_validation": selection_summary(y, clean, shift_y, shifted, threshold),
             "test_reported_after_choice": {k: t[k] for k in ("auc", "accuracy", "sensitivity", "specificity", "f1")}}
@@ -80,23 +82,25 @@ def earlier_rungs() -> dict:
     if not path.exists():
         return {}
     earlier = json.loads(path.read_text())
-    return {label: {"commit": earlier["commit"], "test_time_augmentation": "none", **entry}
+    return {label: {"commit": earlier["commit"], "device": "cpu", "test_time_augmentation": "none", **entry}
             for label, entry in earlier["ladder"].items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("rungs", nargs="+", help="LABEL=RUN_DIR[:RULE[:tta]]")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda; bf16 either way")
     parser.add_argument("--merge", action="store_true", help="keep the rungs already in robustness.json")
     parser.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "pneumoscan"))
     args = parser.parse_args()
     test = tuple(scan_kaggle_split(DATA, "test"))
+    device = str(pick_device(args.device))
     ladder = earlier_rungs() if args.merge else {}
     for item in args.rungs:
         label, target = item.split("=", 1)
         path, _, options = target.partition(":")
         rule, _, tta = options.partition(":")
-        ladder[label] = rung(Path(path), rule or "val", tta == "tta", args.cache_dir, test)
+        ladder[label] = rung(Path(path), rule or "val", tta == "tta", args.cache_dir, test, device)
         print(label, json.dumps(ladder[label]["selection_on_validation"]),
               json.dumps(ladder[label]["test_reported_after_choice"]))
     write_result("robustness", {
