@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, RESULTS, launch_commit, write_result  # noqa: E402
+from common import DATA, RESULTS, launch_commit, machine, write_result  # noqa: E402
 
 from pneumoscan.checkpoint import load_model  # noqa: E402
 from pneumoscan.data import evenly_spaced, read_split, scan_kaggle_split  # noqa: E402
@@ -42,6 +42,13 @@ def chosen_rung(ladder: dict) -> str:
     """The rung the validation criterion picks: highest mean balanced accuracy, then highest worst."""
     return max(ladder, key=lambda label: (ladder[label]["selection_on_validation"]["mean_balanced_accuracy"],
                                           ladder[label]["selection_on_validation"]["worst_balanced_accuracy"]))
+
+
+def chosen_per_device(ladder: dict) -> dict:
+    """``chosen_rung`` among the rungs computed on each device (their numerics differ slightly)."""
+    devices = sorted({entry["device"] for entry in ladder.values()})
+    return {device: chosen_rung({label: entry for label, entry in ladder.items() if entry["device"] == device})
+            for device in devices}
 
 
 @functools.cache
@@ -69,7 +76,7 @@ def rung(run: Path, rule: str, tta: bool, cache_dir: str, test: tuple, device: s
     t = binary_metrics(test_y, test_p, threshold)
     settings = json.loads((run / "config.json").read_text())
     return {"run": str(run), "threshold_on": rule, "test_time_augmentation": "mirror" if tta else "none",
-            "commit": launch_commit(), "device": device, "threshold": threshold,
+            "commit": launch_commit(), "machine": machine(), "device": device, "threshold": threshold,
             "augmentation": settings["augmentation"],
             "settings": {k: settings.get(k) for k in RECORDED_SETTINGS},
             "selection_on_validation": selection_summary(y, clean, shift_y, shifted, threshold),
@@ -82,7 +89,8 @@ def earlier_rungs() -> dict:
     if not path.exists():
         return {}
     earlier = json.loads(path.read_text())
-    return {label: {"commit": earlier["commit"], "device": "cpu", "test_time_augmentation": "none", **entry}
+    return {label: {"commit": earlier["commit"], "machine": earlier["machine"], "device": "cpu",
+                    "test_time_augmentation": "none", **entry}
             for label, entry in earlier["ladder"].items()}
 
 
@@ -107,7 +115,8 @@ def main() -> None:
         "criterion": "chosen before any test evaluation: the highest mean balanced accuracy (mean of sensitivity "
                      "and specificity) over clean validation and validation under 14 synthetic acquisition shifts "
                      "(400 images), at the rung's threshold; the test columns are reported after the choice",
-        "data": str(DATA), "chosen_by_validation": chosen_rung(ladder), "ladder": ladder})
+        "data": str(DATA.relative_to(DATA.parents[2])), "chosen_by_validation": chosen_per_device(ladder),
+        "ladder": ladder})
 
 
 if __name__ == "__main__":
