@@ -20,6 +20,7 @@ from pneumoscan.data.shifts import SHIFTS
 from pneumoscan.models import build_model
 from pneumoscan.train import TrainConfig, train
 from pneumoscan.train import loop as loop_module
+from pneumoscan.train.run import seconds_across_invocations, training_seconds
 
 
 def tiny_config(root, out, cache, **overrides) -> TrainConfig:
@@ -82,6 +83,20 @@ def test_a_killed_run_resumes_to_the_same_model(phantom_root, tmp_path, monkeypa
     timings = {name: json.loads((tmp_path / name / "metrics.json").read_text())["timings"]
                for name in ("whole", "killed")}
     assert "resumed" not in timings["whole"] and timings["killed"]["resumed"] is True
+    assert training_seconds(tmp_path / "whole") == timings["whole"]["total_seconds"]
+    assert training_seconds(tmp_path / "killed") == timings["killed"]["seconds_all_invocations"]
+    assert timings["killed"]["seconds_all_invocations"] >= timings["killed"]["total_seconds"] - 1
+
+
+def test_a_resumed_runs_time_sums_its_invocations(tmp_path):
+    log = tmp_path / "train.log"
+    log.write_text("2026-11-22 22:00:00,000 INFO pneumoscan.train.run: pneumoscan train: model m, stages head\n"
+                   "2026-11-22 22:10:00,500 INFO pneumoscan.train.loop: stage head epoch 1\n"
+                   "Traceback (most recent call last):\n"
+                   "2026-11-22 23:00:00,000 INFO pneumoscan.train.run: pneumoscan train: model m, stages head\n"
+                   "2026-11-22 23:00:01,000 INFO pneumoscan.train.run: resuming: stages done []\n"
+                   "2026-11-22 23:05:00,000 INFO pneumoscan.train.run: run finished\n")
+    assert seconds_across_invocations(log) == 600.5 + 300.0  # the hour between the kill and the resume is left out
 
 
 def test_same_seed_same_metrics_and_resume_needs_same_settings(phantom_root, tmp_path):

@@ -29,6 +29,7 @@ from pneumoscan.evaluate.stats import delong_test, mcnemar_test
 from pneumoscan.models import count_parameters
 from pneumoscan.settings import load_settings
 from pneumoscan.train import TrainConfig, train
+from pneumoscan.train.run import training_seconds
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ def run_one(config: TrainConfig) -> dict:
     test = metrics["test"]["at_threshold"]
     return {"run": str(run_dir), "seed": config.seed, "threshold": metrics["threshold"],
             **{k: test[k] for k in METRICS}, "ci95": {k: test["ci95"][k] for k in METRICS},
-            "train_seconds": metrics["timings"]["total_seconds"],
+            "train_seconds": training_seconds(run_dir),
             "wall_seconds": round(time.perf_counter() - started, 1),
             "finished_earlier": finished_earlier, "resumed": bool(metrics["timings"].get("resumed")),
             "parameters": count_parameters(load_model(run_dir).model),
@@ -169,8 +170,9 @@ def compare(config: CompareConfig) -> dict:
     result["runs"] = {"total": len(every_run), "finished_earlier": sum(r["finished_earlier"] for r in every_run),
                       "resumed_after_a_kill": sum(r["resumed"] for r in every_run),
                       "train_seconds_sum": round(sum(r["train_seconds"] for r in every_run), 1),
-                      "note": "wall_seconds covers this invocation only; runs finished earlier were reused, and "
-                              "a resumed run's train_seconds count only the part after its resume"}
+                      "note": "wall_seconds covers this invocation only (runs finished earlier were reused); "
+                              "train_seconds of a run resumed after a kill sum its invocations' spans in its "
+                              "train.log, so train_seconds_sum is the training time of the whole comparison"}
     curves = {f"{m} (AUC {result['models'][m]['auc']['mean']:.3f})": (r[0]["y"], r[0]["prob"]) for m, r in runs.items()}
     plot_roc(curves, out / "roc_all.png", title="ROC on the test split (seed 0)")
     write_json(out / "comparison.json", result)

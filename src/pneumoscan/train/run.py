@@ -8,6 +8,7 @@ validation under acquisition shifts) -> save the model -> evaluate validation, t
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import time
@@ -38,6 +39,8 @@ from pneumoscan.train.config import TrainConfig
 from pneumoscan.train.loop import ArraySource, LoaderSource, StageSettings, run_stage
 
 log = logging.getLogger(__name__)
+LOG_FILE = "train.log"
+INVOCATION_START = "pneumoscan train:"  # the first log line of every invocation (a resume starts another)
 
 STATE_FILE = "train_state.pt"
 PROGRESS_FILE = "progress.pt"
@@ -64,7 +67,7 @@ def train(config: TrainConfig, *, resume: bool = False, finish: bool = True,
     config = config.resolved()
     run_dir = Path(config.out)
     _prepare_run_dir(run_dir, config, resume)
-    handler = _log_to_file(run_dir / "train.log")
+    handler = _log_to_file(run_dir / LOG_FILE)
     try:
         return _train(config, run_dir, finish, on_epoch)
     finally:
@@ -77,7 +80,7 @@ def _train(config: TrainConfig, run_dir: Path, finish: bool, on_epoch) -> Path:
     device = pick_device(config.device)
     if config.threads:
         torch.set_num_threads(config.threads)
-    log.info("pneumoscan train: model %s, stages %s, device %s, %d threads, precision %s",
+    log.info(INVOCATION_START + " model %s, stages %s, device %s, %d threads, precision %s",
              config.model, "+".join(config.stages), device, torch.get_num_threads(), config.precision)
     preprocessing = Preprocessing(image_size=config.image_size, intensity=config.intensity)
     pool, splits = _load_split(config, run_dir)
@@ -110,6 +113,8 @@ def _train(config: TrainConfig, run_dir: Path, finish: bool, on_epoch) -> Path:
     ood = _fit_ood(model, config, pool, splits, device)
     summary = _threshold_and_evaluate(model, config, splits, device, run_dir, ood)
     summary["timings"] = {**timings, "total_seconds": round(time.perf_counter() - started, 1)}
+    if timings.get("resumed"):
+        summary["timings"]["seconds_all_invocations"] = seconds_across_invocations(run_dir / LOG_FILE)
     write_json(run_dir / "metrics.json", summary)
     log.info("run finished in %.0f s: %s", time.perf_counter() - started, run_dir)
     return run_dir
@@ -158,6 +163,29 @@ def _prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> None:
         raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path.write_text(json.dumps(settings_io.to_dict(config), indent=2) + "\n")
+
+
+def seconds_across_invocations(log_path: Path) -> float:
+    """Time a killed and resumed run spent, from its train.log: each invocation's span (its start line to
+    its last line), summed. What ran after an invocation's last line before a kill is not counted."""
+    spans: list[list[datetime.datetime]] = []
+    for line in log_path.read_text().splitlines():
+        try:
+            stamp = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+        except ValueError:
+            continue  # a continuation line (a traceback, a multi-line message)
+        if INVOCATION_START in line or not spans:
+            spans.append([stamp, stamp])
+        spans[-1][1] = stamp
+    return round(sum((end - start).total_seconds() for start, end in spans), 1)
+
+
+def training_seconds(run_dir: Path) -> float:
+    """A finished run's training time: all its invocations when it was resumed after a kill."""
+    timings = json.loads((run_dir / "metrics.json").read_text())["timings"]
+    if not timings.get("resumed"):
+        return timings["total_seconds"]
+    return timings.get("seconds_all_invocations") or seconds_across_invocations(run_dir / LOG_FILE)
 
 
 def _log_to_file(path: Path) -> logging.Handler:
