@@ -9,7 +9,7 @@ import optuna
 import pytest
 import torch
 
-from pneumoscan.compare import CompareConfig, ablation_budget, compare
+from pneumoscan.compare import CompareConfig, ablation_budget, ablation_run_summary, compare, pretraining_ablation
 from pneumoscan.settings import load_settings
 from pneumoscan.train import TrainConfig
 from pneumoscan.tune import TuneConfig, open_study, tune
@@ -52,6 +52,30 @@ def test_ablation_uses_the_full_budget_only_with_a_gpu():
     assert ablation_budget(CompareConfig(), torch.device("cuda")) == (224, 12)
     assert ablation_budget(CompareConfig(), torch.device("cpu")) == (112, 6)
     assert ablation_budget(CompareConfig(ablation_epochs=3), torch.device("cuda")) == (224, 3)
+
+
+def test_tiny_ablation_states_its_budget_and_reuses_finished_runs(phantom_root, tiny_settings, tmp_path):
+    config = CompareConfig(data=str(phantom_root), out=str(tmp_path), weights=("densenet121=none",),
+                           base_config=str(tiny_settings), ablation_image_size=32, ablation_epochs=1)
+    result = pretraining_ablation(config, tmp_path)
+    assert set(result) == {"imagenet", "random_init", "budget"}
+    assert result["budget"].startswith("end-to-end training of every layer for 1 epochs at 32x32 px on cpu")
+    assert 0 <= result["random_init"]["auc"] <= 1 and result["random_init"]["device"] == "cpu"
+    log = (tmp_path / "ablation" / "random_init" / "train.log").read_text()
+    assert pretraining_ablation(config, tmp_path) == result  # finished runs are reused, not trained again
+    assert (tmp_path / "ablation" / "random_init" / "train.log").read_text() == log
+
+
+def test_ablation_budget_is_read_from_the_run_not_from_this_machine(tmp_path):
+    metrics = {"device": "cuda (NVIDIA H100 80GB HBM3)", "threshold": 0.4, "timings": {"total_seconds": 300.0},
+               "test": {"at_threshold": {k: 0.9 for k in ("auc", "accuracy", "sensitivity", "specificity", "f1",
+                                                          "average_precision")}}}
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    (tmp_path / "config.json").write_text(json.dumps({"full_epochs": 12, "image_size": 224}))
+    summary = ablation_run_summary(tmp_path)
+    assert summary["budget"] == "end-to-end training of every layer for 12 epochs at 224x224 px on " \
+                                "cuda (NVIDIA H100 80GB HBM3)"
+    assert summary["train_seconds"] == 300.0 and summary["accuracy"] == 0.9
 
 
 def test_three_trial_study_writes_a_usable_best_config(phantom_root, tiny_settings, tmp_path):

@@ -82,13 +82,20 @@ def _inference_ms(run_dir: Path, paths: list[str]) -> float:
     return 1000 * (time.perf_counter() - started) / len(paths)
 
 
+def train_or_reuse(config: TrainConfig) -> bool:
+    """Train one run, resuming a killed one; a finished run is reused. True when it had finished earlier."""
+    run_dir = Path(config.out)
+    if (run_dir / "metrics.json").exists():
+        return True
+    train(config, resume=(run_dir / "config.json").exists())
+    return False
+
+
 def run_one(config: TrainConfig) -> dict:
     """Train one model (or reuse a finished run) and collect what the comparison needs."""
     run_dir = Path(config.out)
     started = time.perf_counter()
-    finished_earlier = (run_dir / "metrics.json").exists()
-    if not finished_earlier:
-        train(config, resume=(run_dir / "config.json").exists())
+    finished_earlier = train_or_reuse(config)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     y, prob, called = _read_predictions(run_dir)
     with (run_dir / "predictions_test.csv").open() as handle:
@@ -132,7 +139,11 @@ def ablation_budget(config: CompareConfig, device: torch.device) -> tuple[int, i
 
 
 def pretraining_ablation(config: CompareConfig, out: Path) -> dict:
-    """DenseNet121 trained end to end from ImageNet weights vs from random init (budget: ablation_budget)."""
+    """DenseNet121 trained end to end from ImageNet weights vs from random init (budget: ablation_budget).
+
+    Finished runs are reused wherever they were made (a comparison on a CPU can take the ablation runs
+    made on a GPU); the budget reported is the one each run's own config and metrics record.
+    """
     results = {}
     weights = dict(item.split("=", 1) for item in config.weights).get("densenet121", "imagenet")
     device = pick_device(_train_config(config, "densenet121", 0, out).device)
@@ -141,12 +152,23 @@ def pretraining_ablation(config: CompareConfig, out: Path) -> dict:
         base = _train_config(config, "densenet121", 0, out / "ablation" / name)
         settings = replace(base, weights=init, stages=("full",), image_size=image_size, full_epochs=epochs,
                            full_lr=1e-4 if init != "none" else 1e-3, shift_report=False, patience=epochs)
-        run = run_one(settings)
-        results[name] = {k: run[k] for k in (*METRICS, "train_seconds", "threshold")}
-    reduced = "" if device.type == "cuda" else " (a reduced budget that fits a CPU; use a GPU for the full recipe)"
-    results["budget"] = (f"end-to-end training of every layer for {epochs} epochs at {image_size}x{image_size} px "
-                         f"on {device.type}{reduced}")
+        train_or_reuse(settings)
+        results[name] = ablation_run_summary(Path(settings.out))
+    results["budget"] = "; ".join(sorted({r.pop("budget") for r in results.values()}))
     return results
+
+
+def ablation_run_summary(run_dir: Path) -> dict:
+    """Test metrics, training time and the budget (epochs, image size, device) of one finished ablation run."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    settings = json.loads((run_dir / "config.json").read_text())
+    device = metrics.get("device", "an unrecorded device")
+    reduced = "" if device.startswith("cuda") else " (a reduced budget that fits a CPU; use a GPU for the full recipe)"
+    test = metrics["test"]["at_threshold"]
+    return {**{k: test[k] for k in METRICS}, "train_seconds": training_seconds(run_dir),
+            "threshold": metrics["threshold"], "device": device,
+            "budget": f"end-to-end training of every layer for {settings['full_epochs']} epochs at "
+                      f"{settings['image_size']}x{settings['image_size']} px on {device}{reduced}"}
 
 
 def compare(config: CompareConfig) -> dict:
@@ -199,7 +221,7 @@ def comparison_markdown(result: dict) -> str:
     if "pretraining_ablation" in result:
         a = result["pretraining_ablation"]
         lines += ["", "## Pretraining ablation (DenseNet121)", "", a["budget"], "",
-                  "| init | AUC | accuracy | sensitivity | specificity |", "|---|---|---|---|---|"]
-        lines += [f"| {k} | {v['auc']:.4f} | {v['accuracy']:.4f} | {v['sensitivity']:.4f} | {v['specificity']:.4f} |"
-                  for k, v in a.items() if isinstance(v, dict)]
+                  "| init | AUC | accuracy | sensitivity | specificity | train s |", "|---|---|---|---|---|---|"]
+        lines += [f"| {k} | {v['auc']:.4f} | {v['accuracy']:.4f} | {v['sensitivity']:.4f} | {v['specificity']:.4f} "
+                  f"| {v['train_seconds']:.0f} |" for k, v in a.items() if isinstance(v, dict)]
     return "\n".join(lines) + "\n"

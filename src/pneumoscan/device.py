@@ -19,3 +19,10 @@ def pick_device(name: str = "auto") -> torch.device:
 def autocast_for(device: torch.device, precision: str):
     """bfloat16 autocast when ``precision == "bf16"``, else a no-op context."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def describe_device(device: torch.device) -> str:
+    """What ran the computation, for the record: "cpu" or e.g. "cuda (NVIDIA H100 80GB HBM3)"."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type

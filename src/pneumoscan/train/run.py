@@ -27,7 +27,7 @@ from pneumoscan.data.preprocess import Preprocessing
 from pneumoscan.data.records import Sample, class_counts, find_unreadable, load_samples
 from pneumoscan.data.shifts import SHIFTS
 from pneumoscan.data.split import describe_split, evenly_spaced, patient_split, read_split, write_split
-from pneumoscan.device import autocast_for, pick_device
+from pneumoscan.device import autocast_for, describe_device, pick_device
 from pneumoscan.evaluate.metrics import choose_threshold
 from pneumoscan.evaluate.plots import plot_history
 from pneumoscan.evaluate.report import evaluate_split, write_json, write_predictions
@@ -113,6 +113,7 @@ def _train(config: TrainConfig, run_dir: Path, finish: bool, on_epoch) -> Path:
     ood = _fit_ood(model, config, pool, splits, device)
     summary = _threshold_and_evaluate(model, config, splits, device, run_dir, ood)
     summary["timings"] = {**timings, "total_seconds": round(time.perf_counter() - started, 1)}
+    summary["device"] = describe_device(device)
     if timings.get("resumed"):
         summary["timings"]["seconds_all_invocations"] = seconds_across_invocations(run_dir / LOG_FILE)
     write_json(run_dir / "metrics.json", summary)
