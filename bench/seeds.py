@@ -22,8 +22,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA, ROOT, WEIGHTS, write_result  # noqa: E402
 
+from pneumoscan.compare import train_or_reuse  # noqa: E402
 from pneumoscan.settings import load_settings, parse_overrides, to_dict  # noqa: E402
-from pneumoscan.train import TrainConfig, train  # noqa: E402
+from pneumoscan.train import TrainConfig  # noqa: E402
 from pneumoscan.train.run import training_seconds  # noqa: E402
 
 KEYS = ("auc", "accuracy", "sensitivity", "specificity", "f1")
@@ -32,8 +33,7 @@ KEYS = ("auc", "accuracy", "sensitivity", "specificity", "f1")
 def run_seed(config: TrainConfig) -> dict:
     """Train (or reuse, or resume) one seed's run; its test metrics at its validation threshold."""
     run_dir = Path(config.out)
-    if not (run_dir / "metrics.json").exists():
-        train(config, resume=(run_dir / "config.json").exists())
+    train_or_reuse(config)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     test = metrics["test"]["at_threshold"]
     return {"seed": config.seed, "threshold": metrics["threshold"], **{k: test[k] for k in KEYS},
