@@ -9,7 +9,14 @@ import optuna
 import pytest
 import torch
 
-from pneumoscan.compare import CompareConfig, ablation_budget, ablation_run_summary, compare, pretraining_ablation
+from pneumoscan.compare import (
+    CompareConfig,
+    ablation_budget,
+    ablation_run_summary,
+    compare,
+    comparison_markdown,
+    pretraining_ablation,
+)
 from pneumoscan.settings import load_settings
 from pneumoscan.train import TrainConfig
 from pneumoscan.tune import TuneConfig, open_study, tune
@@ -64,6 +71,8 @@ def test_tiny_ablation_states_its_budget_and_reuses_finished_runs(phantom_root, 
     log = (tmp_path / "ablation" / "random_init" / "train.log").read_text()
     assert pretraining_ablation(config, tmp_path) == result  # finished runs are reused, not trained again
     assert (tmp_path / "ablation" / "random_init" / "train.log").read_text() == log
+    table = comparison_markdown({"protocol": {"seeds": 1}, "models": {}, "pairs": {}, "pretraining_ablation": result})
+    assert result["budget"] in table and "| random_init | " in table and "| imagenet | " in table
 
 
 def test_ablation_budget_is_read_from_the_run_not_from_this_machine(tmp_path):
