@@ -20,7 +20,7 @@ from pneumoscan.data.shifts import SHIFTS
 from pneumoscan.models import build_model
 from pneumoscan.train import TrainConfig, train
 from pneumoscan.train import loop as loop_module
-from pneumoscan.train.run import seconds_across_invocations, training_seconds
+from pneumoscan.train.run import seconds_across_invocations, training_seconds, was_resumed
 
 
 def tiny_config(root, out, cache, **overrides) -> TrainConfig:
@@ -97,6 +97,21 @@ def test_a_resumed_runs_time_sums_its_invocations(tmp_path):
                    "2026-11-22 23:00:01,000 INFO pneumoscan.train.run: resuming: stages done []\n"
                    "2026-11-22 23:05:00,000 INFO pneumoscan.train.run: run finished\n")
     assert seconds_across_invocations(log) == 600.5 + 300.0  # the hour between the kill and the resume is left out
+
+
+def test_a_run_resumed_within_its_first_stage_counts_every_invocation(tmp_path):
+    # runs resumed inside their first stage were not flagged "resumed" in metrics.json before the flag
+    # also looked at the stage checkpoint; their log still shows each invocation
+    (tmp_path / "metrics.json").write_text(json.dumps({"timings": {"full": 200.0, "total_seconds": 300.0}}))
+    (tmp_path / "train.log").write_text(
+        "2026-11-23 05:00:00,000 INFO pneumoscan.train.run: pneumoscan train: model m, stages full\n"
+        "2026-11-23 05:10:00,000 INFO pneumoscan.train.loop: stage full epoch 1\n"
+        "2026-11-23 06:00:00,000 INFO pneumoscan.train.run: pneumoscan train: model m, stages full\n"
+        "2026-11-23 06:05:00,000 INFO pneumoscan.train.run: run finished\n")
+    assert was_resumed(tmp_path) and training_seconds(tmp_path) == 600.0 + 300.0
+    (tmp_path / "train.log").write_text(
+        "2026-11-23 06:00:00,000 INFO pneumoscan.train.run: pneumoscan train: model m, stages full\n")
+    assert not was_resumed(tmp_path) and training_seconds(tmp_path) == 300.0
 
 
 def test_same_seed_same_metrics_and_resume_needs_same_settings(phantom_root, tmp_path):

@@ -29,7 +29,7 @@ from pneumoscan.evaluate.stats import delong_test, mcnemar_test
 from pneumoscan.models import count_parameters
 from pneumoscan.settings import load_settings
 from pneumoscan.train import TrainConfig, train
-from pneumoscan.train.run import training_seconds
+from pneumoscan.train.run import training_seconds, was_resumed
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def run_one(config: TrainConfig) -> dict:
             **{k: test[k] for k in METRICS}, "ci95": {k: test["ci95"][k] for k in METRICS},
             "train_seconds": training_seconds(run_dir),
             "wall_seconds": round(time.perf_counter() - started, 1),
-            "finished_earlier": finished_earlier, "resumed": bool(metrics["timings"].get("resumed")),
+            "finished_earlier": finished_earlier, "resumed": was_resumed(run_dir),
             "parameters": count_parameters(load_model(run_dir).model),
             "inference_ms_per_image": _inference_ms(run_dir, paths),
             "y": y, "prob": prob, "called": called}

@@ -92,7 +92,7 @@ def _train(config: TrainConfig, run_dir: Path, finish: bool, on_epoch) -> Path:
     model = _build(config, preprocessing).to(device)
     progress = _load_progress(run_dir, model)
     timings = progress.setdefault("timings", {})
-    if progress["history"]:
+    if progress["history"] or (run_dir / STATE_FILE).exists():
         timings["resumed"] = True  # the seconds below then cover only what ran after the resume
     for stage in config.stages:
         if stage in progress["completed"]:
@@ -181,10 +181,18 @@ def seconds_across_invocations(log_path: Path) -> float:
     return round(sum((end - start).total_seconds() for start, end in spans), 1)
 
 
+def was_resumed(run_dir: Path) -> bool:
+    """Whether a run was killed and resumed: flagged in its metrics, or more than one invocation in its log."""
+    timings = json.loads((run_dir / "metrics.json").read_text())["timings"]
+    log_path = run_dir / LOG_FILE
+    invocations = log_path.read_text().count(INVOCATION_START) if log_path.exists() else 1
+    return bool(timings.get("resumed")) or invocations > 1
+
+
 def training_seconds(run_dir: Path) -> float:
     """A finished run's training time: all its invocations when it was resumed after a kill."""
     timings = json.loads((run_dir / "metrics.json").read_text())["timings"]
-    if not timings.get("resumed"):
+    if not was_resumed(run_dir):
         return timings["total_seconds"]
     return timings.get("seconds_all_invocations") or seconds_across_invocations(run_dir / LOG_FILE)
 
