@@ -2,7 +2,10 @@
 
     python bench/compare.py [--seeds 3]
 
-Writes ``bench/results/compare.json`` (and comparison.md / roc_all.png in the work folder).
+Writes ``bench/results/compare.json`` and ``comparison.md`` (roc_all.png stays in the work folder). Each
+finished run leaves a small record (settings, test metrics and predictions, commit and machine) in
+``bench/results/compare_runs/``; runs with a record are not retrained, so the comparison (hours on a
+2-core CPU) can be spread over several sessions, and the ablation runs can come from a GPU machine.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, ROOT, WEIGHTS, write_result  # noqa: E402
+from common import DATA, RESULTS, ROOT, WEIGHTS, launch_commit, machine, write_result  # noqa: E402
 
 from pneumoscan.compare import CompareConfig, compare  # noqa: E402
 
@@ -30,13 +33,20 @@ def main() -> None:
     out = work / "compare"
     config = CompareConfig(data=str(DATA), out=str(out), seeds=args.seeds, ablation=not args.no_ablation,
                            weights=tuple(f"{m}={p}" for m, p in WEIGHTS.items()),
-                           cache_dir=str(work / "cache" / "{model}"))
+                           cache_dir=str(work / "cache" / "{model}"), records=str(RESULTS / "compare_runs"),
+                           provenance=provenance())
     result = compare(config)
     shutil.copy(out / "comparison.md", ROOT / "bench" / "results" / "comparison.md")
     write_result("compare", {**result, "data": str(DATA.relative_to(ROOT.parent)),
                              "note": "ResNet50: ImageNet weights through layer3 only (partial file); layer4 and the "
                                      "head trained from scratch",
                              "timing_note": timing_note(out)})
+
+
+def provenance() -> str:
+    m = machine()
+    return f"commit {launch_commit()}; {m['cpu']}, {m['cores']} cores, torch {m['torch']}" + \
+        (f", GPU {m['gpu_name']}" if m["gpu"] else ", no GPU")
 
 
 def timing_note(out: Path) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import shutil
+from dataclasses import replace
 
 import optuna
 import pytest
@@ -50,6 +52,29 @@ def test_tiny_comparison_with_two_seeds(phantom_root, tiny_settings, tmp_path):
     assert again["models"]["densenet121"]["auc"]["values"] == auc["values"]
 
 
+def test_run_records_let_a_comparison_span_sessions_without_retraining(phantom_root, tiny_settings, tmp_path):
+    records = tmp_path / "records"
+    config = CompareConfig(data=str(phantom_root), out=str(tmp_path / "cmp"), models=("baseline_cnn",),
+                           base_config=str(tiny_settings), cache_dir=str(tmp_path / "cache"),
+                           records=str(records), provenance="commit abc")
+    first = compare(config)
+    record = json.loads((records / "baseline_cnn_seed0.json").read_text())
+    assert record["provenance"] == "commit abc" and len(record["prob"]) == len(record["y"]) > 0
+    assert "data" not in record["settings"] and record["settings"]["model"] == "baseline_cnn"
+
+    shutil.rmtree(tmp_path / "cmp")  # a new session: the run folders are gone, the records are kept
+    again = compare(config)
+    assert again["runs"]["finished_earlier"] == 1 and not (tmp_path / "cmp" / "baseline_cnn").exists()
+    assert again["models"]["baseline_cnn"]["auc"]["values"] == first["models"]["baseline_cnn"]["auc"]["values"]
+    assert again["models"]["baseline_cnn"]["train_seconds"] == first["models"]["baseline_cnn"]["train_seconds"]
+
+    other = tmp_path / "other.json"  # another protocol: the record does not stand in for it
+    other.write_text(json.dumps({**json.loads(tiny_settings.read_text()), "full_epochs": 1}))
+    changed = compare(replace(config, base_config=str(other)))
+    assert changed["runs"]["finished_earlier"] == 0 and (tmp_path / "cmp" / "baseline_cnn" / "seed0").exists()
+    assert json.loads((records / "baseline_cnn_seed0.json").read_text())["settings"]["full_epochs"] == 1
+
+
 def _tiny_tune(phantom_root, tiny_settings, out, cache, **overrides) -> TuneConfig:
     return TuneConfig(data=str(phantom_root), out=str(out), base_config=str(tiny_settings), weights="none",
                       head_epochs=2, tail_epochs=1, cache_dir=str(cache), **overrides)
@@ -63,7 +88,8 @@ def test_ablation_uses_the_full_budget_only_with_a_gpu():
 
 def test_tiny_ablation_states_its_budget_and_reuses_finished_runs(phantom_root, tiny_settings, tmp_path):
     config = CompareConfig(data=str(phantom_root), out=str(tmp_path), weights=("densenet121=none",),
-                           base_config=str(tiny_settings), ablation_image_size=32, ablation_epochs=1)
+                           base_config=str(tiny_settings), ablation_image_size=32, ablation_epochs=1,
+                           records=str(tmp_path / "records"))
     result = pretraining_ablation(config, tmp_path)
     assert set(result) == {"imagenet", "random_init", "budget"}
     assert result["budget"].startswith("end-to-end training of every layer for 1 epochs at 32x32 px on cpu")
@@ -71,6 +97,8 @@ def test_tiny_ablation_states_its_budget_and_reuses_finished_runs(phantom_root, 
     log = (tmp_path / "ablation" / "random_init" / "train.log").read_text()
     assert pretraining_ablation(config, tmp_path) == result  # finished runs are reused, not trained again
     assert (tmp_path / "ablation" / "random_init" / "train.log").read_text() == log
+    shutil.rmtree(tmp_path / "ablation")  # the records alone (e.g. from a GPU machine) stand in for the runs
+    assert pretraining_ablation(config, tmp_path) == result and not (tmp_path / "ablation").exists()
     table = comparison_markdown({"protocol": {"seeds": 1}, "models": {}, "pairs": {}, "pretraining_ablation": result})
     assert result["budget"] in table and "| random_init | " in table and "| imagenet | " in table
 

@@ -123,6 +123,9 @@ def _add_compare(sub) -> None:
     p.add_argument("--ablation", action="store_true",
                    help="also train DenseNet121 end to end from ImageNet and from random init "
                         "(224 px, 12 epochs with a GPU; 112 px, 6 epochs on a CPU)")
+    p.add_argument("--records", default="", metavar="DIR",
+                   help="keep a small record of each finished run here (settings, test metrics and predictions); "
+                        "runs with a record are not retrained, so a comparison can span sessions and machines")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="compare settings, e.g. ablation_epochs=4")
 
 
@@ -332,7 +335,8 @@ def cmd_compare(args) -> int:
     from pneumoscan.settings import load_settings, parse_overrides
 
     overrides = {"data": args.data, "out": args.out, "models": args.models, "seeds": args.seeds,
-                 "weights": args.weights, "base_config": args.config or "", "ablation": args.ablation}
+                 "weights": args.weights, "base_config": args.config or "", "ablation": args.ablation,
+                 "records": args.records}
     config = load_settings(CompareConfig, overrides={**overrides, **parse_overrides(args.set)})
     result = compare(config)
     print((Path(args.out) / "comparison.md").read_text())

@@ -27,7 +27,7 @@ from pneumoscan.evaluate.plots import plot_roc
 from pneumoscan.evaluate.report import write_json
 from pneumoscan.evaluate.stats import delong_test, mcnemar_test
 from pneumoscan.models import count_parameters
-from pneumoscan.settings import load_settings
+from pneumoscan.settings import load_settings, to_dict
 from pneumoscan.train import TrainConfig, train
 from pneumoscan.train.run import training_seconds, was_resumed
 
@@ -51,6 +51,10 @@ class CompareConfig:
     ablation: bool = False             # also: DenseNet121 from ImageNet vs random init, end to end
     ablation_image_size: int = 0       # ablation budget: 0 = 224 px with a GPU, 112 px on a CPU
     ablation_epochs: int = 0           # 0 = 12 epochs with a GPU, 6 on a CPU (stated in the output)
+    records: str = ""                  # folder keeping a small record of each finished run (its settings, test
+                                       # metrics and predictions); a run with a record under the same settings
+                                       # is not retrained, so a comparison can span sessions and machines
+    provenance: str = ""               # written into each new record (e.g. the commit and machine)
 
 
 def _train_config(config: CompareConfig, model: str, seed: int, out: Path) -> TrainConfig:
@@ -89,6 +93,48 @@ def train_or_reuse(config: TrainConfig) -> bool:
         return True
     train(config, resume=(run_dir / "config.json").exists())
     return False
+
+
+def protocol_settings(config: TrainConfig) -> dict:
+    """The settings that define a run, without where its files live (weights files are named, not located)."""
+    settings = {k: v for k, v in to_dict(config).items() if k not in ("data", "out", "cache_dir", "split")}
+    if settings["weights"] not in ("auto", "imagenet", "none"):
+        settings["weights"] = Path(settings["weights"]).name
+    return settings
+
+
+def read_record(path: Path, config: TrainConfig) -> dict | None:
+    """The record of an earlier run of ``config``, or None when there is none or it ran under other settings."""
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text())
+    if record.get("settings") != protocol_settings(config):
+        log.warning("%s was made under other settings: training %s again", path, config.out)
+        return None
+    log.info("reusing the record %s (%s)", path, record.get("provenance", ""))
+    return {**record, "finished_earlier": True, "wall_seconds": 0.0,
+            **{k: np.asarray(record[k]) for k in ("y", "prob", "called") if k in record}}
+
+
+def write_record(path: Path, config: TrainConfig, summary: dict, provenance: str) -> None:
+    """Keep what the comparison needs from a finished run, small enough to keep with the results."""
+    record = {**summary, "settings": protocol_settings(config), "provenance": provenance,
+              "recorded": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              **{k: np.asarray(summary[k]).tolist() for k in ("y", "prob", "called") if k in summary}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, record)
+
+
+def run_or_read_record(config: TrainConfig, records: str, provenance: str, name: str) -> dict:
+    """``run_one``, or the run's record in ``records`` when it has one; a new run's record is written there."""
+    path = Path(records) / f"{name}.json" if records else None
+    record = read_record(path, config) if path else None
+    if record is not None:
+        return record
+    summary = run_one(config)
+    if path:
+        write_record(path, config, summary, provenance)
+    return summary
 
 
 def run_one(config: TrainConfig) -> dict:
@@ -152,8 +198,14 @@ def pretraining_ablation(config: CompareConfig, out: Path) -> dict:
         base = _train_config(config, "densenet121", 0, out / "ablation" / name)
         settings = replace(base, weights=init, stages=("full",), image_size=image_size, full_epochs=epochs,
                            full_lr=1e-4 if init != "none" else 1e-3, shift_report=False, patience=epochs)
-        train_or_reuse(settings)
-        results[name] = ablation_run_summary(Path(settings.out))
+        path = Path(config.records) / f"ablation_{name}.json" if config.records else None
+        record = read_record(path, settings) if path else None
+        if record is None:
+            train_or_reuse(settings)
+            record = ablation_run_summary(Path(settings.out))
+            if path:
+                write_record(path, settings, record, config.provenance)
+        results[name] = {k: record[k] for k in (*METRICS, "train_seconds", "threshold", "device", "budget")}
     results["budget"] = "; ".join(sorted({r.pop("budget") for r in results.values()}))
     return results
 
@@ -176,8 +228,11 @@ def compare(config: CompareConfig) -> dict:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    runs = {model: [run_one(_train_config(config, model, seed, out / model / f"seed{seed}"))
-                    for seed in range(config.seeds)] for model in config.models}
+    runs = {model: [] for model in config.models}
+    for seed in range(config.seeds):  # seed by seed, so an interrupted comparison has every model's seed 0
+        for model in config.models:
+            runs[model].append(run_or_read_record(_train_config(config, model, seed, out / model / f"seed{seed}"),
+                                                  config.records, config.provenance, f"{model}_seed{seed}"))
     result = {"protocol": {"models": list(config.models), "seeds": config.seeds,
                            "base_config": config.base_config or "TrainConfig defaults",
                            "note": "same patient-level split per seed, same augmentation, epoch budget and "
