@@ -81,8 +81,7 @@ def predict_logits(model: torch.nn.Module, paths: list[str], *, batch_size: int 
     logits, errors = [], []
     for images, batch_errors in tqdm(loader, desc=desc, unit="batch", leave=False):
         images = images.to(device)
-        if precision == "bf16":
-            images = images.contiguous(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
         with autocast_for(device, precision):
             out = model(images).float().cpu().numpy()
         out[np.array([bool(e) for e in batch_errors])] = np.nan

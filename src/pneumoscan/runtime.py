@@ -18,7 +18,8 @@ from pneumoscan.data.preprocess import Preprocessing
 
 
 class TorchModel:
-    """A trained checkpoint served with PyTorch (``precision="bf16"`` uses autocast + channels_last)."""
+    """A trained checkpoint served with PyTorch in channels_last (``precision="bf16"``: bf16 autocast where the
+    CPU computes bf16 natively; ``self.precision`` says what it got)."""
 
     runtime = "pytorch"
 
@@ -26,13 +27,13 @@ class TorchModel:
         import torch
 
         from pneumoscan.checkpoint import load_model
+        from pneumoscan.device import effective_precision
         from pneumoscan.export import ServingGraph
 
         self.loaded = load_model(path)
         self.graph = ServingGraph(self.loaded.model, self.loaded.ood).eval()
-        self.precision = precision
-        if precision == "bf16":
-            self.graph = self.graph.to(memory_format=torch.channels_last)
+        self.precision = effective_precision(precision, "cpu")
+        self.graph = self.graph.to(memory_format=torch.channels_last)
         self.preprocessing: Preprocessing = self.loaded.preprocessing
         self.threshold: float = self.loaded.threshold
         self.ood_threshold = self.loaded.ood.threshold if self.loaded.ood else None
@@ -42,8 +43,7 @@ class TorchModel:
         import torch
 
         x = torch.as_tensor(images, dtype=torch.float32)
-        if self.precision == "bf16":
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             prob, heatmap, ood_score = self.graph(x)
         return prob.float().numpy(), heatmap.float().numpy(), ood_score.float().numpy()

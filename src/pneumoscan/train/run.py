@@ -27,7 +27,7 @@ from pneumoscan.data.preprocess import Preprocessing
 from pneumoscan.data.records import Sample, class_counts, find_unreadable, load_samples
 from pneumoscan.data.shifts import SHIFTS
 from pneumoscan.data.split import describe_split, evenly_spaced, patient_split, read_split, write_split
-from pneumoscan.device import autocast_for, describe_device, pick_device
+from pneumoscan.device import autocast_for, describe_device, effective_precision, pick_device
 from pneumoscan.evaluate.metrics import choose_threshold
 from pneumoscan.evaluate.plots import plot_history
 from pneumoscan.evaluate.report import evaluate_split, write_json, write_predictions
@@ -81,7 +81,8 @@ def _train(config: TrainConfig, run_dir: Path, finish: bool, on_epoch) -> Path:
     if config.threads:
         torch.set_num_threads(config.threads)
     log.info(INVOCATION_START + " model %s, stages %s, device %s, %d threads, precision %s",
-             config.model, "+".join(config.stages), device, torch.get_num_threads(), config.precision)
+             config.model, "+".join(config.stages), device, torch.get_num_threads(),
+             effective_precision(config.precision, device))
     preprocessing = Preprocessing(image_size=config.image_size, intensity=config.intensity)
     pool, splits = _load_split(config, run_dir)
     counts = class_counts(splits["train"])
@@ -114,6 +115,7 @@ def _train(config: TrainConfig, run_dir: Path, finish: bool, on_epoch) -> Path:
     summary = _threshold_and_evaluate(model, config, splits, device, run_dir, ood)
     summary["timings"] = {**timings, "total_seconds": round(time.perf_counter() - started, 1)}
     summary["device"] = describe_device(device)
+    summary["precision"] = effective_precision(config.precision, device)
     if timings.get("resumed"):
         summary["timings"]["seconds_all_invocations"] = seconds_across_invocations(run_dir / LOG_FILE)
     write_json(run_dir / "metrics.json", summary)
