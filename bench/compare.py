@@ -40,7 +40,7 @@ def main() -> None:
     write_result("compare", {**result, "data": str(DATA.relative_to(ROOT.parent)),
                              "note": "ResNet50: ImageNet weights through layer3 only (partial file); layer4 and the "
                                      "head trained from scratch",
-                             "timing_note": timing_note(out)})
+                             "timing_note": timing_note(RESULTS / "compare_runs")})
 
 
 def provenance() -> str:
@@ -49,9 +49,9 @@ def provenance() -> str:
         (f", GPU {m['gpu_name']}" if m["gpu"] else ", no GPU")
 
 
-def timing_note(out: Path) -> str:
-    """What disturbed the wall times (CPU sharing, pauses), as logged by hand in the work folder while it ran."""
-    notes = out / "TIMING_NOTES.txt"
+def timing_note(records: Path) -> str:
+    """What disturbed the wall times (CPU sharing, pauses, machines), logged by hand beside the run records."""
+    notes = records / "TIMING_NOTES.txt"
     return notes.read_text().strip() if notes.exists() else "CPU not shared during the run"
 
 
