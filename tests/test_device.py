@@ -8,7 +8,7 @@ from pneumoscan import device as device_module
 from pneumoscan.device import autocast_for, effective_precision
 
 
-def test_bf16_falls_back_to_fp32_without_native_support(monkeypatch, caplog):
+def test_bf16_falls_back_to_fp32_without_native_support(monkeypatch):
     monkeypatch.setattr(device_module, "native_bf16", lambda device_type: False)
     assert effective_precision("bf16", "cpu") == "fp32"
     assert effective_precision("fp32", "cpu") == "fp32"

@@ -14,7 +14,9 @@ import itertools
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -125,16 +127,16 @@ def write_record(path: Path, config: TrainConfig, summary: dict, provenance: str
     write_json(path, record)
 
 
-def run_or_read_record(config: TrainConfig, records: str, provenance: str, name: str) -> dict:
-    """``run_one``, or the run's record in ``records`` when it has one; a new run's record is written there."""
-    path = Path(records) / f"{name}.json" if records else None
-    record = read_record(path, config) if path else None
-    if record is not None:
-        return record
-    summary = run_one(config)
-    if path:
-        write_record(path, config, summary, provenance)
-    return summary
+def recorded(name: str, settings: TrainConfig, config: CompareConfig, summarize: Callable[[], dict]) -> dict:
+    """The record ``name`` in ``config.records`` when it was made under ``settings``; otherwise ``summarize()``
+    (train or reuse the run and summarize it), whose result becomes that record."""
+    path = Path(config.records) / f"{name}.json" if config.records else None
+    record = read_record(path, settings) if path else None
+    if record is None:
+        record = summarize()
+        if path:
+            write_record(path, settings, record, config.provenance)
+    return record
 
 
 def run_one(config: TrainConfig) -> dict:
@@ -198,16 +200,15 @@ def pretraining_ablation(config: CompareConfig, out: Path) -> dict:
         base = _train_config(config, "densenet121", 0, out / "ablation" / name)
         settings = replace(base, weights=init, stages=("full",), image_size=image_size, full_epochs=epochs,
                            full_lr=1e-4 if init != "none" else 1e-3, shift_report=False, patience=epochs)
-        path = Path(config.records) / f"ablation_{name}.json" if config.records else None
-        record = read_record(path, settings) if path else None
-        if record is None:
-            train_or_reuse(settings)
-            record = ablation_run_summary(Path(settings.out))
-            if path:
-                write_record(path, settings, record, config.provenance)
+        record = recorded(f"ablation_{name}", settings, config, partial(train_ablation_run, settings))
         results[name] = {k: record[k] for k in (*METRICS, "train_seconds", "threshold", "device", "budget")}
     results["budget"] = "; ".join(sorted({r.pop("budget") for r in results.values()}))
     return results
+
+
+def train_ablation_run(settings: TrainConfig) -> dict:
+    train_or_reuse(settings)
+    return ablation_run_summary(Path(settings.out))
 
 
 def ablation_run_summary(run_dir: Path) -> dict:
@@ -231,8 +232,8 @@ def compare(config: CompareConfig) -> dict:
     runs = {model: [] for model in config.models}
     for seed in range(config.seeds):  # seed by seed, so an interrupted comparison has every model's seed 0
         for model in config.models:
-            runs[model].append(run_or_read_record(_train_config(config, model, seed, out / model / f"seed{seed}"),
-                                                  config.records, config.provenance, f"{model}_seed{seed}"))
+            settings = _train_config(config, model, seed, out / model / f"seed{seed}")
+            runs[model].append(recorded(f"{model}_seed{seed}", settings, config, partial(run_one, settings)))
     result = {"protocol": {"models": list(config.models), "seeds": config.seeds,
                            "base_config": config.base_config or "TrainConfig defaults",
                            "note": "same patient-level split per seed, same augmentation, epoch budget and "

@@ -42,9 +42,11 @@ class TorchModel:
     def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         import torch
 
+        from pneumoscan.device import autocast_for
+
         x = torch.as_tensor(images, dtype=torch.float32)
         x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+        with torch.inference_mode(), autocast_for(torch.device("cpu"), self.precision):
             prob, heatmap, ood_score = self.graph(x)
         return prob.float().numpy(), heatmap.float().numpy(), ood_score.float().numpy()
 
