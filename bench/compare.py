@@ -1,11 +1,13 @@
 """Comparison benchmark: DenseNet121, ResNet50 and the baseline CNN, 3 seeds each, plus the pretraining ablation.
 
-    python bench/compare.py [--seeds 3]
+    python bench/compare.py [--seeds 3] [--models resnet50]
 
 Writes ``bench/results/compare.json`` and ``comparison.md`` (roc_all.png stays in the work folder). Each
 finished run leaves a small record (settings, test metrics and predictions, commit and machine) in
 ``bench/results/compare_runs/``; runs with a record are not retrained, so the comparison (hours on a
 2-core CPU) can be spread over several sessions, and the ablation runs can come from a GPU machine.
+``--models`` (a subset) only adds records: all seeds of one model while its activation cache exists,
+for instance; the result files are written by a run over all three models.
 """
 
 from __future__ import annotations
@@ -21,21 +23,31 @@ from common import DATA, RESULTS, ROOT, WEIGHTS, launch_commit, machine, write_r
 
 from pneumoscan.compare import CompareConfig, compare  # noqa: E402
 
+ALL_MODELS = CompareConfig.models
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--work", default=str(ROOT / "bench" / "work"))
     parser.add_argument("--no-ablation", action="store_true")
+    parser.add_argument("--models", nargs="+", default=list(ALL_MODELS), choices=ALL_MODELS,
+                        help="a subset only adds run records; compare.json needs all three")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     work = Path(args.work)
     out = work / "compare"
-    config = CompareConfig(data=str(DATA), out=str(out), seeds=args.seeds, ablation=not args.no_ablation,
+    complete = set(args.models) == set(ALL_MODELS)
+    config = CompareConfig(data=str(DATA), out=str(out), models=tuple(args.models), seeds=args.seeds,
+                           ablation=complete and not args.no_ablation,
                            weights=tuple(f"{m}={p}" for m, p in WEIGHTS.items()),
                            cache_dir=str(work / "cache" / "{model}"), records=str(RESULTS / "compare_runs"),
                            provenance=provenance())
     result = compare(config)
+    if not complete:
+        logging.info("records of %s kept in %s; the result files need all of %s", ", ".join(args.models),
+                     config.records, ", ".join(ALL_MODELS))
+        return
     shutil.copy(out / "comparison.md", ROOT / "bench" / "results" / "comparison.md")
     write_result("compare", {**result, "data": str(DATA.relative_to(ROOT.parent)),
                              "note": "ResNet50: ImageNet weights through layer3 only (partial file); layer4 and the "
