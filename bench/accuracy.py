@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, ROOT, WEIGHTS, write_result  # noqa: E402
+from common import DATA, DATA_NAME, ROOT, WEIGHTS, write_result  # noqa: E402
 
 from pneumoscan.checkpoint import load_model  # noqa: E402
 from pneumoscan.data import read_split  # noqa: E402
@@ -83,7 +83,7 @@ def main() -> None:
 
     result = {
         "model": args.model,
-        "data": str(DATA.relative_to(ROOT.parent)),
+        "data": DATA_NAME,
         "weights": overrides.get("weights", "none"),
         "weights_note": "ResNet50: ImageNet weights through layer3 only (partial file); layer4 trained from scratch"
         if args.model == "resnet50" else None,

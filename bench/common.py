@@ -11,8 +11,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-SHARED = ROOT.parent / "shared"
+# ../shared beside the checkout; a lent GPU machine, which has none, points PNEUMOSCAN_SHARED at the copy
+# that bench/device_pack.sh sends (see that script)
+SHARED = Path(os.environ.get("PNEUMOSCAN_SHARED") or ROOT.parent / "shared")
 DATA = SHARED / "data" / "chest_xray_224"
+DATA_NAME = "shared/data/chest_xray_224"  # how the results name it, wherever it was read
 WEIGHTS = {"densenet121": SHARED / "weights" / "densenet121_imagenet_keras.pth",
            "resnet50": SHARED / "weights" / "resnet50_imagenet_keras_partial.pth"}
 

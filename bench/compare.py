@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, RESULTS, ROOT, WEIGHTS, launch_commit, machine, write_result  # noqa: E402
+from common import DATA, DATA_NAME, RESULTS, ROOT, WEIGHTS, launch_commit, machine, write_result  # noqa: E402
 
 from pneumoscan.compare import CompareConfig, compare  # noqa: E402
 
@@ -49,7 +49,7 @@ def main() -> None:
                      config.records, ", ".join(ALL_MODELS))
         return
     shutil.copy(out / "comparison.md", ROOT / "bench" / "results" / "comparison.md")
-    write_result("compare", {**result, "data": str(DATA.relative_to(ROOT.parent)),
+    write_result("compare", {**result, "data": DATA_NAME,
                              "note": "ResNet50: ImageNet weights through layer3 only (partial file); layer4 and the "
                                      "head trained from scratch",
                              "timing_note": timing_note(RESULTS / "compare_runs")})

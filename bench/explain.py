@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, ROOT, WEIGHTS, write_result  # noqa: E402
+from common import DATA, DATA_NAME, ROOT, WEIGHTS, write_result  # noqa: E402
 
 from pneumoscan.checkpoint import load_model  # noqa: E402
 from pneumoscan.data import XRayDataset, scan_kaggle_split  # noqa: E402
@@ -246,7 +246,7 @@ def main() -> None:
     runs = Path(args.runs)
     started = time.perf_counter()
     densenet = load_model(runs / "accuracy_densenet121").model
-    result = {"data": str(DATA.relative_to(ROOT.parent)), "models": {a: str(runs / f"accuracy_{a}") for a in ARCHS}}
+    result = {"data": DATA_NAME, "models": {a: str(runs / f"accuracy_{a}") for a in ARCHS}}
     sections = {"parity": lambda: parity(runs), "speed": lambda: speed(densenet), "sanity": lambda: sanity(runs),
                 "faithfulness": lambda: faithfulness(densenet, args.faithfulness_images),
                 "localization": lambda: localization(runs, runs / "explain"), "memory": lambda: memory(runs)}

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, ROOT, WEIGHTS, write_result  # noqa: E402
+from common import DATA, DATA_NAME, ROOT, WEIGHTS, write_result  # noqa: E402
 
 from pneumoscan.compare import train_or_reuse  # noqa: E402
 from pneumoscan.settings import load_settings, parse_overrides, to_dict  # noqa: E402
@@ -68,7 +68,7 @@ def main() -> None:
         for seed in range(args.seeds)]
     recipe = load_settings(TrainConfig, file=args.config, overrides=overrides)
     write_result(args.name, {
-        "model": args.model, "data": str(DATA.relative_to(ROOT.parent)), "recipe": args.config,
+        "model": args.model, "data": DATA_NAME, "recipe": args.config,
         "settings": {k: v for k, v in to_dict(recipe).items() if k not in ("data", "out", "seed", "cache_dir")},
         "protocol": "each seed: its own patient-level split, threshold on its validation (and validation shifts), "
                     "test evaluated once; nothing chosen after looking at test",

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, ROOT, WEIGHTS, write_result  # noqa: E402
+from common import DATA, DATA_NAME, ROOT, WEIGHTS, write_result  # noqa: E402
 
 from pneumoscan.settings import load_settings  # noqa: E402
 from pneumoscan.train import TrainConfig, train  # noqa: E402
@@ -58,7 +58,7 @@ def main() -> None:
                     "validation_auc": metrics["validation"]["at_threshold"]["auc"]},
         "test": {k: test[k] for k in ("auc", "accuracy", "sensitivity", "specificity", "f1")} | {"ci95": test["ci95"]},
         "test_at_0.5": {k: metrics["test"]["at_0.5"][k] for k in ("auc", "accuracy", "sensitivity", "specificity")},
-        "data": str(DATA.relative_to(ROOT.parent)), "storage": summary["storage"],
+        "data": DATA_NAME, "storage": summary["storage"],
     })
 
 
