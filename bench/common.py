@@ -15,7 +15,7 @@ RESULTS = ROOT / "bench" / "results"
 # that bench/device_pack.sh sends (see that script)
 SHARED = Path(os.environ.get("PNEUMOSCAN_SHARED") or ROOT.parent / "shared")
 DATA = SHARED / "data" / "chest_xray_224"
-DATA_NAME = "shared/data/chest_xray_224"  # how the results name it, wherever it was read
+DATA_NAME = f"shared/{DATA.relative_to(SHARED)}"  # how the results name it, wherever it was read
 WEIGHTS = {"densenet121": SHARED / "weights" / "densenet121_imagenet_keras.pth",
            "resnet50": SHARED / "weights" / "resnet50_imagenet_keras_partial.pth"}
 
