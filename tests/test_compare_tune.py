@@ -12,12 +12,14 @@ import pytest
 import torch
 
 from pneumoscan.compare import (
+    METRICS,
     CompareConfig,
     ablation_budget,
     ablation_run_summary,
     compare,
     comparison_markdown,
     pretraining_ablation,
+    seed_summary,
 )
 from pneumoscan.settings import load_settings
 from pneumoscan.train import TrainConfig
@@ -101,6 +103,18 @@ def test_tiny_ablation_states_its_budget_and_reuses_finished_runs(phantom_root, 
     assert pretraining_ablation(config, tmp_path) == result and not (tmp_path / "ablation").exists()
     table = comparison_markdown({"protocol": {"seeds": 1}, "models": {}, "pairs": {}, "pretraining_ablation": result})
     assert result["budget"] in table and "| random_init | " in table and "| imagenet | " in table
+
+
+def test_seed_summary_reports_the_cold_cache_seed_as_the_training_time():
+    def run(seed, seconds):
+        return {"seed": seed, "train_seconds": seconds, "parameters": 10, "inference_ms_per_image": 2.0,
+                "threshold": 0.5, "ci95": {k: [0.8, 0.9] for k in METRICS}, **{k: 0.8 + seed / 100 for k in METRICS}}
+
+    summary = seed_summary([run(0, 6000.0), run(1, 1600.0), run(2, 1700.0)])  # seeds 1, 2 reused seed 0's cache
+    assert summary["train_seconds_per_seed"] == [6000.0, 1600.0, 1700.0] and summary["train_seconds_max"] == 6000.0
+    assert summary["auc"]["mean"] == pytest.approx(0.81) and summary["auc"]["std"] == pytest.approx(0.01)
+    table = comparison_markdown({"protocol": {"seeds": 3}, "models": {"m": summary}, "pairs": {}})
+    assert "| 10 | 6000 | 2.0 |" in table and "slowest seed" in table
 
 
 def test_ablation_budget_is_read_from_the_run_not_from_this_machine(tmp_path):
