@@ -7,7 +7,8 @@ finished run leaves a small record (settings, test metrics and predictions, comm
 ``bench/results/compare_runs/``; runs with a record are not retrained, so the comparison (hours on a
 2-core CPU) can be spread over several sessions, and the ablation runs can come from a GPU machine.
 ``--models`` (a subset) only adds records: all seeds of one model while its activation cache exists,
-for instance; the result files are written by a run over all three models.
+for instance, and ``--ablation`` adds the ablation's records too; the result files are written by a run
+over all three models.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--work", default=str(ROOT / "bench" / "work"))
     parser.add_argument("--no-ablation", action="store_true")
+    parser.add_argument("--ablation", action="store_true",
+                        help="with a subset of --models, also add the pretraining ablation's two records")
     parser.add_argument("--models", nargs="+", default=list(ALL_MODELS), choices=ALL_MODELS,
                         help="a subset only adds run records; compare.json needs all three")
     args = parser.parse_args()
@@ -39,7 +42,7 @@ def main() -> None:
     out = work / "compare"
     complete = set(args.models) == set(ALL_MODELS)
     config = CompareConfig(data=str(DATA), out=str(out), models=tuple(args.models), seeds=args.seeds,
-                           ablation=complete and not args.no_ablation,
+                           ablation=(complete or args.ablation) and not args.no_ablation,
                            weights=tuple(f"{m}={p}" for m, p in WEIGHTS.items()),
                            cache_dir=str(work / "cache" / "{model}"), records=str(RESULTS / "compare_runs"),
                            provenance=provenance())
