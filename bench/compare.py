@@ -31,9 +31,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--work", default=str(ROOT / "bench" / "work"))
-    parser.add_argument("--no-ablation", action="store_true")
-    parser.add_argument("--ablation", action="store_true",
-                        help="with a subset of --models, also add the pretraining ablation's two records")
+    parser.add_argument("--ablation", action=argparse.BooleanOptionalAction,
+                        help="the pretraining ablation's two records (default: only with all three models)")
     parser.add_argument("--models", nargs="+", default=list(ALL_MODELS), choices=ALL_MODELS,
                         help="a subset only adds run records; compare.json needs all three")
     args = parser.parse_args()
@@ -42,7 +41,7 @@ def main() -> None:
     out = work / "compare"
     complete = set(args.models) == set(ALL_MODELS)
     config = CompareConfig(data=str(DATA), out=str(out), models=tuple(args.models), seeds=args.seeds,
-                           ablation=(complete or args.ablation) and not args.no_ablation,
+                           ablation=complete if args.ablation is None else args.ablation,
                            weights=tuple(f"{m}={p}" for m, p in WEIGHTS.items()),
                            cache_dir=str(work / "cache" / "{model}"), records=str(RESULTS / "compare_runs"),
                            provenance=provenance())
