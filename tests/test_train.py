@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from dataclasses import replace
@@ -133,7 +134,7 @@ def test_baseline_trains_end_to_end_on_images(phantom_root, tmp_path):
     assert load_model(run).model.arch == "baseline_cnn"
 
 
-def test_cache_is_reused_and_a_killed_fill_resumes(phantom_root, tmp_path, monkeypatch):
+def test_cache_is_reused_and_a_killed_fill_resumes(phantom_root, tmp_path, monkeypatch, caplog):
     samples = scan_kaggle_split(phantom_root, "train")[:40]
     trunk = build_model("densenet121", preprocessing=Preprocessing(image_size=64)).trunk
     args = dict(augmentation=Augmentation(), views=2, cache_dir=tmp_path, batch_size=8, workers=0)
@@ -142,6 +143,7 @@ def test_cache_is_reused_and_a_killed_fill_resumes(phantom_root, tmp_path, monke
 
     other = tmp_path / "other"
     monkeypatch.setattr(cache_module, "FLUSH_EVERY", 1)
+    monkeypatch.setattr(cache_module, "LOG_EVERY_SECONDS", 0.0)
     real_write = cache_module._write_progress
 
     def dies_after_three_batches(path, done):
@@ -151,7 +153,11 @@ def test_cache_is_reused_and_a_killed_fill_resumes(phantom_root, tmp_path, monke
 
     monkeypatch.setattr(cache_module, "_write_progress", dies_after_three_batches)
     with pytest.raises(KeyboardInterrupt):
-        cache_module.cached_activations(trunk, samples, Preprocessing(image_size=64), **{**args, "cache_dir": other})
+        with caplog.at_level(logging.INFO, logger="pneumoscan.cache"):
+            cache_module.cached_activations(trunk, samples, Preprocessing(image_size=64),
+                                            **{**args, "cache_dir": other})
+    saved = [r.getMessage() for r in caplog.records if r.getMessage().endswith("saved")]
+    assert saved[-1].endswith("16 of 80 saved")  # logged up to the last save before the kill
     monkeypatch.setattr(cache_module, "_write_progress", real_write)
     resumed = cache_module.cached_activations(trunk, samples, Preprocessing(image_size=64),
                                               **{**args, "cache_dir": other})
