@@ -44,6 +44,8 @@ def test_two_stage_run_writes_a_complete_run_folder(phantom_root, tmp_path):
         assert (run / name).exists(), name
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics) >= {"threshold", "validation", "test", "timings"}
+    steal = metrics["timings"]["cpu_steal_share"]
+    assert steal is None or 0.0 <= steal <= 1.0
     history = json.loads((run / "history.json").read_text())
     assert [(r["stage"], r["epoch"]) for r in history] == [("head", 1), ("head", 2), ("tail", 1), ("tail", 2)]
     assert {"train_loss", "train_accuracy", "train_auc", "val_loss", "val_accuracy", "val_auc"} <= set(history[0])

@@ -152,6 +152,7 @@ def run_one(config: TrainConfig) -> dict:
     return {"run": str(run_dir), "seed": config.seed, "threshold": metrics["threshold"],
             **{k: test[k] for k in METRICS}, "ci95": {k: test["ci95"][k] for k in METRICS},
             "train_seconds": training_seconds(run_dir),
+            "cpu_steal_share": metrics["timings"].get("cpu_steal_share"),  # of the run's last invocation
             "wall_seconds": round(time.perf_counter() - started, 1),
             "finished_earlier": finished_earlier, "resumed": was_resumed(run_dir),
             "parameters": count_parameters(load_model(run_dir).model),

@@ -27,7 +27,7 @@ from pneumoscan.data.preprocess import Preprocessing
 from pneumoscan.data.records import Sample, class_counts, find_unreadable, load_samples
 from pneumoscan.data.shifts import SHIFTS
 from pneumoscan.data.split import describe_split, evenly_spaced, patient_split, read_split, write_split
-from pneumoscan.device import autocast_for, describe_device, effective_precision, pick_device
+from pneumoscan.device import autocast_for, cpu_times, describe_device, effective_precision, pick_device, steal_share
 from pneumoscan.evaluate.metrics import choose_threshold
 from pneumoscan.evaluate.plots import plot_history
 from pneumoscan.evaluate.report import evaluate_split, write_json, write_predictions
@@ -76,7 +76,7 @@ def train(config: TrainConfig, *, resume: bool = False, finish: bool = True,
 
 
 def _train(config: TrainConfig, run_dir: Path, finish: bool, on_epoch) -> Path:
-    started = time.perf_counter()
+    started, cpu_at_start = time.perf_counter(), cpu_times()
     device = pick_device(config.device)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -104,6 +104,7 @@ def _train(config: TrainConfig, run_dir: Path, finish: bool, on_epoch) -> Path:
                        on_epoch)
         progress["completed"].append(stage)
         timings[stage] = round(time.perf_counter() - stage_started, 1)
+        _log_steal(f"stage {stage}", cpu_at_start)
         atomic_save({"completed": progress["completed"], "model": model.state_dict(),
                      "history": progress["history"], "timings": timings}, run_dir / PROGRESS_FILE)
     write_json(run_dir / "history.json", progress["history"])
@@ -113,14 +114,24 @@ def _train(config: TrainConfig, run_dir: Path, finish: bool, on_epoch) -> Path:
 
     ood = _fit_ood(model, config, pool, splits, device)
     summary = _threshold_and_evaluate(model, config, splits, device, run_dir, ood)
-    summary["timings"] = {**timings, "total_seconds": round(time.perf_counter() - started, 1)}
+    summary["timings"] = {**timings, "total_seconds": round(time.perf_counter() - started, 1),
+                          "cpu_steal_share": steal_share(cpu_at_start)}
     summary["device"] = describe_device(device)
     summary["precision"] = effective_precision(config.precision, device)
     if timings.get("resumed"):
         summary["timings"]["seconds_all_invocations"] = seconds_across_invocations(run_dir / LOG_FILE)
     write_json(run_dir / "metrics.json", summary)
     log.info("run finished in %.0f s: %s", time.perf_counter() - started, run_dir)
+    _log_steal("run", cpu_at_start)
     return run_dir
+
+
+def _log_steal(what: str, cpu_at_start: tuple[int, int] | None) -> None:
+    """Log the CPU steal time of this invocation so far: a contended VM slows every timing after it."""
+    share = steal_share(cpu_at_start)
+    if share is not None:
+        log.info("%s done: CPU steal %.0f%% of this invocation's CPU time so far%s", what, 100 * share,
+                 " (a contended virtual machine: its timings run slow)" if share >= 0.05 else "")
 
 
 def trained_model(run_dir: str | Path) -> PneumoniaNet:
