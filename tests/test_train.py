@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from pneumoscan import cache as cache_module
+from pneumoscan import device as device_module
 from pneumoscan.checkpoint import load_model
 from pneumoscan.data import Augmentation, Preprocessing, XRayDataset, read_split, scan_kaggle_split
 from pneumoscan.data.records import Sample
@@ -21,7 +22,7 @@ from pneumoscan.data.shifts import SHIFTS
 from pneumoscan.models import build_model
 from pneumoscan.train import TrainConfig, train
 from pneumoscan.train import loop as loop_module
-from pneumoscan.train.run import seconds_across_invocations, training_seconds, was_resumed
+from pneumoscan.train.run import INVOCATION_START, seconds_across_invocations, training_seconds, was_resumed
 
 
 def tiny_config(root, out, cache, **overrides) -> TrainConfig:
@@ -37,8 +38,14 @@ def final_state(run_dir):
     return load_model(run_dir).model.state_dict()
 
 
-def test_two_stage_run_writes_a_complete_run_folder(phantom_root, tmp_path):
-    run = train(tiny_config(phantom_root, tmp_path / "run", tmp_path / "cache"))
+def test_two_stage_run_writes_a_complete_run_folder(phantom_root, tmp_path, monkeypatch):
+    # where bf16 is emulated, its fallback warning must come after the invocation's first line, or a
+    # resumed run's time would stretch the killed invocation's span across the gap before the resume
+    monkeypatch.setattr(device_module, "native_bf16", lambda device_type: False)
+    device_module._warn_emulated_bf16.cache_clear()
+    run = train(tiny_config(phantom_root, tmp_path / "run", tmp_path / "cache", precision="bf16"))
+    first_line, second_line = (run / "train.log").read_text().splitlines()[:2]
+    assert INVOCATION_START in first_line and "bf16 was asked for" in second_line
     for name in ("config.json", "split.csv", "model.pt", "metrics.json", "history.json", "train.log",
                  "training_curves.png", "predictions_val.csv", "predictions_test.csv", "plots/roc_test.png"):
         assert (run / name).exists(), name

@@ -80,9 +80,11 @@ def _train(config: TrainConfig, run_dir: Path, finish: bool, on_epoch) -> Path:
     device = pick_device(config.device)
     if config.threads:
         torch.set_num_threads(config.threads)
-    log.info(INVOCATION_START + " model %s, stages %s, device %s, %d threads, precision %s",
-             config.model, "+".join(config.stages), device, torch.get_num_threads(),
-             effective_precision(config.precision, device))
+    # the invocation's first log line: seconds_across_invocations starts a span here, so nothing (such as
+    # effective_precision's fallback warning) may be logged before it
+    log.info(INVOCATION_START + " model %s, stages %s, device %s, %d threads", config.model,
+             "+".join(config.stages), device, torch.get_num_threads())
+    log.info("precision %s", effective_precision(config.precision, device))
     preprocessing = Preprocessing(image_size=config.image_size, intensity=config.intensity)
     pool, splits = _load_split(config, run_dir)
     counts = class_counts(splits["train"])
