@@ -1,6 +1,6 @@
 """Comparison benchmark: DenseNet121, ResNet50 and the baseline CNN, 3 seeds each, plus the pretraining ablation.
 
-    python bench/compare.py [--seeds 3] [--models resnet50]
+    python bench/compare.py [--seeds 3] [--models resnet50] [--precision fp32]
 
 Writes ``bench/results/compare.json`` and ``comparison.md`` (roc_all.png stays in the work folder). Each
 finished run leaves a small record (settings, test metrics and predictions, commit and machine) in
@@ -35,6 +35,10 @@ def main() -> None:
                         help="the pretraining ablation's two records (default: only with all three models)")
     parser.add_argument("--models", nargs="+", default=list(ALL_MODELS), choices=ALL_MODELS,
                         help="a subset only adds run records; compare.json needs all three")
+    parser.add_argument("--precision", choices=("bf16", "fp32"), default="",
+                        help="override every run's precision: fp32 keeps runs made on a CPU with native bf16 in "
+                             "the precision of the records made without it (default: the run config's, bf16 "
+                             "where native)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     work = Path(args.work)
@@ -44,7 +48,7 @@ def main() -> None:
                            ablation=complete if args.ablation is None else args.ablation,
                            weights=tuple(f"{m}={p}" for m, p in WEIGHTS.items()),
                            cache_dir=str(work / "cache" / "{model}"), records=str(RESULTS / "compare_runs"),
-                           provenance=provenance())
+                           precision=args.precision, provenance=provenance())
     result = compare(config)
     if not complete:
         logging.info("records of %s kept in %s; the result files need all of %s", ", ".join(args.models),

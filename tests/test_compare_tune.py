@@ -69,11 +69,21 @@ def test_run_records_let_a_comparison_span_sessions_without_retraining(phantom_r
     assert again["runs"]["finished_earlier"] == 1 and not (tmp_path / "cmp" / "baseline_cnn").exists()
     assert again["models"]["baseline_cnn"]["auc"]["values"] == first["models"]["baseline_cnn"]["auc"]["values"]
     assert again["models"]["baseline_cnn"]["train_seconds"] == first["models"]["baseline_cnn"]["train_seconds"]
+    assert record["precision"] in ("bf16", "fp32") and "precision" not in record["settings"]
+
+    # the precision asked for is not the protocol (records made before it was left out still name it)
+    (records / "baseline_cnn_seed0.json").write_text(json.dumps({**record, "settings": {**record["settings"],
+                                                                                        "precision": "bf16"}}))
+    in_fp32 = compare(replace(config, precision="fp32"))
+    assert in_fp32["runs"]["finished_earlier"] == 1
+    assert in_fp32["models"]["baseline_cnn"]["precision_per_seed"] == [record["precision"]]
 
     other = tmp_path / "other.json"  # another protocol: the record does not stand in for it
     other.write_text(json.dumps({**json.loads(tiny_settings.read_text()), "full_epochs": 1}))
-    changed = compare(replace(config, base_config=str(other)))
+    changed = compare(replace(config, base_config=str(other), precision="fp32"))
     assert changed["runs"]["finished_earlier"] == 0 and (tmp_path / "cmp" / "baseline_cnn" / "seed0").exists()
+    assert json.loads((tmp_path / "cmp" / "baseline_cnn" / "seed0" / "config.json").read_text())["precision"] == "fp32"
+    assert changed["models"]["baseline_cnn"]["precision_per_seed"] == ["fp32"]
     assert json.loads((records / "baseline_cnn_seed0.json").read_text())["settings"]["full_epochs"] == 1
 
 

@@ -48,6 +48,8 @@ class CompareConfig:
     seeds: int = 1                     # repeats per model (seeds 0..n-1): mean +- std
     weights: tuple[str, ...] = ()      # per-model weights, "densenet121=/path.pth"; default: imagenet
     base_config: str = ""              # a train --config JSON applied to every model (one protocol)
+    precision: str = ""                # "" = each run's config (bf16 where native); "fp32" keeps later runs in the
+                                       # precision of runs made on a CPU without native bf16
     cache_dir: str = ""                # activation cache shared by the runs ("" = the train default); may
                                        # contain {model}, e.g. "cache/{model}"
     ablation: bool = False             # also: DenseNet121 from ImageNet vs random init, end to end
@@ -66,6 +68,8 @@ def _train_config(config: CompareConfig, model: str, seed: int, out: Path) -> Tr
         overrides.update(weights=weights[model], allow_partial_weights=True)
     if config.cache_dir:
         overrides["cache_dir"] = config.cache_dir.format(model=model)
+    if config.precision:
+        overrides["precision"] = config.precision
     return load_settings(TrainConfig, file=config.base_config or None, overrides=overrides)
 
 
@@ -97,9 +101,15 @@ def train_or_reuse(config: TrainConfig) -> bool:
     return False
 
 
-def protocol_settings(config: TrainConfig) -> dict:
+# not part of what defines a run: where its files live, and how its arithmetic is done (the precision asked for is
+# not the one used where a CPU lacks native bf16; the precision used is recorded per run, like its device)
+NOT_PROTOCOL = ("data", "out", "cache_dir", "split", "precision")
+
+
+def protocol_settings(config: TrainConfig | dict) -> dict:
     """The settings that define a run, without where its files live (weights files are named, not located)."""
-    settings = {k: v for k, v in to_dict(config).items() if k not in ("data", "out", "cache_dir", "split")}
+    settings = to_dict(config) if isinstance(config, TrainConfig) else config
+    settings = {k: v for k, v in settings.items() if k not in NOT_PROTOCOL}
     if settings["weights"] not in ("auto", "imagenet", "none"):
         settings["weights"] = Path(settings["weights"]).name
     return settings
@@ -110,7 +120,7 @@ def read_record(path: Path, config: TrainConfig) -> dict | None:
     if not path.exists():
         return None
     record = json.loads(path.read_text())
-    if record.get("settings") != protocol_settings(config):
+    if protocol_settings(record.get("settings", {"weights": ""})) != protocol_settings(config):
         log.warning("%s was made under other settings: training %s again", path, config.out)
         return None
     log.info("reusing the record %s (%s)", path, record.get("provenance", ""))
@@ -155,6 +165,7 @@ def run_one(config: TrainConfig) -> dict:
             "cpu_steal_share": metrics["timings"].get("cpu_steal_share"),  # of the run's last invocation
             "wall_seconds": round(time.perf_counter() - started, 1),
             "finished_earlier": finished_earlier, "resumed": was_resumed(run_dir),
+            "device": metrics.get("device"), "precision": metrics.get("precision"),
             "parameters": count_parameters(load_model(run_dir).model),
             "inference_ms_per_image": _inference_ms(run_dir, paths),
             "y": y, "prob": prob, "called": called}
@@ -171,6 +182,7 @@ def seed_summary(runs: list[dict]) -> dict:
     seconds = [r["train_seconds"] for r in runs]
     out["train_seconds"], out["train_seconds_max"] = float(np.mean(seconds)), float(max(seconds))
     out["train_seconds_per_seed"] = seconds
+    out["precision_per_seed"] = [r.get("precision") for r in runs]  # None: a record from before it was kept
     return out
 
 
