@@ -2,7 +2,8 @@
 
     python bench/compare.py [--seeds 3] [--models resnet50] [--precision fp32]
 
-Writes ``bench/results/compare.json`` and ``comparison.md`` (roc_all.png stays in the work folder). Each
+Writes ``bench/results/compare.json`` and ``comparison.md`` (roc_all.png stays in the work folder), both with
+the hand-kept ``compare_runs/TIMING_NOTES.txt`` (what disturbed each training time, on which machine). Each
 finished run leaves a small record (settings, test metrics and predictions, commit and machine) in
 ``bench/results/compare_runs/``; runs with a record are not retrained, so the comparison (hours on a
 2-core CPU) can be spread over several sessions, and the ablation runs can come from a GPU machine.
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import sys
 from pathlib import Path
 
@@ -54,16 +54,19 @@ def main() -> None:
         logging.info("records of %s kept in %s; the result files need all of %s", ", ".join(args.models),
                      config.records, ", ".join(ALL_MODELS))
         return
-    shutil.copy(out / "comparison.md", ROOT / "bench" / "results" / "comparison.md")
+    notes = timing_note(RESULTS / "compare_runs")
+    (RESULTS / "comparison.md").write_text((out / "comparison.md").read_text() +
+                                           "\n## What the training times came from\n\n" + notes + "\n")
     write_result("compare", {**result, "data": DATA_NAME,
                              "note": "ResNet50: ImageNet weights through layer3 only (partial file); layer4 and the "
                                      "head trained from scratch",
-                             "timing_note": timing_note(RESULTS / "compare_runs")})
+                             "timing_note": notes})
 
 
 def provenance() -> str:
     m = machine()
-    return f"commit {launch_commit()}; {m['cpu']}, {m['cores']} cores, torch {m['torch']}" + \
+    bf16 = "AMX" if m["amx"] else "AVX512-bf16" if m["avx512_bf16"] else "no native bf16"
+    return f"commit {launch_commit()}; {m['cpu']} ({bf16}), {m['cores']} cores, torch {m['torch']}" + \
         (f", GPU {m['gpu_name']}" if m["gpu"] else ", no GPU")
 
 
