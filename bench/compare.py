@@ -2,8 +2,9 @@
 
     python bench/compare.py [--seeds 3] [--models resnet50] [--precision fp32]
 
-Writes ``bench/results/compare.json`` and ``comparison.md`` (roc_all.png stays in the work folder), both with
-the hand-kept ``compare_runs/TIMING_NOTES.txt`` (what disturbed each training time, on which machine). Each
+Writes ``bench/results/compare.json`` and ``comparison.md``, both with the hand-kept
+``compare_runs/TIMING_NOTES.txt`` (what disturbed each training time, on which machine), and
+``comparison_roc.png`` (every model's seed-0 ROC on the test split). Each
 finished run leaves a small record (settings, test metrics and predictions, commit and machine) in
 ``bench/results/compare_runs/``; runs with a record are not retrained, so the comparison (hours on a
 2-core CPU) can be spread over several sessions, and the ablation runs can come from a GPU machine.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -55,7 +57,9 @@ def main() -> None:
                      config.records, ", ".join(ALL_MODELS))
         return
     notes = timing_note(RESULTS / "compare_runs")
+    shutil.copyfile(out / "roc_all.png", RESULTS / "comparison_roc.png")
     (RESULTS / "comparison.md").write_text((out / "comparison.md").read_text() +
+                                           "\n![ROC of every model, seed 0](comparison_roc.png)\n" +
                                            "\n## What the training times came from\n\n" + notes + "\n")
     write_result("compare", {**result, "data": DATA_NAME,
                              "note": "ResNet50: ImageNet weights through layer3 only (partial file); layer4 and the "
