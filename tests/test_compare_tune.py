@@ -127,6 +127,22 @@ def test_seed_summary_reports_the_cold_cache_seed_as_the_training_time():
     assert "| 10 | 6000 | 2.0 |" in table and "slowest seed" in table
 
 
+def test_seed_summary_leaves_out_training_times_marked_not_comparable():
+    def run(seed, seconds, **mark):
+        return {"seed": seed, "train_seconds": seconds, "parameters": 10, "inference_ms_per_image": 2.0,
+                "threshold": 0.5, "ci95": {k: [0.8, 0.9] for k in METRICS}, **{k: 0.8 for k in METRICS}, **mark}
+
+    stale = {"train_seconds_comparable": False, "train_seconds_note": "resumed across sessions"}
+    summary = seed_summary([run(0, 30000.0, **stale), run(1, 5000.0), run(2, 1500.0)])
+    assert summary["train_seconds_max"] == 5000.0 and summary["train_seconds"] == 3250.0
+    assert summary["train_seconds_per_seed"] == [30000.0, 5000.0, 1500.0]
+    assert summary["train_seconds_not_comparable"] == {"seed0": "resumed across sessions"}
+    only_stale = seed_summary([run(0, 30000.0, **stale)])
+    assert only_stale["train_seconds_max"] is None
+    table = comparison_markdown({"protocol": {"seeds": 1}, "models": {"m": only_stale}, "pairs": {}})
+    assert "| 10 | n/a | 2.0 |" in table
+
+
 def test_ablation_budget_is_read_from_the_run_not_from_this_machine(tmp_path):
     metrics = {"device": "cuda (NVIDIA H100 80GB HBM3)", "threshold": 0.4, "timings": {"total_seconds": 300.0},
                "test": {"at_threshold": {k: 0.9 for k in ("auc", "accuracy", "sensitivity", "specificity", "f1",

@@ -178,10 +178,15 @@ def seed_summary(runs: list[dict]) -> dict:
     for key in ("parameters", "inference_ms_per_image", "threshold"):
         out[key] = float(np.mean([r[key] for r in runs]))
     # a seed that finds the model's activation cache already on disk skips the view caching, so the slowest seed is
-    # the cost of a run from a cold cache and the mean understates it
+    # the cost of a run from a cold cache and the mean understates it; a record marked by hand with
+    # "train_seconds_comparable": false (its "train_seconds_note" says why) is left out of both
     seconds = [r["train_seconds"] for r in runs]
-    out["train_seconds"], out["train_seconds_max"] = float(np.mean(seconds)), float(max(seconds))
+    timed = [r["train_seconds"] for r in runs if r.get("train_seconds_comparable", True)]
+    out["train_seconds"] = float(np.mean(timed)) if timed else None
+    out["train_seconds_max"] = float(max(timed)) if timed else None
     out["train_seconds_per_seed"] = seconds
+    out["train_seconds_not_comparable"] = {f"seed{r['seed']}": r.get("train_seconds_note", "")
+                                           for r in runs if not r.get("train_seconds_comparable", True)}
     out["precision_per_seed"] = [r.get("precision") for r in runs]  # None: a record from before it was kept
     return out
 
@@ -276,18 +281,23 @@ def compare(config: CompareConfig) -> dict:
     return result
 
 
+def _seconds(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f}"
+
+
 def comparison_markdown(result: dict) -> str:
     seeds = result["protocol"]["seeds"]
     lines = ["# Model comparison", "", f"{seeds} seed(s) per model; mean ± std over seeds "
              "(95% bootstrap CI of seed 0 in brackets). Test split, threshold chosen on validation. Train s is the "
-             "slowest seed: later seeds can reuse the first one's frozen-trunk activation cache.", "",
+             "slowest seed: later seeds can reuse the first one's frozen-trunk activation cache; seeds whose time is "
+             "marked not comparable are left out (see their records).", "",
              "| model | AUC | accuracy | sensitivity | specificity | F1 | AP | parameters | train s | ms/image |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, m in result["models"].items():
         cells = [f"{m[k]['mean']:.4f} ± {m[k]['std']:.4f} [{m['ci95_seed0'][k][0]:.3f}, {m['ci95_seed0'][k][1]:.3f}]"
                  for k in METRICS]
-        lines.append(f"| {name} | " + " | ".join(cells) +
-                     f" | {m['parameters']:,.0f} | {m['train_seconds_max']:.0f} | {m['inference_ms_per_image']:.1f} |")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {m['parameters']:,.0f} | "
+                     f"{_seconds(m['train_seconds_max'])} | {m['inference_ms_per_image']:.1f} |")
     lines += ["", "## Paired tests (median p over seeds; seeds with p < 0.05)", "",
               "| pair | DeLong p (AUC) | McNemar p (errors) |", "|---|---|---|"]
     for pair, t in result["pairs"].items():
