@@ -274,7 +274,7 @@ def compare(config: CompareConfig) -> dict:
                       "note": "wall_seconds covers this invocation only (runs finished earlier were reused); "
                               "train_seconds of a run resumed after a kill sum its invocations' spans in its "
                               "train.log, so train_seconds_sum is the training time of the whole comparison"}
-    curves = {f"{m} (AUC {result['models'][m]['auc']['mean']:.3f})": (r[0]["y"], r[0]["prob"]) for m, r in runs.items()}
+    curves = {f"{m} (AUC {r[0]['auc']:.3f})": (r[0]["y"], r[0]["prob"]) for m, r in runs.items()}  # seed 0's curve
     plot_roc(curves, out / "roc_all.png", title="ROC on the test split (seed 0)")
     write_json(out / "comparison.json", result)
     (out / "comparison.md").write_text(comparison_markdown(result))
