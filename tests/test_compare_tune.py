@@ -69,6 +69,8 @@ def test_run_records_let_a_comparison_span_sessions_without_retraining(phantom_r
     assert again["runs"]["finished_earlier"] == 1 and not (tmp_path / "cmp" / "baseline_cnn").exists()
     assert again["models"]["baseline_cnn"]["auc"]["values"] == first["models"]["baseline_cnn"]["auc"]["values"]
     assert again["models"]["baseline_cnn"]["train_seconds"] == first["models"]["baseline_cnn"]["train_seconds"]
+    # the total counts the reused run's own time, not only this invocation's few seconds of reporting
+    assert again["wall_seconds"] >= first["runs"]["train_seconds_sum"] > again["invocation_seconds"]
     assert record["precision"] in ("bf16", "fp32") and "precision" not in record["settings"]
 
     # the precision asked for is not the protocol (records made before it was left out still name it)
@@ -98,6 +100,12 @@ def test_ablation_uses_the_full_budget_only_with_a_gpu():
     assert ablation_budget(CompareConfig(ablation_epochs=3), torch.device("cuda")) == (224, 3)
 
 
+def _reported(ablation: dict) -> dict:
+    """An ablation result without the flag that says whether its runs were trained in this call."""
+    return {k: {f: x for f, x in v.items() if f != "finished_earlier"} if isinstance(v, dict) else v
+            for k, v in ablation.items()}
+
+
 def test_tiny_ablation_states_its_budget_and_reuses_finished_runs(phantom_root, tiny_settings, tmp_path):
     config = CompareConfig(data=str(phantom_root), out=str(tmp_path), weights=("densenet121=none",),
                            base_config=str(tiny_settings), ablation_image_size=32, ablation_epochs=1,
@@ -107,10 +115,13 @@ def test_tiny_ablation_states_its_budget_and_reuses_finished_runs(phantom_root, 
     assert result["budget"].startswith("end-to-end training of every layer for 1 epochs at 32x32 px on cpu")
     assert 0 <= result["random_init"]["auc"] <= 1 and result["random_init"]["device"] == "cpu"
     log = (tmp_path / "ablation" / "random_init" / "train.log").read_text()
-    assert pretraining_ablation(config, tmp_path) == result  # finished runs are reused, not trained again
+    again = pretraining_ablation(config, tmp_path)  # finished runs are reused, not trained again
+    assert again["random_init"]["finished_earlier"] and not result["random_init"]["finished_earlier"]
+    assert _reported(again) == _reported(result)
     assert (tmp_path / "ablation" / "random_init" / "train.log").read_text() == log
     shutil.rmtree(tmp_path / "ablation")  # the records alone (e.g. from a GPU machine) stand in for the runs
-    assert pretraining_ablation(config, tmp_path) == result and not (tmp_path / "ablation").exists()
+    assert _reported(pretraining_ablation(config, tmp_path)) == _reported(result)
+    assert not (tmp_path / "ablation").exists()
     table = comparison_markdown({"protocol": {"seeds": 1}, "models": {}, "pairs": {}, "pretraining_ablation": result})
     assert result["budget"] in table and "| random_init | " in table and "| imagenet | " in table
 

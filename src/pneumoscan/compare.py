@@ -224,7 +224,8 @@ def pretraining_ablation(config: CompareConfig, out: Path) -> dict:
         settings = replace(base, weights=init, stages=("full",), image_size=image_size, full_epochs=epochs,
                            full_lr=1e-4 if init != "none" else 1e-3, shift_report=False, patience=epochs)
         record = recorded(f"ablation_{name}", settings, config, partial(train_ablation_run, settings))
-        results[name] = {k: record[k] for k in (*METRICS, "train_seconds", "threshold", "device", "budget")}
+        results[name] = {**{k: record[k] for k in (*METRICS, "train_seconds", "threshold", "device", "budget")},
+                         "finished_earlier": record.get("finished_earlier", False)}
     results["budget"] = "; ".join(sorted({r.pop("budget") for r in results.values()}))
     return results
 
@@ -266,19 +267,31 @@ def compare(config: CompareConfig) -> dict:
                         for a, b in itertools.combinations(config.models, 2)}}
     if config.ablation:
         result["pretraining_ablation"] = pretraining_ablation(config, out)
-    result["wall_seconds"] = round(time.perf_counter() - started, 1)
     every_run = [r for model_runs in runs.values() for r in model_runs]
+    result["invocation_seconds"], result["wall_seconds"] = total_seconds(every_run, result, started)
     result["runs"] = {"total": len(every_run), "finished_earlier": sum(r["finished_earlier"] for r in every_run),
                       "resumed_after_a_kill": sum(r["resumed"] for r in every_run),
                       "train_seconds_sum": round(sum(r["train_seconds"] for r in every_run), 1),
-                      "note": "wall_seconds covers this invocation only (runs finished earlier were reused); "
-                              "train_seconds of a run resumed after a kill sum its invocations' spans in its "
-                              "train.log, so train_seconds_sum is the training time of the whole comparison"}
+                      "note": "train_seconds of a run cover its caching, training and evaluation (a run resumed "
+                              "after a kill sums its invocations' spans in its train.log); wall_seconds is the "
+                              "whole comparison: every run's train_seconds, the ablation's included, plus the "
+                              "rest of this invocation (invocation_seconds, which reuses runs finished earlier)"}
     curves = {f"{m} (AUC {r[0]['auc']:.3f})": (r[0]["y"], r[0]["prob"]) for m, r in runs.items()}  # seed 0's curve
     plot_roc(curves, out / "roc_all.png", title="ROC on the test split (seed 0)")
     write_json(out / "comparison.json", result)
     (out / "comparison.md").write_text(comparison_markdown(result))
     return result
+
+
+def total_seconds(runs: list[dict], result: dict, started: float) -> tuple[float, float]:
+    """(this invocation's seconds, the whole comparison's): the runs' own times, wherever and whenever they
+    were trained, plus what this invocation spent besides training runs."""
+    invocation = time.perf_counter() - started
+    ablation = [v for v in result.get("pretraining_ablation", {}).values() if isinstance(v, dict)]
+    timed = runs + ablation
+    trained_now = sum(r["train_seconds"] for r in timed if not r["finished_earlier"])
+    total = sum(r["train_seconds"] for r in timed) + max(invocation - trained_now, 0.0)
+    return round(invocation, 1), round(total, 1)
 
 
 def _seconds(value: float | None) -> str:
