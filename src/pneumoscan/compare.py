@@ -82,13 +82,14 @@ def _read_predictions(run_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return y, prob, called
 
 
-def _inference_ms(run_dir: Path, paths: list[str]) -> float:
+def _inference_ms(run_dir: Path, paths: list[str], precision: str) -> float:
+    """CPU inference time per image (batch 16) in the precision the run was made in."""
     from pneumoscan.predict import predict_logits
 
     model = load_model(run_dir).model
-    predict_logits(model, paths[:16], batch_size=16)  # warm-up
+    predict_logits(model, paths[:16], batch_size=16, precision=precision)  # warm-up
     started = time.perf_counter()
-    predict_logits(model, paths, batch_size=16)
+    predict_logits(model, paths, batch_size=16, precision=precision)
     return 1000 * (time.perf_counter() - started) / len(paths)
 
 
@@ -167,7 +168,7 @@ def run_one(config: TrainConfig) -> dict:
             "finished_earlier": finished_earlier, "resumed": was_resumed(run_dir),
             "device": metrics.get("device"), "precision": metrics.get("precision"),
             "parameters": count_parameters(load_model(run_dir).model),
-            "inference_ms_per_image": _inference_ms(run_dir, paths),
+            "inference_ms_per_image": _inference_ms(run_dir, paths, metrics.get("precision") or "bf16"),
             "y": y, "prob": prob, "called": called}
 
 
