@@ -126,11 +126,15 @@ def test_tiny_ablation_states_its_budget_and_reuses_finished_runs(phantom_root, 
     assert result["budget"] in table and "| random_init | " in table and "| imagenet | " in table
 
 
-def test_seed_summary_reports_the_cold_cache_seed_as_the_training_time():
-    def run(seed, seconds):
-        return {"seed": seed, "train_seconds": seconds, "parameters": 10, "inference_ms_per_image": 2.0,
-                "threshold": 0.5, "ci95": {k: [0.8, 0.9] for k in METRICS}, **{k: 0.8 + seed / 100 for k in METRICS}}
+def _summarized_run(seed: int, seconds: float, **marks) -> dict:
+    """What run_one gives seed_summary for one seed (metrics 0.8 + seed / 100)."""
+    return {"seed": seed, "train_seconds": seconds, "parameters": 10, "inference_ms_per_image": 2.0,
+            "threshold": 0.5, "ci95": {k: [0.8, 0.9] for k in METRICS}, **{k: 0.8 + seed / 100 for k in METRICS},
+            **marks}
 
+
+def test_seed_summary_reports_the_cold_cache_seed_as_the_training_time():
+    run = _summarized_run
     summary = seed_summary([run(0, 6000.0), run(1, 1600.0), run(2, 1700.0)])  # seeds 1, 2 reused seed 0's cache
     assert summary["train_seconds_per_seed"] == [6000.0, 1600.0, 1700.0] and summary["train_seconds_max"] == 6000.0
     assert summary["auc"]["mean"] == pytest.approx(0.81) and summary["auc"]["std"] == pytest.approx(0.01)
@@ -139,10 +143,7 @@ def test_seed_summary_reports_the_cold_cache_seed_as_the_training_time():
 
 
 def test_seed_summary_leaves_out_training_times_marked_not_comparable():
-    def run(seed, seconds, **mark):
-        return {"seed": seed, "train_seconds": seconds, "parameters": 10, "inference_ms_per_image": 2.0,
-                "threshold": 0.5, "ci95": {k: [0.8, 0.9] for k in METRICS}, **{k: 0.8 for k in METRICS}, **mark}
-
+    run = _summarized_run
     stale = {"train_seconds_comparable": False, "train_seconds_note": "resumed across sessions"}
     summary = seed_summary([run(0, 30000.0, **stale), run(1, 5000.0), run(2, 1500.0)])
     assert summary["train_seconds_max"] == 5000.0 and summary["train_seconds"] == 3250.0

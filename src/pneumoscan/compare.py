@@ -73,20 +73,20 @@ def _train_config(config: CompareConfig, model: str, seed: int, out: Path) -> Tr
     return load_settings(TrainConfig, file=config.base_config or None, overrides=overrides)
 
 
-def _read_predictions(run_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _read_predictions(run_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Labels, probabilities, calls and image paths of a run's test predictions."""
     with (run_dir / "predictions_test.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     y = np.array([CLASSES.index(r["label"]) for r in rows])
     prob = np.array([float(r["probability"]) for r in rows])
     called = np.array([CLASSES.index(r["predicted"]) for r in rows])
-    return y, prob, called
+    return y, prob, called, [r["path"] for r in rows]
 
 
-def _inference_ms(run_dir: Path, paths: list[str], precision: str) -> float:
+def _inference_ms(model: torch.nn.Module, paths: list[str], precision: str) -> float:
     """CPU inference time per image (batch 16) in the precision the run was made in."""
     from pneumoscan.predict import predict_logits
 
-    model = load_model(run_dir).model
     predict_logits(model, paths[:16], batch_size=16, precision=precision)  # warm-up
     started = time.perf_counter()
     predict_logits(model, paths, batch_size=16, precision=precision)
@@ -156,9 +156,8 @@ def run_one(config: TrainConfig) -> dict:
     started = time.perf_counter()
     finished_earlier = train_or_reuse(config)
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    y, prob, called = _read_predictions(run_dir)
-    with (run_dir / "predictions_test.csv").open() as handle:
-        paths = [r["path"] for r in csv.DictReader(handle)][:64]
+    y, prob, called, paths = _read_predictions(run_dir)
+    model = load_model(run_dir).model
     test = metrics["test"]["at_threshold"]
     return {"run": str(run_dir), "seed": config.seed, "threshold": metrics["threshold"],
             **{k: test[k] for k in METRICS}, "ci95": {k: test["ci95"][k] for k in METRICS},
@@ -167,8 +166,8 @@ def run_one(config: TrainConfig) -> dict:
             "wall_seconds": round(time.perf_counter() - started, 1),
             "finished_earlier": finished_earlier, "resumed": was_resumed(run_dir),
             "device": metrics.get("device"), "precision": metrics.get("precision"),
-            "parameters": count_parameters(load_model(run_dir).model),
-            "inference_ms_per_image": _inference_ms(run_dir, paths, metrics.get("precision") or "bf16"),
+            "parameters": count_parameters(model),
+            "inference_ms_per_image": _inference_ms(model, paths[:64], metrics.get("precision") or "bf16"),
             "y": y, "prob": prob, "called": called}
 
 
@@ -181,11 +180,10 @@ def seed_summary(runs: list[dict]) -> dict:
     # a seed that finds the model's activation cache already on disk skips the view caching, so the slowest seed is
     # the cost of a run from a cold cache and the mean understates it; a record marked by hand with
     # "train_seconds_comparable": false (its "train_seconds_note" says why) is left out of both
-    seconds = [r["train_seconds"] for r in runs]
     timed = [r["train_seconds"] for r in runs if r.get("train_seconds_comparable", True)]
     out["train_seconds"] = float(np.mean(timed)) if timed else None
     out["train_seconds_max"] = float(max(timed)) if timed else None
-    out["train_seconds_per_seed"] = seconds
+    out["train_seconds_per_seed"] = [r["train_seconds"] for r in runs]
     out["train_seconds_not_comparable"] = {f"seed{r['seed']}": r.get("train_seconds_note", "")
                                            for r in runs if not r.get("train_seconds_comparable", True)}
     out["precision_per_seed"] = [r.get("precision") for r in runs]  # None: a record from before it was kept
@@ -269,7 +267,8 @@ def compare(config: CompareConfig) -> dict:
     if config.ablation:
         result["pretraining_ablation"] = pretraining_ablation(config, out)
     every_run = [r for model_runs in runs.values() for r in model_runs]
-    result["invocation_seconds"], result["wall_seconds"] = total_seconds(every_run, result, started)
+    ablation_runs = [v for v in result.get("pretraining_ablation", {}).values() if isinstance(v, dict)]
+    result["invocation_seconds"], result["wall_seconds"] = total_seconds(every_run + ablation_runs, started)
     result["runs"] = {"total": len(every_run), "finished_earlier": sum(r["finished_earlier"] for r in every_run),
                       "resumed_after_a_kill": sum(r["resumed"] for r in every_run),
                       "train_seconds_sum": round(sum(r["train_seconds"] for r in every_run), 1),
@@ -284,14 +283,12 @@ def compare(config: CompareConfig) -> dict:
     return result
 
 
-def total_seconds(runs: list[dict], result: dict, started: float) -> tuple[float, float]:
+def total_seconds(runs: list[dict], started: float) -> tuple[float, float]:
     """(this invocation's seconds, the whole comparison's): the runs' own times, wherever and whenever they
     were trained, plus what this invocation spent besides training runs."""
     invocation = time.perf_counter() - started
-    ablation = [v for v in result.get("pretraining_ablation", {}).values() if isinstance(v, dict)]
-    timed = runs + ablation
-    trained_now = sum(r["train_seconds"] for r in timed if not r["finished_earlier"])
-    total = sum(r["train_seconds"] for r in timed) + max(invocation - trained_now, 0.0)
+    trained_now = sum(r["train_seconds"] for r in runs if not r["finished_earlier"])
+    total = sum(r["train_seconds"] for r in runs) + max(invocation - trained_now, 0.0)
     return round(invocation, 1), round(total, 1)
 
 
