@@ -2,10 +2,15 @@
 
     python bench/seeds.py --config bench/configs/densenet121_tuned.json --seeds 5 --name seeds_densenet121_tuned
 
-Trains the recipe with seeds 0..N-1 (each seed draws its own patient-level split, initialisation and
-augmentation), each thresholded on its own validation and tested once, then writes
-``bench/results/<name>.json`` with every seed's test metrics and their mean, std, min and max. Finished
-runs are reused and killed ones resumed, so a long study can be spread over several invocations.
+Trains the recipe with seeds 0..N-1 (each seed draws its own patient-level split, initialisation, batch
+order and choice among the cached augmented views), each thresholded on its own validation and tested
+once, then writes ``bench/results/<name>.json`` with every seed's test metrics and their mean, std, min
+and max. Finished runs are reused and killed ones resumed, so a long study can be spread over several
+invocations.
+
+With ``--shared-split`` every seed trains on seed 0's patient split, so the runs can be ensembled
+(``bench/ensemble.py``): members with their own splits would each have trained on patients that sit in
+another member's validation, and no validation would be left to choose the ensemble's threshold on.
 """
 
 from __future__ import annotations
@@ -40,6 +45,21 @@ def run_seed(config: TrainConfig) -> dict:
             "train_seconds": training_seconds(run_dir)}
 
 
+def seed_overrides(seed: int, study: Path, shared_split: bool) -> dict:
+    """Where one seed's run goes, and (``shared_split``, seeds after 0) the split it reuses."""
+    overrides = {"seed": seed, "out": str(study / f"seed{seed}")}
+    if shared_split and seed > 0:
+        overrides["split"] = str(study / "seed0" / "split.csv")
+    return overrides
+
+
+def protocol(shared_split: bool) -> str:
+    split = ("one patient-level split for every seed (seed 0's); each seed its own initialisation and batch order"
+             if shared_split else "each seed: its own patient-level split")
+    return (f"{split}, threshold on its validation (and validation shifts), test evaluated once; nothing chosen "
+            "after looking at test")
+
+
 def spread(runs: list[dict]) -> dict:
     return {k: {"mean": float(np.mean([r[k] for r in runs])), "std": float(np.std([r[k] for r in runs], ddof=1)),
                 "min": float(np.min([r[k] for r in runs])), "max": float(np.max([r[k] for r in runs]))}
@@ -54,6 +74,8 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], help="extra settings, KEY=VALUE")
     parser.add_argument("--out", default=str(ROOT / "bench" / "work"))
     parser.add_argument("--name", default="seeds")
+    parser.add_argument("--shared-split", action="store_true",
+                        help="every seed trains on seed 0's patient split (runs meant for one ensemble)")
     parser.add_argument("--note", default="", help="where the runs were trained, when not on this machine")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -63,15 +85,14 @@ def main() -> None:
         overrides.update(weights=str(WEIGHTS[args.model]), allow_partial_weights=args.model == "resnet50")
     overrides.update(parse_overrides(args.set))
     started = time.perf_counter()
+    study = Path(args.out) / args.name
     runs = [run_seed(load_settings(TrainConfig, file=args.config, overrides={
-        **overrides, "seed": seed, "out": str(Path(args.out) / args.name / f"seed{seed}")}))
-        for seed in range(args.seeds)]
+        **overrides, **seed_overrides(seed, study, args.shared_split)})) for seed in range(args.seeds)]
     recipe = load_settings(TrainConfig, file=args.config, overrides=overrides)
     write_result(args.name, {
         "model": args.model, "data": DATA_NAME, "recipe": args.config,
         "settings": {k: v for k, v in to_dict(recipe).items() if k not in ("data", "out", "seed", "cache_dir")},
-        "protocol": "each seed: its own patient-level split, threshold on its validation (and validation shifts), "
-                    "test evaluated once; nothing chosen after looking at test",
+        "protocol": protocol(args.shared_split),
         "seeds": runs, "spread": spread(runs),
         "seeds_reaching": {"accuracy_0.93": sum(r["accuracy"] >= 0.93 for r in runs),
                            "auc_0.97": sum(r["auc"] >= 0.97 for r in runs),
