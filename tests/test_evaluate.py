@@ -95,6 +95,15 @@ def test_predictions_table_round_trips(tmp_path):
     assert paths == ["a.png", "b.png"] and labels.tolist() == [0, 1] and prob.tolist() == [0.25, 0.875]
 
 
+def test_predictions_table_keeps_the_order_of_confident_predictions(tmp_path):
+    from pneumoscan.evaluate.report import read_predictions, write_predictions
+    from pneumoscan.predict import sigmoid
+
+    prob = sigmoid(np.array([15.0, 16.0, 17.0, 30.0]))  # all within 1e-6 of 1
+    write_predictions(tmp_path / "p.csv", list("abcd"), [1, 1, 1, 1], prob, 0.5)
+    assert read_predictions(tmp_path / "p.csv")[2].tolist() == prob.tolist()
+
+
 def test_selection_summary_pools_clean_and_shifted_validation():
     from pneumoscan.evaluate.robustness import pool_with_shifts, selection_summary
 

@@ -56,12 +56,17 @@ def write_plots(y_true, prob, threshold: float, name: str, out_dir: Path) -> lis
 
 
 def write_predictions(path: str | Path, paths: list[str], y_true, prob, threshold: float) -> None:
-    """A CSV of ``path,label,probability,predicted,threshold`` rows."""
+    """A CSV of ``path,label,probability,predicted,threshold`` rows.
+
+    Probabilities are written exactly (shortest round-trip form), not rounded: a confident model puts
+    many test images within 1e-6 of 1, and rounding them to ties would change the AUC that
+    ensembles and pair tests compute from this file.
+    """
     with Path(path).open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "label", "probability", "predicted", "threshold"])
         for p, y, s in zip(paths, y_true, prob):
-            writer.writerow([p, CLASSES[int(y)], f"{s:.6f}", CLASSES[int(s >= threshold)], f"{threshold:.6f}"])
+            writer.writerow([p, CLASSES[int(y)], repr(float(s)), CLASSES[int(s >= threshold)], f"{threshold:.6f}"])
 
 
 def read_predictions(path: str | Path) -> tuple[list[str], np.ndarray, np.ndarray]:
