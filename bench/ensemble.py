@@ -67,6 +67,12 @@ def candidate(members: tuple[str, ...], runs: dict[str, dict]) -> dict:
             "test_at_0.5": {k: test_half[k] for k in TEST_KEYS}}
 
 
+def everyone(candidates: dict[str, dict], runs: dict) -> dict:
+    """The combination of every run, the one choice made before any validation score was seen."""
+    full = candidates["+".join(runs)]
+    return {"members": full["members"], "threshold": full["threshold"], "test": full["test_reported_after_choice"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", help="LABEL=RUN_DIR")
@@ -91,7 +97,7 @@ def main() -> None:
         "runs": run_dirs,
         "combination": "mean of the members' probabilities", "chosen": chosen,
         "test": candidates[chosen]["test_reported_after_choice"], "threshold": candidates[chosen]["threshold"],
-        "candidates": candidates})
+        "all_members": everyone(candidates, runs), "candidates": candidates})
 
 
 if __name__ == "__main__":
