@@ -9,7 +9,6 @@ DenseNet121 end to end from ImageNet weights and from random init at a reduced b
 
 from __future__ import annotations
 
-import csv
 import itertools
 import json
 import logging
@@ -23,10 +22,9 @@ import numpy as np
 import torch
 
 from pneumoscan.checkpoint import load_model
-from pneumoscan.data.labels import CLASSES
 from pneumoscan.device import pick_device
 from pneumoscan.evaluate.plots import plot_roc
-from pneumoscan.evaluate.report import write_json
+from pneumoscan.evaluate.report import read_predictions, write_json
 from pneumoscan.evaluate.stats import delong_test, mcnemar_test
 from pneumoscan.models import count_parameters
 from pneumoscan.settings import load_settings, to_dict
@@ -71,16 +69,6 @@ def _train_config(config: CompareConfig, model: str, seed: int, out: Path) -> Tr
     if config.precision:
         overrides["precision"] = config.precision
     return load_settings(TrainConfig, file=config.base_config or None, overrides=overrides)
-
-
-def _read_predictions(run_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """Labels, probabilities, calls and image paths of a run's test predictions."""
-    with (run_dir / "predictions_test.csv").open() as handle:
-        rows = list(csv.DictReader(handle))
-    y = np.array([CLASSES.index(r["label"]) for r in rows])
-    prob = np.array([float(r["probability"]) for r in rows])
-    called = np.array([CLASSES.index(r["predicted"]) for r in rows])
-    return y, prob, called, [r["path"] for r in rows]
 
 
 def _inference_ms(model: torch.nn.Module, paths: list[str], precision: str) -> float:
@@ -156,7 +144,8 @@ def run_one(config: TrainConfig) -> dict:
     started = time.perf_counter()
     finished_earlier = train_or_reuse(config)
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    y, prob, called, paths = _read_predictions(run_dir)
+    paths, y, prob = read_predictions(run_dir / "predictions_test.csv")
+    called = (prob >= metrics["threshold"]).astype(int)  # the run's calls at its validation threshold
     model = load_model(run_dir).model
     test = metrics["test"]["at_threshold"]
     return {"run": str(run_dir), "seed": config.seed, "threshold": metrics["threshold"],
