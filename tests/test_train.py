@@ -196,3 +196,27 @@ def test_cached_views_equal_the_trunk_on_the_same_views(phantom_root, tmp_path):
         direct = trunk(torch.stack([views[k][0] for k in range(18)])).numpy()
     for k in range(18):
         assert np.corrcoef(direct[k].ravel(), cached[k].astype(np.float32).ravel())[0, 1] > 0.995
+
+
+def test_onnxruntime_cache_equals_pytorch_cache_and_keys_apart(phantom_root, tmp_path):
+    samples = scan_kaggle_split(phantom_root, "train")[:6]
+    pre = Preprocessing(image_size=64)
+    trunk = build_model("densenet121", preprocessing=pre).trunk.eval()
+    args = dict(augmentation=Augmentation(), views=2, cache_dir=tmp_path, batch_size=4, workers=0, precision="fp32")
+    by_torch = np.array(cache_module.cached_activations(trunk, samples, pre, engine="torch", **args), dtype=np.float32)
+    by_ort = np.array(cache_module.cached_activations(trunk, samples, pre, engine="onnxruntime", **args),
+                      dtype=np.float32)
+    assert len(list(tmp_path.glob("activations-*"))) == 2  # one cache per engine
+    np.testing.assert_allclose(by_ort, by_torch, atol=2e-3 * np.abs(by_torch).max())
+
+
+def test_engine_rule_uses_onnxruntime_only_for_large_fp32_cpu_caches():
+    cpu, big = torch.device("cpu"), cache_module.ONNX_MIN_VIEWS
+    assert cache_module.pick_engine("auto", "fp32", cpu, big) == "onnxruntime"
+    assert cache_module.pick_engine("auto", "fp32", cpu, big - 1) == "torch"
+    assert cache_module.pick_engine("auto", "bf16", cpu, big) == "torch"
+    assert cache_module.pick_engine("auto", "fp32", torch.device("cuda"), big) == "torch"
+    with pytest.raises(ValueError, match="fp32 on the CPU"):
+        cache_module.pick_engine("onnxruntime", "bf16", cpu, big)
+    with pytest.raises(ValueError, match="use one of"):
+        cache_module.pick_engine("tensorrt", "fp32", cpu, big)
