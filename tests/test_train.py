@@ -198,14 +198,17 @@ def test_cached_views_equal_the_trunk_on_the_same_views(phantom_root, tmp_path):
         assert np.corrcoef(direct[k].ravel(), cached[k].astype(np.float32).ravel())[0, 1] > 0.995
 
 
-def test_onnxruntime_cache_equals_pytorch_cache_and_keys_apart(phantom_root, tmp_path):
+def test_onnxruntime_cache_equals_pytorch_cache_and_keys_apart(phantom_root, tmp_path, caplog):
     samples = scan_kaggle_split(phantom_root, "train")[:6]
     pre = Preprocessing(image_size=64)
     trunk = build_model("densenet121", preprocessing=pre).trunk.eval()
     args = dict(augmentation=Augmentation(), views=2, cache_dir=tmp_path, batch_size=4, workers=0, precision="fp32")
     by_torch = np.array(cache_module.cached_activations(trunk, samples, pre, engine="torch", **args), dtype=np.float32)
-    by_ort = np.array(cache_module.cached_activations(trunk, samples, pre, engine="onnxruntime", **args),
-                      dtype=np.float32)
+    with caplog.at_level(logging.INFO):
+        by_ort = np.array(cache_module.cached_activations(trunk, samples, pre, engine="onnxruntime", **args),
+                          dtype=np.float32)
+    assert "12 views with onnxruntime (fp32)" in caplog.text
+    assert not [r for r in caplog.records if r.name.startswith(("onnxscript", "onnx_ir"))]  # exporter kept quiet
     assert len(list(tmp_path.glob("activations-*"))) == 2  # one cache per engine
     np.testing.assert_allclose(by_ort, by_torch, atol=2e-3 * np.abs(by_torch).max())
 

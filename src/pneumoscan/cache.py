@@ -13,6 +13,7 @@ outputs equal to 1e-6. Where bf16 is native (AVX512, AMX) or on CUDA, PyTorch ru
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -195,7 +196,7 @@ def _onnx_runner(module: nn.Module, dataset):
     import onnxruntime as ort
 
     example = torch.stack([dataset[0][0], dataset[0][0]])
-    with torch.no_grad():
+    with torch.no_grad(), _quiet("onnxscript", "onnx_ir"):
         program = torch.onnx.export(module.cpu().eval(), (example,), dynamic_shapes=({0: torch.export.Dim("batch")},),
                                     dynamo=True, external_data=False, verbose=False)
     options = ort.SessionOptions()
@@ -208,6 +209,19 @@ def _onnx_runner(module: nn.Module, dataset):
         return session.run(None, {name: images.numpy()})[0]
 
     return run
+
+
+@contextlib.contextmanager
+def _quiet(*loggers: str):
+    """Raise these loggers to WARNING for a while (the ONNX exporter logs each optimization pass)."""
+    levels = {name: logging.getLogger(name).level for name in loggers}
+    for name in loggers:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def _fill(module, dataset, store, progress, progress_path: Path, batch_size, workers, precision, device, desc,
