@@ -95,6 +95,7 @@ def main() -> None:
         "threshold": metrics["threshold"],
         "threshold_rule": metrics["threshold_rule"],
         "threshold_on": metrics.get("threshold_on"),
+        "threshold_ci95": metrics.get("threshold_ci95"),
         "test": pick(test["at_threshold"]),
         "test_at_0.5": pick(test["at_0.5"]),
         "validation": pick(val["at_threshold"]),

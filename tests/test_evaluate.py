@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
-from pneumoscan.evaluate import binary_metrics, bootstrap_ci, choose_threshold, evaluate_split
+from pneumoscan.evaluate import binary_metrics, bootstrap_ci, choose_threshold, evaluate_split, threshold_interval
 
 
 @pytest.fixture
@@ -52,6 +52,26 @@ def test_youden_maximises_j(scores):
     t = choose_threshold(y, prob)
     j = lambda t: binary_metrics(y, prob, t)["sensitivity"] + binary_metrics(y, prob, t)["specificity"]  # noqa: E731
     assert all(j(t) >= j(other) - 1e-12 for other in np.linspace(0.05, 0.95, 91))
+
+
+def test_threshold_interval_narrows_with_more_patients_and_keeps_patients_together():
+    rng = np.random.default_rng(0)
+
+    def clustered(patients, images_each):
+        """Scores that are the same for every image of a patient (one label per patient)."""
+        y = np.repeat(rng.integers(0, 2, patients), images_each)
+        score = np.repeat(rng.normal(size=patients), images_each) + (y - 0.5) * 2
+        return y, 1 / (1 + np.exp(-score)), np.repeat(np.arange(patients), images_each)
+
+    y, prob, patients = clustered(100, 3)
+    few = threshold_interval(y, prob, patients, n_boot=300, seed=1)
+    assert few[0] <= choose_threshold(y, prob) <= few[1]
+    assert threshold_interval(y, prob, patients, n_boot=300, seed=1) == few  # seeded
+    many = threshold_interval(*clustered(3000, 3), n_boot=300, seed=1)
+    assert many[1] - many[0] < (few[1] - few[0]) / 2
+    # resampling images as if each were its own patient understates the spread of clustered data
+    by_image = threshold_interval(y, prob, np.arange(len(y)), n_boot=300, seed=1)
+    assert by_image[1] - by_image[0] < few[1] - few[0]
 
 
 def test_threshold_needs_both_classes():

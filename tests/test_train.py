@@ -50,7 +50,8 @@ def test_two_stage_run_writes_a_complete_run_folder(phantom_root, tmp_path, monk
                  "training_curves.png", "predictions_val.csv", "predictions_test.csv", "plots/roc_test.png"):
         assert (run / name).exists(), name
     metrics = json.loads((run / "metrics.json").read_text())
-    assert set(metrics) >= {"threshold", "validation", "test", "timings"}
+    assert set(metrics) >= {"threshold", "threshold_ci95", "validation", "test", "timings"}
+    assert metrics["threshold_ci95"][0] <= metrics["threshold"] <= metrics["threshold_ci95"][1]
     steal = metrics["timings"]["cpu_steal_share"]
     assert steal is None or 0.0 <= steal <= 1.0
     history = json.loads((run / "history.json").read_text())

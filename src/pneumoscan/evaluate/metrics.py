@@ -107,9 +107,10 @@ def choose_threshold(y_true, prob, *, rule: str = "youden", target_sensitivity: 
     if y_true.all() or not y_true.any():
         raise ValueError("choosing a threshold needs both classes in the validation set")
     candidates = _candidate_thresholds(prob)
-    called = prob[None, :] >= candidates[:, None]
-    sensitivity = (called & y_true).sum(1) / y_true.sum()
-    specificity = (~called & ~y_true).sum(1) / (~y_true).sum()
+    positives, negatives = np.sort(prob[y_true]), np.sort(prob[~y_true])
+    # called = prob >= candidate: count scores below each candidate in the sorted scores of each class
+    sensitivity = 1 - np.searchsorted(positives, candidates, side="left") / len(positives)
+    specificity = np.searchsorted(negatives, candidates, side="left") / len(negatives)
     if rule == "sensitivity":
         return float(candidates[np.flatnonzero(sensitivity >= target_sensitivity).max()])
     youden = sensitivity + specificity - 1
@@ -117,3 +118,26 @@ def choose_threshold(y_true, prob, *, rule: str = "youden", target_sensitivity: 
     run = best[: np.argmax(np.diff(np.append(best, best[-1] + 2)) > 1) + 1]  # first contiguous plateau
     logit = np.log(candidates[run] / (1 - candidates[run]))
     return float(1 / (1 + np.exp(-(logit.min() + logit.max()) / 2)))
+
+
+def threshold_interval(y_true, prob, groups, *, rule: str = "youden", target_sensitivity: float = 0.95,
+                       n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> list[float]:
+    """Percentile bootstrap interval of the threshold that ``choose_threshold`` picks.
+
+    ``groups`` (one per row: the patient) are resampled with replacement, each with all its rows, so
+    a patient's images, and their shifted copies when the threshold is fitted on validation plus
+    shifts, stay together. A wide interval says that another draw of validation patients would move
+    the threshold, and the metrics at it, that far.
+    """
+    y_true, prob = np.asarray(y_true).astype(bool), np.asarray(prob, dtype=float)
+    _, group_of_row = np.unique(np.asarray(groups), return_inverse=True)
+    rows_of_group = np.split(np.argsort(group_of_row, kind="stable"), np.cumsum(np.bincount(group_of_row))[:-1])
+    rng = np.random.default_rng(seed)
+    thresholds = []
+    for _ in range(n_boot):
+        rows = np.concatenate([rows_of_group[g] for g in rng.integers(0, len(rows_of_group), len(rows_of_group))])
+        if y_true[rows].all() or not y_true[rows].any():
+            continue  # a draw with one class only has no threshold
+        thresholds.append(choose_threshold(y_true[rows], prob[rows], rule=rule, target_sensitivity=target_sensitivity))
+    tail = (1 - level) / 2 * 100
+    return [float(np.percentile(thresholds, tail)), float(np.percentile(thresholds, 100 - tail))]

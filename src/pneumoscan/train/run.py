@@ -28,7 +28,7 @@ from pneumoscan.data.records import Sample, class_counts, find_unreadable, load_
 from pneumoscan.data.shifts import SHIFTS
 from pneumoscan.data.split import describe_split, evenly_spaced, patient_split, read_split, write_split
 from pneumoscan.device import autocast_for, cpu_times, describe_device, effective_precision, pick_device, steal_share
-from pneumoscan.evaluate.metrics import choose_threshold
+from pneumoscan.evaluate.metrics import choose_threshold, threshold_interval
 from pneumoscan.evaluate.plots import plot_history
 from pneumoscan.evaluate.report import evaluate_split, write_json, write_predictions
 from pneumoscan.evaluate.robustness import pool_with_shifts, robustness_report, shifted_logits
@@ -394,14 +394,17 @@ def _threshold_and_evaluate(model, config, splits, device, run_dir, ood: OodDete
         shifted_logit = shifted_logits(model, [splits["val"][i] for i in chosen], cache_dir=_shift_cache(model, config),
                                        precision=config.precision, device=device, workers=config.workers)
         shifted = sigmoid(shifted_logit)
-    fit_y, fit_prob = val_y, val_prob
+    fit_y, fit_prob, fit_patients = val_y, val_prob, [s.patient for s in splits["val"]]
     if config.threshold_on == "val+shifts":
         fit_y, fit_prob = pool_with_shifts(val_y, val_prob, shift_y, shifted)
-    threshold = choose_threshold(fit_y, fit_prob, rule=config.threshold_rule,
-                                 target_sensitivity=config.target_sensitivity)
-    log.info("threshold %.4f chosen by rule %s on %s", threshold, config.threshold_rule, config.threshold_on)
+        fit_patients += [splits["val"][i].patient for i in chosen for _ in range(shifted.shape[1])]
+    rule = dict(rule=config.threshold_rule, target_sensitivity=config.target_sensitivity)
+    threshold = choose_threshold(fit_y, fit_prob, **rule)
+    interval = threshold_interval(fit_y, fit_prob, fit_patients, n_boot=config.n_boot, seed=config.seed, **rule)
+    log.info("threshold %.4f chosen by rule %s on %s (95%% interval over validation patients %.4f to %.4f)",
+             threshold, config.threshold_rule, config.threshold_on, *interval)
     summary = {"model": config.model, "threshold": threshold, "threshold_rule": config.threshold_rule,
-               "threshold_on": config.threshold_on,
+               "threshold_on": config.threshold_on, "threshold_ci95": interval,
                "validation": evaluate_split(val_y, val_prob, threshold=threshold, name="val",
                                             out_dir=run_dir / "plots", n_boot=config.n_boot, seed=config.seed)}
     if shifted is not None:
