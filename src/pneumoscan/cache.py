@@ -7,8 +7,9 @@ different seeds, splits and tuning trials that draw from the same pool of images
 caching run continues where it stopped.
 
 In fp32 on a CPU a large cache is computed with ONNX Runtime (the trunk exported once per fill): on a
-2-core AVX2 EPYC the DenseNet121 trunk ran at 36 ms/image against 60 in PyTorch channels_last, with
-outputs equal to 1e-6. Where bf16 is native (AVX512, AMX) or on CUDA, PyTorch runs it.
+2-core AVX2 EPYC an augmented DenseNet121 view took 42 ms against 89 in PyTorch channels_last
+(bench/results/cache_engines_densenet121.json), the fp32 outputs differing by about 1e-6. Where bf16
+is native (AVX512, AMX) or on CUDA, PyTorch computes it.
 """
 
 from __future__ import annotations
