@@ -137,9 +137,12 @@ def test_export_run_writes_card_and_torchscript(tiny_run, tmp_path):
     assert card["onnx_parity"]["prob_max_abs_diff"] <= 1e-4
     assert set(card["files"]) == {"model.onnx", "model.pt"}
     assert card["threshold"]["value"] == pytest.approx(loaded.threshold)
+    low, high = card["threshold"]["ci95_over_validation_patients"]
+    assert low <= card["threshold"]["value"] <= high
     assert card["test_metrics"]["auc"]["ci95"][0] <= card["test_metrics"]["auc"]["value"]
     assert json.loads((tmp_path / "onnx" / "model.card.json").read_text())["version"] == card["version"]
     assert "## Limitations" in (tmp_path / "onnx" / "model.card.md").read_text()
+    assert "interval over validation patients" in (tmp_path / "onnx" / "model.card.md").read_text()
 
     path = export_torchscript(loaded, tmp_path / "model.ts")
     scripted = torch.jit.load(str(path))

@@ -140,7 +140,8 @@ def model_card(loaded: LoadedModel, run_dir: Path | None, files: list[Path], par
                  "model": loaded.model.arch, "weights": settings.get("weights"), "stages": settings.get("stages")},
         "preprocessing": loaded.preprocessing.to_dict(),
         "threshold": {"value": loaded.threshold, "rule": loaded.threshold_rule,
-                      "chosen_on": metrics.get("threshold_on", "validation")},
+                      "chosen_on": metrics.get("threshold_on", "validation"),
+                      "ci95_over_validation_patients": metrics.get("threshold_ci95")},
         "test_metrics": summary("test"),
         "validation_metrics": summary("validation"),
         "validation_under_acquisition_shifts": {k: v for k, v in metrics.get("validation_shifted", {}).items()
@@ -169,7 +170,7 @@ def card_markdown(card: dict) -> str:
              "## Preprocessing", *[f"- {k}: {v}" for k, v in card["preprocessing"].items()], "",
              "## Decision threshold",
              f"{card['threshold']['value']:.4f}, chosen by rule `{card['threshold']['rule']}` on "
-             f"{card['threshold']['chosen_on']} (never on test).", ""]
+             f"{card['threshold']['chosen_on']} (never on test).", *_threshold_interval_lines(card['threshold']), ""]
     for title, key in (("Test metrics", "test_metrics"), ("Validation metrics", "validation_metrics")):
         if card.get(key):
             lines += [f"## {title} (95% bootstrap CI)", "| metric | value | 95% CI |", "|---|---|---|"]
@@ -188,6 +189,15 @@ def card_markdown(card: dict) -> str:
     lines += ["## Files", *[f"- `{name}`: sha256 `{v['sha256']}` ({v['bytes']:,} bytes)"
                             for name, v in card["files"].items()]]
     return "\n".join(lines) + "\n"
+
+
+def _threshold_interval_lines(threshold: dict) -> list[str]:
+    interval = threshold.get("ci95_over_validation_patients")
+    if not interval:
+        return []
+    return [f"Its bootstrap 95% interval over validation patients is [{interval[0]:.4f}, {interval[1]:.4f}]: "
+            "another draw of validation patients could have put it anywhere in there, so check it on local data "
+            "before use."]
 
 
 def export_run(model_path: str | Path, out_dir: str | Path, *, fmt: str = "onnx",
