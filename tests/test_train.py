@@ -224,3 +224,19 @@ def test_engine_rule_uses_onnxruntime_only_for_large_fp32_cpu_caches():
         cache_module.pick_engine("onnxruntime", "bf16", cpu, big)
     with pytest.raises(ValueError, match="use one of"):
         cache_module.pick_engine("tensorrt", "fp32", cpu, big)
+
+
+def test_cache_engine_setting_reaches_every_cache_of_a_run(phantom_root, tmp_path, monkeypatch):
+    asked = []
+    real_pick = cache_module.pick_engine
+
+    def recording_pick(engine, *args):
+        asked.append(engine)
+        return real_pick(engine, *args)
+
+    monkeypatch.setattr(cache_module, "pick_engine", recording_pick)
+    train(tiny_config(phantom_root, tmp_path / "run", tmp_path / "cache", precision="fp32", cache_engine="torch",
+                      tail_epochs=1, head_epochs=1))
+    assert len(asked) >= 3 and set(asked) == {"torch"}  # augmented, clean and shifted views
+    with pytest.raises(ValueError, match="cache_engine"):
+        tiny_config(phantom_root, tmp_path, tmp_path, cache_engine="tensorrt")

@@ -22,13 +22,15 @@ from pneumoscan.models import PneumoniaNet, TailAndHead
 
 def shifted_logits(model: PneumoniaNet, samples: list[Sample], *, shifts: tuple[str, ...] = tuple(SHIFTS),
                    cache_dir: str | None = None, precision: str = "bf16", device: torch.device | str = "cpu",
-                   workers: int = 2) -> np.ndarray:
-    """Logits ``[len(samples), len(shifts)]``; the frozen trunk's outputs are cached when ``cache_dir``."""
+                   workers: int = 2, engine: str = "auto") -> np.ndarray:
+    """Logits ``[len(samples), len(shifts)]``; the frozen trunk's outputs are cached when ``cache_dir``
+    (computed by ``engine``, see ``cache.pick_engine``)."""
     device = torch.device(device)
     model = model.to(device).eval()
     if cache_dir and not isinstance(model.trunk, nn.Identity):
         acts = cached_activations(model.trunk, samples, model.preprocessing, shifts=shifts, cache_dir=cache_dir,
-                                  precision=precision, device=device, workers=workers, desc="caching shifted views")
+                                  precision=precision, device=device, workers=workers, engine=engine,
+                                  desc="caching shifted views")
         logits = batched_logits(TailAndHead(model), acts, batch_size=128, precision=precision, device=device)
         return logits.reshape(len(samples), len(shifts))
     loader = DataLoader(XRayDataset(samples, model.preprocessing, shifts=shifts), batch_size=64, num_workers=workers)

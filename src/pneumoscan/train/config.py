@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from pneumoscan.cache import ENGINES
 from pneumoscan.data.preprocess import INTENSITY_MODES, Augmentation
 from pneumoscan.evaluate.metrics import THRESHOLD_RULES
 from pneumoscan.models import MODELS, PRETRAINED
@@ -56,6 +57,8 @@ class TrainConfig:
     shift_images: int = 400            # validation images used under the shifts (evenly spaced; 0 = all)
     precision: str = "bf16"            # "bf16": bfloat16 autocast + channels_last; "fp32"
     cache_dir: str = ""                # where frozen-trunk activations are cached; "" = ~/.cache/pneumoscan
+    cache_engine: str = "auto"         # what computes them: "auto" (ONNX Runtime for large fp32 caches on a
+                                       # CPU, PyTorch otherwise), "torch" or "onnxruntime"
     workers: int = 2                   # image-decoding worker processes
     threads: int = 0                   # torch CPU threads; 0 = torch's default
     device: str = "auto"               # "auto" (CUDA when present), "cpu" or "cuda"
@@ -73,6 +76,8 @@ class TrainConfig:
             raise ValueError(f"threshold_on={self.threshold_on!r}: choose val or val+shifts")
         if self.precision not in ("bf16", "fp32"):
             raise ValueError(f"precision={self.precision!r}: choose bf16 or fp32")
+        if self.cache_engine not in ENGINES:
+            raise ValueError(f"cache_engine={self.cache_engine!r}: choose one of {ENGINES}")
         unknown = set(self.stages) - set(STAGES)
         if unknown:
             raise ValueError(f"stages {sorted(unknown)} unknown: choose from {STAGES}")

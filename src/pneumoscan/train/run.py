@@ -156,7 +156,8 @@ def validation_logits(run_dir: str | Path, *, shift_images: int = 400) -> dict[s
     device = pick_device(config.device)
     model = trained_model(run_dir).to(device)
     val = read_split(run_dir / "split.csv")["val"]
-    common = dict(cache_dir=config.cache_dir, workers=config.workers, precision=config.precision, device=device)
+    common = dict(cache_dir=config.cache_dir, workers=config.workers, precision=config.precision, device=device,
+                  engine=config.cache_engine)
     clean_acts = cached_activations(model.trunk, val, model.preprocessing, desc="caching validation", **common)
     clean = batched_logits(TailAndHead(model), clean_acts, batch_size=128, precision=config.precision, device=device)
     chosen = evenly_spaced(len(val), shift_images)
@@ -335,7 +336,7 @@ def _run_one_stage(stage, model, config, pool, splits, pos_weight, device, run_d
 def _trunk_activations(model, config, pool, device) -> tuple[np.ndarray, np.ndarray]:
     """The frozen trunk's cached outputs for the whole pool: augmented views, and the clean view."""
     common = dict(view_seed=0, cache_dir=config.cache_dir, workers=config.workers, precision=config.precision,
-                  device=device)
+                  device=device, engine=config.cache_engine)
     augmented = cached_activations(model.trunk, pool, model.preprocessing, augmentation=config.augmentation,
                                    views=config.train_views, desc="caching augmented views", **common)
     clean = cached_activations(model.trunk, pool, model.preprocessing, augmentation=None, views=1,
@@ -362,7 +363,7 @@ def _fit_ood(model: PneumoniaNet, config: TrainConfig, pool, splits, device) -> 
     else:
         clean = cached_activations(model.trunk, pool, model.preprocessing, cache_dir=config.cache_dir,
                                    workers=config.workers, precision=config.precision, device=device,
-                                   desc="caching clean views")
+                                   engine=config.cache_engine, desc="caching clean views")
         train_features = _pooled(model, clean[_rows(pool, splits["train"], 1)], config, device)
         val_features = _pooled(model, clean[_rows(pool, splits["val"], 1)], config, device)
     return fit_ood(train_features, val_features)
@@ -392,7 +393,8 @@ def _threshold_and_evaluate(model, config, splits, device, run_dir, ood: OodDete
         chosen = evenly_spaced(len(splits["val"]), config.shift_images)
         shift_y = val_y[chosen]
         shifted_logit = shifted_logits(model, [splits["val"][i] for i in chosen], cache_dir=_shift_cache(model, config),
-                                       precision=config.precision, device=device, workers=config.workers)
+                                       precision=config.precision, device=device, workers=config.workers,
+                                       engine=config.cache_engine)
         shifted = sigmoid(shifted_logit)
     fit_y, fit_prob, fit_patients = val_y, val_prob, [s.patient for s in splits["val"]]
     if config.threshold_on == "val+shifts":
