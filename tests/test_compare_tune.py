@@ -19,9 +19,10 @@ from pneumoscan.compare import (
     compare,
     comparison_markdown,
     pretraining_ablation,
+    protocol_settings,
     seed_summary,
 )
-from pneumoscan.settings import load_settings
+from pneumoscan.settings import load_settings, to_dict
 from pneumoscan.train import TrainConfig
 from pneumoscan.tune import TuneConfig, open_study, tune
 
@@ -203,3 +204,10 @@ def test_two_workers_share_one_study(phantom_root, tiny_settings, tmp_path):
     finished = [t for t in trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
     assert len({t.params["head_lr"] for t in finished}) == len(finished)  # no trial was run twice
     assert multiprocessing.active_children() == []
+
+
+def test_how_the_activations_were_computed_does_not_define_a_run():
+    config = TrainConfig(data="d", model="densenet121")
+    from_before_the_setting = {k: v for k, v in to_dict(config).items() if k != "cache_engine"}
+    assert protocol_settings(from_before_the_setting) == protocol_settings(replace(config, cache_engine="torch"))
+    assert protocol_settings(config) != protocol_settings(replace(config, tail_epochs=3))

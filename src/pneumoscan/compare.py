@@ -91,8 +91,9 @@ def train_or_reuse(config: TrainConfig) -> bool:
 
 
 # not part of what defines a run: where its files live, and how its arithmetic is done (the precision asked for is
-# not the one used where a CPU lacks native bf16; the precision used is recorded per run, like its device)
-NOT_PROTOCOL = ("data", "out", "cache_dir", "split", "precision")
+# not the one used where a CPU lacks native bf16; the precision used is recorded per run, like its device; nor
+# which engine computed the cached activations)
+NOT_PROTOCOL = ("data", "out", "cache_dir", "split", "precision", "cache_engine")
 
 
 def protocol_settings(config: TrainConfig | dict) -> dict:
