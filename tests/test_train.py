@@ -22,7 +22,13 @@ from pneumoscan.data.shifts import SHIFTS
 from pneumoscan.models import build_model
 from pneumoscan.train import TrainConfig, train
 from pneumoscan.train import loop as loop_module
-from pneumoscan.train.run import INVOCATION_START, seconds_across_invocations, training_seconds, was_resumed
+from pneumoscan.train.run import (
+    INVOCATION_START,
+    _prepare_run_dir,
+    seconds_across_invocations,
+    training_seconds,
+    was_resumed,
+)
 
 
 def tiny_config(root, out, cache, **overrides) -> TrainConfig:
@@ -134,6 +140,15 @@ def test_same_seed_same_metrics_and_resume_needs_same_settings(phantom_root, tmp
     with pytest.raises(ValueError, match="seed"):
         train(tiny_config(phantom_root, tmp_path / "a", tmp_path / "cache", seed=5, head_epochs=1,
                           tail_epochs=1), resume=True)
+    # a run saved before the cache_engine setting existed computed its caches with PyTorch: it resumes with that
+    saved = json.loads((first / "config.json").read_text())
+    del saved["cache_engine"]
+    (first / "config.json").write_text(json.dumps(saved))
+    same = dict(head_epochs=1, tail_epochs=1)
+    with pytest.raises(ValueError, match="cache_engine"):
+        _prepare_run_dir(first, tiny_config(phantom_root, first, tmp_path / "cache", **same).resolved(), resume=True)
+    _prepare_run_dir(first, tiny_config(phantom_root, first, tmp_path / "cache", cache_engine="torch",
+                                        **same).resolved(), resume=True)
 
 
 def test_baseline_trains_end_to_end_on_images(phantom_root, tmp_path):

@@ -40,6 +40,8 @@ from pneumoscan.train.loop import ArraySource, LoaderSource, StageSettings, run_
 
 log = logging.getLogger(__name__)
 LOG_FILE = "train.log"
+# what a run saved before a setting existed did, so that it can still be resumed (with that value)
+SETTINGS_OF_OLDER_RUNS = {"cache_engine": "torch"}
 INVOCATION_START = "pneumoscan train:"  # the first log line of every invocation (a resume starts another)
 
 STATE_FILE = "train_state.pt"
@@ -171,7 +173,7 @@ def _prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> None:
     if resume:
         if not config_path.exists():
             raise FileNotFoundError(f"{run_dir}: nothing to resume (no config.json); start without --resume")
-        saved = json.loads(config_path.read_text())
+        saved = {**SETTINGS_OF_OLDER_RUNS, **json.loads(config_path.read_text())}
         if saved != settings_io.to_dict(config):
             changed = sorted(k for k, v in settings_io.to_dict(config).items() if saved.get(k) != v)
             raise ValueError(f"{run_dir}: --resume needs the same settings; these differ: {changed}")
