@@ -138,10 +138,16 @@ def _log_steal(what: str, cpu_at_start: tuple[int, int] | None) -> None:
                  " (a contended virtual machine: its timings run slow)" if share >= 0.05 else "")
 
 
+def run_config(run_dir: str | Path) -> TrainConfig:
+    """The settings a run was made with (a setting newer than the run takes the value the run used)."""
+    saved = json.loads((Path(run_dir) / "config.json").read_text())
+    return settings_io.from_dict(TrainConfig, {**SETTINGS_OF_OLDER_RUNS, **saved})
+
+
 def trained_model(run_dir: str | Path) -> PneumoniaNet:
     """The model of a run after its training stages (also a run stopped with ``finish=False``)."""
     run_dir = Path(run_dir)
-    config = settings_io.from_dict(TrainConfig, json.loads((run_dir / "config.json").read_text()))
+    config = run_config(run_dir)
     model = _build(config, Preprocessing(image_size=config.image_size, intensity=config.intensity))
     model.load_state_dict(torch.load(run_dir / PROGRESS_FILE, map_location="cpu", weights_only=True)["model"])
     return model.eval()
@@ -154,7 +160,7 @@ def validation_logits(run_dir: str | Path, *, shift_images: int = 400) -> dict[s
     (images x shifts) for ``shift_images`` evenly spaced ones.
     """
     run_dir = Path(run_dir)
-    config = settings_io.from_dict(TrainConfig, json.loads((run_dir / "config.json").read_text()))
+    config = run_config(run_dir)
     device = pick_device(config.device)
     model = trained_model(run_dir).to(device)
     val = read_split(run_dir / "split.csv")["val"]
@@ -173,7 +179,7 @@ def _prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> None:
     if resume:
         if not config_path.exists():
             raise FileNotFoundError(f"{run_dir}: nothing to resume (no config.json); start without --resume")
-        saved = {**SETTINGS_OF_OLDER_RUNS, **json.loads(config_path.read_text())}
+        saved = settings_io.to_dict(run_config(run_dir))
         if saved != settings_io.to_dict(config):
             changed = sorted(k for k, v in settings_io.to_dict(config).items() if saved.get(k) != v)
             raise ValueError(f"{run_dir}: --resume needs the same settings; these differ: {changed}")
