@@ -21,6 +21,17 @@ def test_every_command_has_useful_help(capsys):
         assert len(capsys.readouterr().out) > 200, command
 
 
+def test_train_prints_the_merged_settings_without_training(tmp_path, capsys):
+    config = tmp_path / "recipe.json"
+    config.write_text(json.dumps({"head_hidden": 512, "tail_epochs": 7}))
+    assert main(["train", "--config", str(config), "--model", "resnet50", "--set", "tail_epochs=3",
+                 "cache_engine=torch", "--out", str(tmp_path / "run"), "--print-settings"]) == 0
+    settings = json.loads(capsys.readouterr().out)
+    assert (settings["head_hidden"], settings["tail_epochs"], settings["model"]) == (512, 3, "resnet50")
+    assert settings["cache_engine"] == "torch" and settings["stages"] == ["head", "tail"]  # "auto" resolved
+    assert not (tmp_path / "run").exists()
+
+
 def test_bad_input_is_a_message_not_a_traceback(tmp_path):
     result = subprocess.run([sys.executable, "-m", "pneumoscan.cli", "train", "--data", str(tmp_path / "nowhere"),
                              "--out", str(tmp_path / "run")], capture_output=True, text=True)

@@ -29,6 +29,8 @@ def _add_train(sub) -> None:
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="override any setting, e.g. --set tail_epochs=5 augmentation.hflip=false")
     p.add_argument("--resume", action="store_true", help="continue a killed run in --out from its last checkpoint")
+    p.add_argument("--print-settings", action="store_true",
+                   help="print every setting the run would use (defaults resolved), as JSON, and exit")
 
 
 def _add_evaluate(sub) -> None:
@@ -176,6 +178,11 @@ def cmd_train(args) -> int:
                                    "allow_partial_weights": args.allow_partial_weights}.items() if v is not None}
     overrides.update(parse_overrides(args.set))
     config = load_settings(TrainConfig, file=args.config, overrides=overrides)
+    if args.print_settings:
+        from pneumoscan.settings import to_dict
+
+        print(json.dumps(to_dict(config.resolved()), indent=2))
+        return 0
     if not config.data and not config.split:
         raise ValueError("no training data: pass --data ROOT_OR_CSV (or a split in --config)")
     run_dir = train(config, resume=args.resume)
@@ -186,7 +193,9 @@ def cmd_train(args) -> int:
 def _print_summary(run_dir: Path) -> None:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     print(f"run folder: {run_dir}")
-    print(f"threshold {metrics['threshold']:.4f} ({metrics['threshold_rule']}, chosen on validation)")
+    interval = metrics.get("threshold_ci95")
+    print(f"threshold {metrics['threshold']:.4f} ({metrics['threshold_rule']}, chosen on validation"
+          + (f"; 95% interval over validation patients {interval[0]:.4f} to {interval[1]:.4f})" if interval else ")"))
     for split in ("validation", "test"):
         if split in metrics:
             m = metrics[split]["at_threshold"]
