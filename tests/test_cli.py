@@ -91,3 +91,12 @@ def test_export_with_an_openvino_int8_model(tiny_run, tmp_path, capsys):
     runtime = load_runtime(out / "model.int8.xml")
     prob, _, _ = runtime.run(np.zeros((2, 3, 64, 64), dtype=np.float32))
     assert runtime.runtime == "openvino" and prob.shape == (2,)
+
+
+def test_run_summary_names_the_threshold_and_its_interval(tiny_run, capsys):
+    from pneumoscan.cli import _print_summary
+
+    _print_summary(tiny_run)
+    out = capsys.readouterr().out
+    assert "chosen on validation; 95% interval over validation patients" in out
+    assert "test: AUC" in out
