@@ -255,3 +255,25 @@ def test_cache_engine_setting_reaches_every_cache_of_a_run(phantom_root, tmp_pat
     assert len(asked) >= 3 and set(asked) == {"torch"}  # augmented, clean and shifted views
     with pytest.raises(ValueError, match="cache_engine"):
         tiny_config(phantom_root, tmp_path, tmp_path, cache_engine="tensorrt")
+
+
+def test_auto_engine_falls_back_to_pytorch_when_onnx_runtime_cannot_run_the_trunk(phantom_root, tmp_path,
+                                                                                    monkeypatch, caplog):
+    samples = scan_kaggle_split(phantom_root, "train")[:4]
+    pre = Preprocessing(image_size=64)
+    trunk = build_model("densenet121", preprocessing=pre).trunk.eval()
+
+    def broken_exporter(module, dataset):
+        raise RuntimeError("no exporter here")
+
+    monkeypatch.setattr(cache_module, "_onnx_runner", broken_exporter)
+    monkeypatch.setattr(cache_module, "ONNX_MIN_VIEWS", 1)
+    args = dict(cache_dir=tmp_path, batch_size=4, workers=0, precision="fp32")
+    with caplog.at_level(logging.WARNING, logger="pneumoscan.cache"):
+        auto = np.array(cache_module.cached_activations(trunk, samples, pre, engine="auto", **args))
+    assert "no exporter here" in caplog.text and "computing with PyTorch" in caplog.text
+    by_torch = np.array(cache_module.cached_activations(trunk, samples, pre, engine="torch", **args))
+    np.testing.assert_array_equal(auto, by_torch)  # the same cache: the fallback is keyed as PyTorch
+    assert len(list(tmp_path.glob("activations-*"))) == 1
+    with pytest.raises(RuntimeError, match="no exporter here"):  # asked for by name: no silent fallback
+        cache_module.cached_activations(trunk, samples, pre, engine="onnxruntime", **args)

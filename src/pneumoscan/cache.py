@@ -106,19 +106,32 @@ def cached_activations(module: nn.Module, samples: list[Sample], preprocessing: 
     computes them (see ``pick_engine``).
     """
     precision = effective_precision(precision, device)
-    engine = pick_engine(engine, precision, device, len(samples) * (len(shifts) or views))
-    key, key_fields = activation_key(module, samples, preprocessing, augmentation=augmentation, views=views,
-                                     view_seed=view_seed, shifts=shifts, precision=precision, engine=engine)
-    folder = cache_folder(cache_dir, key)
-    folder.mkdir(parents=True, exist_ok=True)
-    data_path, progress_path = folder / "activations.npy", folder / "progress.json"
+    asked, engine = engine, pick_engine(engine, precision, device, len(samples) * (len(shifts) or views))
     dataset = XRayDataset(samples, preprocessing, augmentation=augmentation, views=views, seed=view_seed,
                           shifts=shifts)
-    progress = json.loads(progress_path.read_text()) if progress_path.exists() else {"done": 0}
-    if progress["done"] >= len(dataset) and data_path.exists():
+    key_args = dict(augmentation=augmentation, views=views, view_seed=view_seed, shifts=shifts, precision=precision)
+    folder, key_fields = _keyed_folder(module, samples, preprocessing, cache_dir, engine=engine, **key_args)
+    if _complete(folder, len(dataset)):
         log.info("%s: using cached activations %s", desc, folder)
-        return np.load(data_path, mmap_mode="r")
+        return np.load(folder / "activations.npy", mmap_mode="r")
     module = module.to(device).eval()
+    run = None
+    if engine == "onnxruntime":
+        try:
+            run = _onnx_runner(module, dataset)
+        except Exception as error:  # an exporter or runtime that cannot take this module: PyTorch can
+            if asked == "onnxruntime":
+                raise
+            log.warning("%s: ONNX Runtime could not run the trunk (%s: %s); computing with PyTorch", desc,
+                        type(error).__name__, error)
+            engine = "torch"
+            folder, key_fields = _keyed_folder(module, samples, preprocessing, cache_dir, engine=engine, **key_args)
+            if _complete(folder, len(dataset)):
+                log.info("%s: using cached activations %s", desc, folder)
+                return np.load(folder / "activations.npy", mmap_mode="r")
+    folder.mkdir(parents=True, exist_ok=True)
+    data_path, progress_path = folder / "activations.npy", folder / "progress.json"
+    progress = json.loads(progress_path.read_text()) if progress_path.exists() else {"done": 0}
     if progress["done"] == 0 or not data_path.exists():
         shape = _output_shape(module, dataset, device, precision)
         (folder / "key.json").write_text(json.dumps(key_fields, indent=1))
@@ -127,11 +140,22 @@ def cached_activations(module: nn.Module, samples: list[Sample], preprocessing: 
     else:
         store = np.load(data_path, mmap_mode="r+")
         log.info("%s: resuming at %d of %d", desc, progress["done"], len(dataset))
-    run = _onnx_runner(module, dataset) if engine == "onnxruntime" else None
     log.info("%s: %d views with %s (%s)", desc, len(dataset) - progress["done"], engine, precision)
     _fill(module, dataset, store, progress, progress_path, batch_size, workers, precision, device, desc, run)
     del store
     return np.load(data_path, mmap_mode="r")
+
+
+def _keyed_folder(module, samples, preprocessing, cache_dir, **key_args) -> tuple[Path, dict]:
+    """The cache folder of these activations and the fields of its key."""
+    key, key_fields = activation_key(module, samples, preprocessing, **key_args)
+    return cache_folder(cache_dir, key), key_fields
+
+
+def _complete(folder: Path, rows: int) -> bool:
+    progress_path = folder / "progress.json"
+    done = json.loads(progress_path.read_text())["done"] if progress_path.exists() else 0
+    return done >= rows and (folder / "activations.npy").exists()
 
 
 def cached_outputs(module: nn.Module, inputs: np.ndarray, *, folder: Path, precision: str = "bf16",
