@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA, DATA_NAME, WEIGHTS, write_result  # noqa: E402
 
 from pneumoscan import cache  # noqa: E402
-from pneumoscan.data import Augmentation, scan_kaggle_split  # noqa: E402
+from pneumoscan.data import Augmentation, XRayDataset, scan_kaggle_split  # noqa: E402
 from pneumoscan.models import build_model  # noqa: E402
 
 
@@ -37,8 +37,7 @@ def fill_with(engine: str, model, samples, precision: str) -> tuple[np.ndarray, 
 
 
 def export_seconds(model, samples) -> float:
-    from pneumoscan.data import XRayDataset
-
+    """Seconds to export the trunk and load it into ONNX Runtime (once per cache)."""
     started = time.perf_counter()
     cache._onnx_runner(model.trunk, XRayDataset(samples[:1], model.preprocessing))
     return time.perf_counter() - started

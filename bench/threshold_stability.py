@@ -11,7 +11,6 @@ of a single run's test accuracy is the luck of the validation draw. Nothing is c
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -23,29 +22,32 @@ from common import write_result  # noqa: E402
 from pneumoscan.data import read_split  # noqa: E402
 from pneumoscan.evaluate import binary_metrics, choose_threshold, threshold_interval  # noqa: E402
 from pneumoscan.evaluate.report import read_predictions  # noqa: E402
-from pneumoscan.evaluate.robustness import pool_with_shifts  # noqa: E402
+from pneumoscan.evaluate.robustness import pool_groups_with_shifts, pool_with_shifts  # noqa: E402
+from pneumoscan.train import TrainConfig  # noqa: E402
+from pneumoscan.train.run import run_config  # noqa: E402
 
 N_BOOT = 1000
 
 
-def fitting_set(run: Path, config: dict) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def fitting_set(run: Path, config: TrainConfig) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Labels, probabilities and patients of what the run's threshold was fitted on."""
     patient_of = {s.path: s.patient for s in read_split(run / "split.csv")["val"]}
     paths, y, prob = read_predictions(run / "predictions_val.csv")
     patients = [patient_of[p] for p in paths]
-    if config["threshold_on"] == "val+shifts":
+    if config.threshold_on == "val+shifts":
         shifted = np.load(run / "predictions_val_shifted.npz")
         y, prob = pool_with_shifts(y, prob, shifted["labels"], shifted["shifted"])
-        patients += [patient_of[str(p)] for p in shifted["paths"] for _ in range(shifted["shifted"].shape[1])]
+        patients = pool_groups_with_shifts(patients, [patient_of[str(p)] for p in shifted["paths"]],
+                                           shifted["shifted"].shape[1])
     return y, prob, patients
 
 
 def stability(run: Path) -> dict:
-    config = json.loads((run / "config.json").read_text())
-    rule = dict(rule=config["threshold_rule"], target_sensitivity=config["target_sensitivity"])
+    config = run_config(run)
+    rule = dict(rule=config.threshold_rule, target_sensitivity=config.target_sensitivity)
     y, prob, patients = fitting_set(run, config)
     threshold = choose_threshold(y, prob, **rule)
-    low, high = threshold_interval(y, prob, patients, n_boot=N_BOOT, seed=config["seed"], **rule)
+    low, high = threshold_interval(y, prob, patients, n_boot=N_BOOT, seed=config.seed, **rule)
     _, test_y, test_prob = read_predictions(run / "predictions_test.csv")
     grid = np.linspace(low, high, 41)
     accuracy = [binary_metrics(test_y, test_prob, t)["accuracy"] for t in grid]
@@ -54,7 +56,7 @@ def stability(run: Path) -> dict:
         m = binary_metrics(test_y, test_prob, t)
         return {k: m[k] for k in ("accuracy", "sensitivity", "specificity")}
 
-    return {"run": str(run), "seed": config["seed"], "threshold": threshold, "threshold_ci95": [low, high],
+    return {"run": str(run), "seed": config.seed, "threshold": threshold, "threshold_ci95": [low, high],
             "validation_patients": len(set(patients)), "fitted_rows": len(y),
             "test_at_threshold": at(threshold), "test_at_ci_low": at(low), "test_at_ci_high": at(high),
             "test_accuracy_range_over_ci": [min(accuracy), max(accuracy)]}

@@ -15,6 +15,7 @@ is native (AVX512, AMX) or on CUDA, PyTorch computes it.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import hashlib
 import json
@@ -106,42 +107,34 @@ def cached_activations(module: nn.Module, samples: list[Sample], preprocessing: 
     computes them (see ``pick_engine``).
     """
     precision = effective_precision(precision, device)
-    asked, engine = engine, pick_engine(engine, precision, device, len(samples) * (len(shifts) or views))
+    engine_asked, engine = engine, pick_engine(engine, precision, device, len(samples) * (len(shifts) or views))
     dataset = XRayDataset(samples, preprocessing, augmentation=augmentation, views=views, seed=view_seed,
                           shifts=shifts)
     key_args = dict(augmentation=augmentation, views=views, view_seed=view_seed, shifts=shifts, precision=precision)
     folder, key_fields = _keyed_folder(module, samples, preprocessing, cache_dir, engine=engine, **key_args)
-    if _complete(folder, len(dataset)):
-        log.info("%s: using cached activations %s", desc, folder)
-        return np.load(folder / "activations.npy", mmap_mode="r")
-    module = module.to(device).eval()
-    run = None
-    if engine == "onnxruntime":
-        try:
-            run = _onnx_runner(module, dataset)
-        except Exception as error:  # an exporter or runtime that cannot take this module: PyTorch can
-            if asked == "onnxruntime":
-                raise
-            log.warning("%s: ONNX Runtime could not run the trunk (%s: %s); computing with PyTorch", desc,
-                        type(error).__name__, error)
-            engine = "torch"
-            folder, key_fields = _keyed_folder(module, samples, preprocessing, cache_dir, engine=engine, **key_args)
-            if _complete(folder, len(dataset)):
-                log.info("%s: using cached activations %s", desc, folder)
-                return np.load(folder / "activations.npy", mmap_mode="r")
+    cached = _load_if_complete(folder, len(dataset), desc)
+    if cached is not None:
+        return cached
+    used, run = _runner(engine, asked_by_name=engine_asked != "auto", module=module.to(device).eval(),
+                        dataset=dataset, device=device, precision=precision, desc=desc)
+    if used != engine:  # fell back to PyTorch: its own key, perhaps already cached
+        folder, key_fields = _keyed_folder(module, samples, preprocessing, cache_dir, engine=used, **key_args)
+        cached = _load_if_complete(folder, len(dataset), desc)
+        if cached is not None:
+            return cached
     folder.mkdir(parents=True, exist_ok=True)
     data_path, progress_path = folder / "activations.npy", folder / "progress.json"
     progress = json.loads(progress_path.read_text()) if progress_path.exists() else {"done": 0}
     if progress["done"] == 0 or not data_path.exists():
-        shape = _output_shape(module, dataset, device, precision)
+        shape = run(dataset[0][0].unsqueeze(0)).shape[1:]
         (folder / "key.json").write_text(json.dumps(key_fields, indent=1))
         store = np.lib.format.open_memmap(data_path, mode="w+", dtype=np.float16, shape=(len(dataset), *shape))
         progress = {"done": 0}
     else:
         store = np.load(data_path, mmap_mode="r+")
         log.info("%s: resuming at %d of %d", desc, progress["done"], len(dataset))
-    log.info("%s: %d views with %s (%s)", desc, len(dataset) - progress["done"], engine, precision)
-    _fill(module, dataset, store, progress, progress_path, batch_size, workers, precision, device, desc, run)
+    log.info("%s: %d views with %s (%s)", desc, len(dataset) - progress["done"], used, precision)
+    _fill(run, dataset, store, progress, progress_path, batch_size, workers, desc)
     del store
     return np.load(data_path, mmap_mode="r")
 
@@ -152,10 +145,14 @@ def _keyed_folder(module, samples, preprocessing, cache_dir, **key_args) -> tupl
     return cache_folder(cache_dir, key), key_fields
 
 
-def _complete(folder: Path, rows: int) -> bool:
-    progress_path = folder / "progress.json"
+def _load_if_complete(folder: Path, rows: int, desc: str) -> np.ndarray | None:
+    """The activations in ``folder`` when all ``rows`` of them were computed, else None."""
+    progress_path, data_path = folder / "progress.json", folder / "activations.npy"
     done = json.loads(progress_path.read_text())["done"] if progress_path.exists() else 0
-    return done >= rows and (folder / "activations.npy").exists()
+    if done < rows or not data_path.exists():
+        return None
+    log.info("%s: using cached activations %s", desc, folder)
+    return np.load(data_path, mmap_mode="r")
 
 
 def cached_outputs(module: nn.Module, inputs: np.ndarray, *, folder: Path, precision: str = "bf16",
@@ -197,22 +194,44 @@ def batched_logits(module: nn.Module, inputs: np.ndarray | torch.Tensor, *, batc
     return np.concatenate(outputs)
 
 
-def _output_shape(module, dataset, device, precision) -> tuple[int, ...]:
-    with torch.inference_mode(), autocast_for(device, precision):
-        return tuple(module(dataset[0][0].unsqueeze(0).to(device)).shape[1:])
-
-
 def pick_engine(engine: str, precision: str, device: torch.device, views: int) -> str:
     """What computes a cache: ``torch``, ``onnxruntime``, or ``auto``: ONNX Runtime for fp32 on a CPU
     over at least ``ONNX_MIN_VIEWS`` views, PyTorch otherwise (native bf16, CUDA, small caches)."""
     if engine not in ENGINES:
         raise ValueError(f"engine={engine!r}: use one of {', '.join(ENGINES)}")
-    if engine == "onnxruntime" and (precision != "fp32" or torch.device(device).type != "cpu"):
+    cpu_fp32 = precision == "fp32" and torch.device(device).type == "cpu"
+    if engine == "onnxruntime" and not cpu_fp32:
         raise ValueError(f"engine=onnxruntime computes fp32 on the CPU, not {precision} on {device}")
     if engine != "auto":
         return engine
-    cpu_fp32 = precision == "fp32" and torch.device(device).type == "cpu"
     return "onnxruntime" if cpu_fp32 and views >= ONNX_MIN_VIEWS else "torch"
+
+
+def _runner(engine: str, *, asked_by_name: bool, module: nn.Module, dataset, device, precision: str, desc: str):
+    """``(engine used, function from a batch of images to float32 outputs)``. Where ONNX Runtime cannot take
+    the module (exporter or runtime error), PyTorch computes it, with a warning, unless it was asked for by name."""
+    if engine == "onnxruntime":
+        try:
+            return engine, _onnx_runner(module, dataset)
+        except Exception as error:  # noqa: BLE001 - any exporter or runtime failure: PyTorch can do the work
+            if asked_by_name:
+                raise
+            log.warning("%s: ONNX Runtime could not run the trunk (%s: %s); computing with PyTorch", desc,
+                        type(error).__name__, error)
+    return "torch", _torch_runner(module, device, precision)
+
+
+def _torch_runner(module: nn.Module, device, precision: str):
+    """``module`` in PyTorch on a channels_last copy (faster in bf16 and fp32: DenseNet121 135 vs 179
+    ms/img), so the caller's module keeps its memory format."""
+    fast = copy.deepcopy(module).to(memory_format=torch.channels_last)
+
+    def run(images: torch.Tensor) -> np.ndarray:
+        images = images.to(device).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), autocast_for(device, precision):
+            return fast(images).float().cpu().numpy()
+
+    return run
 
 
 def _onnx_runner(module: nn.Module, dataset):
@@ -249,24 +268,17 @@ def _quiet(*loggers: str):
             logging.getLogger(name).setLevel(level)
 
 
-def _fill(module, dataset, store, progress, progress_path: Path, batch_size, workers, precision, device, desc,
-          run=None):
-    """Compute the views from ``progress["done"]`` on into ``store``, with ``run`` (a batch of images to
-    float32 outputs) or, without it, ``module`` in PyTorch."""
+def _fill(run, dataset, store, progress, progress_path: Path, batch_size, workers, desc):
+    """Compute the views from ``progress["done"]`` on into ``store`` with ``run`` (a batch of images to
+    float32 outputs), saving progress as it goes."""
     start = progress["done"]
     loader = DataLoader(Subset(dataset, range(start, len(dataset))), batch_size=batch_size,
                         num_workers=workers, shuffle=False)
-    module = module.to(memory_format=torch.channels_last)  # faster in bf16 and fp32 (DenseNet121: 135 vs 179 ms/img)
     row = start
     last_logged = time.monotonic()
     with tqdm(total=len(dataset), initial=start, desc=desc, unit="view") as bar:
         for batch, (images, _, _) in enumerate(loader, start=1):
-            if run is not None:
-                out = run(images)
-            else:
-                images = images.to(device).contiguous(memory_format=torch.channels_last)
-                with torch.inference_mode(), autocast_for(device, precision):
-                    out = module(images).float().cpu().numpy()
+            out = run(images)
             store[row:row + len(out)] = out.astype(np.float16)
             row += len(out)
             bar.update(len(out))
@@ -276,7 +288,6 @@ def _fill(module, dataset, store, progress, progress_path: Path, batch_size, wor
                 if time.monotonic() - last_logged >= LOG_EVERY_SECONDS or row == len(dataset):
                     log.info("%s: %d of %d saved", desc, row, len(dataset))
                     last_logged = time.monotonic()
-    module.to(memory_format=torch.contiguous_format)
 
 
 def _write_progress(path: Path, done: int) -> None:

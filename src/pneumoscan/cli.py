@@ -194,8 +194,8 @@ def _print_summary(run_dir: Path) -> None:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     print(f"run folder: {run_dir}")
     interval = metrics.get("threshold_ci95")
-    print(f"threshold {metrics['threshold']:.4f} ({metrics['threshold_rule']}, chosen on validation"
-          + (f"; 95% interval over validation patients {interval[0]:.4f} to {interval[1]:.4f})" if interval else ")"))
+    spread = f"; 95% interval over validation patients {interval[0]:.4f} to {interval[1]:.4f}" if interval else ""
+    print(f"threshold {metrics['threshold']:.4f} ({metrics['threshold_rule']}, chosen on validation{spread})")
     for split in ("validation", "test"):
         if split in metrics:
             m = metrics[split]["at_threshold"]

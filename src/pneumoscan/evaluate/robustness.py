@@ -76,3 +76,9 @@ def pool_with_shifts(y_val, val_prob: np.ndarray, shift_y, shifted_prob: np.ndar
     """Labels and probabilities of clean validation followed by every shifted view, to fit a threshold on."""
     return (np.concatenate([np.asarray(y_val), np.repeat(np.asarray(shift_y), shifted_prob.shape[1])]),
             np.concatenate([np.asarray(val_prob), np.asarray(shifted_prob).ravel()]))
+
+
+def pool_groups_with_shifts(val_groups, shift_groups, n_shifts: int) -> list:
+    """The group (patient) of each row that ``pool_with_shifts`` returns, in its order: the clean
+    validation images', then each shifted image's, once per shift."""
+    return [*val_groups, *(group for group in shift_groups for _ in range(n_shifts))]

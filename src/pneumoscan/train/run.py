@@ -31,7 +31,12 @@ from pneumoscan.device import autocast_for, cpu_times, describe_device, effectiv
 from pneumoscan.evaluate.metrics import choose_threshold, threshold_interval
 from pneumoscan.evaluate.plots import plot_history
 from pneumoscan.evaluate.report import evaluate_split, write_json, write_predictions
-from pneumoscan.evaluate.robustness import pool_with_shifts, robustness_report, shifted_logits
+from pneumoscan.evaluate.robustness import (
+    pool_groups_with_shifts,
+    pool_with_shifts,
+    robustness_report,
+    shifted_logits,
+)
 from pneumoscan.models import PneumoniaNet, TailAndHead, build_model
 from pneumoscan.ood import OodDetector, fit_ood
 from pneumoscan.predict import predict_logits, sigmoid
@@ -407,7 +412,8 @@ def _threshold_and_evaluate(model, config, splits, device, run_dir, ood: OodDete
     fit_y, fit_prob, fit_patients = val_y, val_prob, [s.patient for s in splits["val"]]
     if config.threshold_on == "val+shifts":
         fit_y, fit_prob = pool_with_shifts(val_y, val_prob, shift_y, shifted)
-        fit_patients += [splits["val"][i].patient for i in chosen for _ in range(shifted.shape[1])]
+        fit_patients = pool_groups_with_shifts(fit_patients, [splits["val"][i].patient for i in chosen],
+                                               shifted.shape[1])
     rule = dict(rule=config.threshold_rule, target_sensitivity=config.target_sensitivity)
     threshold = choose_threshold(fit_y, fit_prob, **rule)
     interval = threshold_interval(fit_y, fit_prob, fit_patients, n_boot=config.n_boot, seed=config.seed, **rule)
