@@ -7,6 +7,7 @@ from pneumoscan.data.preprocess import Augmentation, Preprocessing, augment
 from pneumoscan.data.records import (
                                      Sample,
                                      class_counts,
+                                     expand_inputs,
                                      find_images,
                                      find_unreadable,
                                      load_samples,
@@ -25,7 +26,7 @@ from pneumoscan.data.split import (
 
 __all__ = [
     "CLASSES", "Augmentation", "ImageLoadError", "Preprocessing", "Sample", "XRayDataset", "augment",
-    "check_patients_disjoint", "class_counts", "describe_split", "evenly_spaced", "find_images",
+    "check_patients_disjoint", "class_counts", "expand_inputs", "describe_split", "evenly_spaced", "find_images",
     "find_unreadable", "label_index", "load_image", "load_samples", "patient_id", "patient_split",
     "read_label_csv", "read_split", "scan_kaggle_split", "stack_inputs", "write_split",
 ]

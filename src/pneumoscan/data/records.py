@@ -8,27 +8,19 @@ from __future__ import annotations
 
 import csv
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from pneumoscan.data.io import ImageLoadError, load_image
 from pneumoscan.data.labels import CLASSES, label_index
-from pneumoscan.data.split import patient_id
+from pneumoscan.data.samples import Sample, patient_id
 
 log = logging.getLogger(__name__)
+__all__ = ["Sample", "class_counts", "expand_inputs", "find_images", "find_unreadable", "load_samples",
+           "read_label_csv", "scan_kaggle_split"]
 
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One labelled image: its path, class index (see ``labels.CLASSES``) and patient id."""
-
-    path: str
-    label: int
-    patient: str
 
 
 def find_images(folder: str | Path) -> list[Path]:
@@ -36,6 +28,33 @@ def find_images(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     return sorted(p for p in folder.iterdir()
                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+
+
+def expand_inputs(inputs: list[str | Path]) -> list[str]:
+    """Image paths from files, folders (their images, recursively, in sorted order) and CSVs with a
+    ``path`` column (relative paths resolved against the CSV's folder; other columns ignored)."""
+    paths: list[str] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            folders = sorted({path, *[d for d in path.rglob("*") if d.is_dir()]})
+            paths += [str(p) for folder in folders for p in find_images(folder)]
+        elif path.suffix.lower() == ".csv":
+            paths += _csv_paths(path)
+        else:
+            paths.append(str(path))
+    return paths
+
+
+def _csv_paths(csv_path: Path) -> list[str]:
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"{csv_path}: no such CSV file")
+    with csv_path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        if "path" not in (reader.fieldnames or []):
+            raise ValueError(f"{csv_path}: no 'path' column; a list of images needs one")
+        rows = [Path(row["path"]) for row in reader]
+    return [str(p if p.is_absolute() else csv_path.parent / p) for p in rows]
 
 
 def scan_kaggle_split(root: str | Path, split: str) -> list[Sample]:

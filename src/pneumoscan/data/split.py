@@ -1,41 +1,21 @@
-"""Patient ids from Kermany file names, and a validation split carved out of train by patient.
-
-Kermany names carry the patient: ``person123_bacteria_456.jpeg`` (patient ``person123``),
-``IM-0123-0001.jpeg`` (``IM-0123``) and ``NORMAL2-IM-0123-0001.jpeg`` (``NORMAL2-IM-0123``, a
-separate numbering). Two images of one patient must never sit on both sides of a split.
+"""A validation split carved out of train by patient (ids from ``data.samples.patient_id``): two
+images of one patient never sit on both sides of a split.
 """
 
 from __future__ import annotations
 
 import csv
 import logging
-import re
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-if TYPE_CHECKING:
-    from pneumoscan.data.records import Sample
+from pneumoscan.data.samples import Sample, patient_id
 
 log = logging.getLogger(__name__)
-
-_PATIENT_PATTERNS = (
-    re.compile(r"^(person\d+)_", re.IGNORECASE),
-    re.compile(r"^((?:NORMAL2-)?IM-\d+)-\d+", re.IGNORECASE),
-)
-
-
-def patient_id(file_name: str) -> str:
-    """The patient a Kermany file name belongs to; any other name is its own patient (its stem)."""
-    stem = Path(file_name).name
-    for pattern in _PATIENT_PATTERNS:
-        match = pattern.match(stem)
-        if match:
-            return match.group(1)
-    return Path(stem).stem
+__all__ = ["patient_id", "patient_split", "read_split", "write_split"]  # patient_id: its old home
 
 
 def patient_split(samples: list[Sample], *, val_fraction: float = 0.15,
@@ -74,8 +54,6 @@ def write_split(path: str | Path, splits: dict[str, list[Sample]]) -> None:
 
 def read_split(path: str | Path) -> dict[str, list[Sample]]:
     """Read a split written by ``write_split``."""
-    from pneumoscan.data.records import Sample
-
     splits: dict[str, list[Sample]] = {}
     with Path(path).open(newline="") as handle:
         for row in csv.DictReader(handle):
