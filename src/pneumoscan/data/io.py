@@ -2,7 +2,8 @@
 
 Handles JPEG/PNG/BMP/TIFF in every Pillow mode (8- and 16-bit grayscale, RGB, RGBA, palette,
 CMYK, float) and DICOM (modality LUT, VOI LUT/window, MONOCHROME1 inverted). Every failure is an
-``ImageLoadError`` that names the file and the problem, never a raw traceback.
+``ImageLoadError`` that names the file and the problem, never a raw traceback. ``read_image`` also
+says how colourful the file was, which the grey array no longer shows (the input check needs it).
 """
 
 from __future__ import annotations
@@ -34,13 +35,29 @@ def load_image(source: str | Path | bytes, *, name: str | None = None,
     8-bit images keep their grey levels (value / 255); images with more bits or floats are
     stretched from their minimum to their maximum, since their stored range varies by device.
     """
+    return read_image(source, name=name, max_pixels=max_pixels)[0]
+
+
+def read_image(source: str | Path | bytes, *, name: str | None = None,
+               max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, float]:
+    """``load_image``'s grey array and the file's colourfulness (``colourfulness``; 0 for grey files)."""
     name = name or (str(source) if not isinstance(source, bytes) else "<upload>")
     data = _read_bytes(source, name)
     if not data:
         raise ImageLoadError(name, "file is empty")
-    if _looks_like_dicom(data, name):
+    if looks_like_dicom(data, name):
         return _load_dicom(data, name, max_pixels)
     return _load_pillow(data, name, max_pixels)
+
+
+def colourfulness(rgb: np.ndarray) -> float:
+    """Hasler and Suesstrunk's colourfulness of an RGB uint8 array: 0 for grey, under about 15 for
+    images that look grey or faintly tinted, 30 and more for ordinary colour photos."""
+    rgb = np.asarray(rgb, dtype=np.float32)
+    red_green = rgb[..., 0] - rgb[..., 1]
+    yellow_blue = 0.5 * (rgb[..., 0] + rgb[..., 1]) - rgb[..., 2]
+    spread = np.hypot(red_green.std(), yellow_blue.std())
+    return float(spread + 0.3 * np.hypot(red_green.mean(), yellow_blue.mean()))
 
 
 def _read_bytes(source: str | Path | bytes, name: str) -> bytes:
@@ -57,7 +74,8 @@ def _read_bytes(source: str | Path | bytes, name: str) -> bytes:
         raise ImageLoadError(name, f"cannot be read ({err.strerror or err})") from err
 
 
-def _looks_like_dicom(data: bytes, name: str) -> bool:
+def looks_like_dicom(data: bytes, name: str) -> bool:
+    """Whether a file is DICOM: the DICM preamble, or a .dcm/.dicom name (files without the preamble)."""
     return data[128:132] == b"DICM" or Path(name).suffix.lower() in DICOM_SUFFIXES
 
 
@@ -68,14 +86,14 @@ def _check_pixel_count(width: int, height: int, name: str, max_pixels: int) -> N
                   f"{max_pixels:,}; refused as a possible decompression bomb")
 
 
-def _load_pillow(data: bytes, name: str, max_pixels: int) -> np.ndarray:
+def _load_pillow(data: bytes, name: str, max_pixels: int) -> tuple[np.ndarray, float]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             _check_pixel_count(*image.size, name, max_pixels)
             image.load()
-            return _pillow_to_gray(image)
+            return _pillow_to_gray(image), _pillow_colourfulness(image)
     except ImageLoadError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
@@ -85,6 +103,14 @@ def _load_pillow(data: bytes, name: str, max_pixels: int) -> np.ndarray:
         raise ImageLoadError(name, problem) from err
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageLoadError(name, f"corrupt or truncated image ({err})") from err
+
+
+def _pillow_colourfulness(image: Image.Image) -> float:
+    if image.mode in ("1", "L", "LA", "I", "F") or image.mode.startswith("I;16"):
+        return 0.0
+    small = image.copy()
+    small.thumbnail((128, 128))  # colour is a property of the whole image: a thumbnail measures it
+    return colourfulness(np.asarray(small.convert("RGB")))
 
 
 def _pillow_to_gray(image: Image.Image) -> np.ndarray:
@@ -109,7 +135,7 @@ def _stretch(pixels: np.ndarray) -> np.ndarray:
     return (pixels - low) / (high - low)
 
 
-def _load_dicom(data: bytes, name: str, max_pixels: int) -> np.ndarray:
+def _load_dicom(data: bytes, name: str, max_pixels: int) -> tuple[np.ndarray, float]:
     import pydicom
     from pydicom.errors import InvalidDicomError
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
@@ -128,10 +154,11 @@ def _load_dicom(data: bytes, name: str, max_pixels: int) -> np.ndarray:
         pixels = pixels[0]  # a multi-frame object: screen its first frame
     photometric = str(getattr(dataset, "PhotometricInterpretation", "MONOCHROME2")).upper()
     if pixels.ndim == 3:  # colour DICOM (RGB or YBR already converted by pydicom)
-        return np.asarray(Image.fromarray(pixels.astype(np.uint8)).convert("L"), np.float32) / 255.0
+        rgb = pixels.astype(np.uint8)
+        return np.asarray(Image.fromarray(rgb).convert("L"), np.float32) / 255.0, colourfulness(rgb[::4, ::4])
     pixels = apply_modality_lut(pixels, dataset)
     pixels = apply_voi_lut(pixels, dataset, prefer_lut=True)
     gray = _stretch(np.asarray(pixels, dtype=np.float32))
     if photometric == "MONOCHROME1":  # MONOCHROME1 stores air as bright: invert to the usual look
         gray = 1.0 - gray
-    return gray
+    return gray, 0.0
