@@ -98,6 +98,11 @@ def openvino_runner(path: Path, precision: str):
     return lambda x: [np.array(request.infer({0: x})[output]) for output in compiled.outputs]
 
 
+def listed(run):
+    """An engine's ``run`` (outputs by name) as the list of outputs in graph order, like the other runners."""
+    return lambda x: list(run(x).values())
+
+
 def openvino_capabilities() -> list[str]:
     import openvino as ov
 
@@ -130,7 +135,7 @@ def main() -> None:
     prob_int8 = quantize_int8(prob_fp32, work / "prob.int8.onnx", calibration)
     openvino_int8 = quantize_openvino_int8(onnx_fp32, work / "model.int8.xml", calibration_openvino)
     prob_openvino_int8 = quantize_openvino_int8(prob_fp32, work / "prob.int8.xml", calibration_openvino)
-    graph = ServingGraph(model, loaded.ood).eval()
+    graph = ServingGraph(model, loaded.checks).eval()
     openvino = {p: OpenVinoModel(onnx_fp32, precision=p) for p in ("fp32", "bf16")}
 
     runners = {
@@ -138,9 +143,9 @@ def main() -> None:
            for p in ("fp32", "bf16")},
         "onnxruntime_fp32": {"heatmap": ort_runner(onnx_fp32), "predict": ort_runner(prob_fp32)},
         "onnxruntime_int8": {"heatmap": ort_runner(onnx_int8), "predict": ort_runner(prob_int8)},
-        **{f"openvino_{p}": {"heatmap": served.run, "predict": openvino_runner(prob_fp32, p)}
+        **{f"openvino_{p}": {"heatmap": listed(served.run), "predict": openvino_runner(prob_fp32, p)}
            for p, served in openvino.items()},
-        "openvino_int8": {"heatmap": OpenVinoModel(openvino_int8, precision="bf16").run,
+        "openvino_int8": {"heatmap": listed(OpenVinoModel(openvino_int8, precision="bf16").run),
                           "predict": openvino_runner(prob_openvino_int8, "bf16")},
     }
     speed = {name: {"heatmap": {}, "predict": {}} for name in runners}
@@ -155,9 +160,10 @@ def main() -> None:
     outputs = {name: [np.concatenate(parts) for parts in zip(*[kinds["heatmap"](test_x[i:i + 16])
                                                                 for i in range(0, len(test_x), 16)])]
                for name, kinds in runners.items()}
-    reference_prob, reference_map = outputs["pytorch_fp32"][0], outputs["pytorch_fp32"][1]
+    reference_prob, reference_map = outputs["pytorch_fp32"][0][:, 1], outputs["pytorch_fp32"][1]
     quality = {}
-    for name, (prob, heatmap, *_) in outputs.items():
+    for name, (probabilities, heatmap, *_) in outputs.items():
+        prob = probabilities[:, 1]  # PNEUMONIA
         quality[name] = {"test_auc": binary_metrics(y_test, prob, loaded.threshold)["auc"],
                          "test_accuracy": binary_metrics(y_test, prob, loaded.threshold)["accuracy"],
                          "auc_delta_vs_fp32": binary_metrics(y_test, prob, 0.5)["auc"]
@@ -179,7 +185,7 @@ def main() -> None:
         "fastest_auc_delta": quality[fastest]["auc_delta_vs_fp32"],
         "fastest_heatmap_mean_abs_diff": quality[fastest]["heatmap_mean_abs_diff_vs_fp32"],
         "paths_within_limits": keeps,
-        "onnx_parity": parity_check(loaded, onnx_fp32, torch.from_numpy(test_x[:64])),
+        "onnx_parity": parity_check(run_dir, onnx_fp32, [s.path for s in test[:64]]),
         "openvino_bf16_runs_in": openvino["bf16"].precision,
         "openvino_cpu_capabilities": openvino_capabilities(),
         "note": "throughputs timed interleaved across runtimes (median of 5); "

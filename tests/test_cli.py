@@ -6,6 +6,7 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,6 +33,24 @@ def test_train_prints_the_merged_settings_without_training(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_train_defaults_to_the_best_validated_recipe_of_each_model(capsys):
+    from pneumoscan.settings import load_settings, to_dict
+    from pneumoscan.train import TrainConfig
+
+    assert main(["train", "--model", "densenet121", "--print-settings"]) == 0
+    settings = json.loads(capsys.readouterr().out)
+    tuned_file = Path(__file__).resolve().parents[1] / "bench" / "configs" / "densenet121_tuned.json"
+    tuned = to_dict(load_settings(TrainConfig, file=tuned_file).resolved())
+    assert settings["recipe"] == "densenet121-tuned"
+    differs = {k for k in settings if settings[k] != tuned[k]}
+    assert differs == {"recipe", "pos_weight", "pos_weight_scale"}  # the class weight now follows the data
+    assert settings["pos_weight_scale"] * 1150 / 3321 == pytest.approx(tuned["pos_weight"], rel=1e-12)
+    assert main(["train", "--model", "resnet50", "--print-settings"]) == 0
+    assert json.loads(capsys.readouterr().out)["recipe"] == "published"
+    assert main(["train", "--model", "densenet121", "--recipe", "end-to-end", "--print-settings"]) == 0
+    assert json.loads(capsys.readouterr().out)["stages"] == ["full"]
+
+
 def test_bad_input_is_a_message_not_a_traceback(tmp_path):
     result = subprocess.run([sys.executable, "-m", "pneumoscan.cli", "train", "--data", str(tmp_path / "nowhere"),
                              "--out", str(tmp_path / "run")], capture_output=True, text=True)
@@ -52,9 +71,10 @@ def test_predict_folder_with_a_broken_file(tiny_run, phantom_root, tmp_path, cap
     assert main(["predict", str(tiny_run), str(folder), "--out", str(out)]) == 1  # one file failed
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 4
-    broken = [r for r in rows if r["error"]]
+    broken = [r for r in rows if r["status"] == "unreadable"]
     assert len(broken) == 1 and broken[0]["path"].endswith("broken.jpeg") and broken[0]["probability"] == ""
-    assert all(r["label"] in ("NORMAL", "PNEUMONIA") for r in rows if not r["error"])
+    assert "corrupt or truncated" in broken[0]["reason"]
+    assert all(r["label"] in ("NORMAL", "PNEUMONIA") for r in rows if r["status"] == "scored")
 
 
 def test_evaluate_on_a_label_csv(tiny_run, phantom_root, tmp_path, capsys):
@@ -64,7 +84,9 @@ def test_evaluate_on_a_label_csv(tiny_run, phantom_root, tmp_path, capsys):
     listing = tmp_path / "labels.csv"
     listing.write_text("path,label\n" + "".join(f"{s.path},{s.label}\n" for s in samples))
     assert main(["evaluate", str(tiny_run), "--data", str(listing), "--out", str(tmp_path / "eval")]) == 0
-    assert (tmp_path / "eval" / "metrics_labels.json").exists()
+    metrics = json.loads((tmp_path / "eval" / "metrics_labels.json").read_text())
+    counts = metrics["screening"]
+    assert counts["images"] == len(samples) == metrics["at_threshold"]["n"] + counts["refused"] + counts["unreadable"]
     assert "AUC" in capsys.readouterr().out
 
 
@@ -89,8 +111,8 @@ def test_export_with_an_openvino_int8_model(tiny_run, tmp_path, capsys):
     assert {"model.int8.xml", "model.int8.bin"} <= set(card["files"])
     assert load_model_card(out / "model.int8.xml") == card  # what serve shows at /v1/model
     runtime = load_runtime(out / "model.int8.xml")
-    prob, _, _ = runtime.run(np.zeros((2, 3, 64, 64), dtype=np.float32))
-    assert runtime.runtime == "openvino" and prob.shape == (2,)
+    outputs = runtime.run(np.zeros((2, 3, 64, 64), dtype=np.float32))
+    assert runtime.runtime == "openvino" and outputs["probabilities"].shape == (2, 2)
 
 
 def test_run_summary_names_the_threshold_and_its_interval(tiny_run, capsys):

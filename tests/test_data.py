@@ -9,6 +9,7 @@ import zlib
 import numpy as np
 import pytest
 import torch
+from bench.hostile import dicom_bytes
 from PIL import Image
 from tests.conftest import ORIG256, REAL_DATA, needs
 
@@ -68,41 +69,19 @@ def test_16bit_png_is_stretched_to_full_range():
     assert gray.min() == pytest.approx(0.0) and gray.max() == pytest.approx(1.0)
 
 
-def _dicom_bytes(pixels: np.ndarray, photometric: str, window: tuple[float, float] | None = None) -> bytes:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.PatientID = "DX", "TEST"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.RescaleIntercept, ds.RescaleSlope = 0, 1
-    if window:
-        ds.WindowCenter, ds.WindowWidth = window
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 def test_dicom_monochrome2_and_monochrome1_look_the_same():
     pixels = np.tile(np.linspace(0, 4000, 32), (16, 1))
-    mono2 = load_image(_dicom_bytes(pixels, "MONOCHROME2"), name="a.dcm")
-    mono1 = load_image(_dicom_bytes(4000 - pixels, "MONOCHROME1"), name="b.dcm")
+    mono2 = load_image(dicom_bytes(pixels, "MONOCHROME2"), name="a.dcm")
+    mono1 = load_image(dicom_bytes(4000 - pixels, "MONOCHROME1"), name="b.dcm")
     assert mono2[:, -1].mean() > 0.9 and mono2[:, 0].mean() < 0.1
     np.testing.assert_allclose(mono1, mono2, atol=1e-3)
 
 
 def test_dicom_voi_window_is_applied():
     pixels = np.tile(np.linspace(0, 4000, 32), (16, 1))
-    windowed = load_image(_dicom_bytes(pixels, "MONOCHROME2", window=(1000, 500)), name="w.dcm")
+    windowed = load_image(dicom_bytes(pixels, "MONOCHROME2", window=(1000, 500)), name="w.dcm")
     # everything above the window (>= 1250) saturates white, below (<= 750) black
     assert (windowed[:, pixels[0] > 1300] > 0.99).all() and (windowed[:, pixels[0] < 700] < 0.01).all()
 

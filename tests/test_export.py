@@ -15,12 +15,11 @@ from pneumoscan.export import (
     export_onnx,
     export_run,
     export_torchscript,
-    parity_check,
     quantize_int8,
     quantize_openvino_int8,
 )
+from pneumoscan.input_checks import InputChecks, fit_gate, fit_shift
 from pneumoscan.models import MODELS, build_model
-from pneumoscan.ood import fit_ood
 from pneumoscan.runtime import OnnxModel, OpenVinoModel, TorchModel, load_runtime
 
 SMALL = Preprocessing(image_size=64)
@@ -35,13 +34,16 @@ def test_onnx_graph_matches_pytorch_for_every_model(name, tmp_path):
     torch.manual_seed(0)
     loaded = LoadedModel(model=build_model(name, preprocessing=SMALL).eval(), threshold=0.4, threshold_rule="youden")
     path = export_onnx(loaded, tmp_path / f"{name}.onnx")
-    parity = parity_check(loaded, path, images(8))
-    assert parity["prob_max_abs_diff"] <= 1e-4 and parity["heatmap_max_abs_diff"] <= 1e-3
-    runtime = OnnxModel(path)
-    assert runtime.threshold == 0.4 and runtime.preprocessing == SMALL
+    runtime, reference = OnnxModel(path), TorchModel(loaded)
+    assert runtime.threshold == 0.4 and runtime.preprocessing == SMALL and runtime.classes == ("NORMAL", "PNEUMONIA")
     for batch in (1, 5):  # dynamic batch size
-        prob, heatmap, ood = runtime.run(images(batch, seed=batch).numpy())
-        assert prob.shape == (batch,) and heatmap.shape == (batch, 64, 64) and ood.shape == (batch,)
+        x = images(batch, seed=batch).numpy()
+        got, expected = runtime.run(x), reference.run(x)
+        assert got["probabilities"].shape == (batch, 2) and got["heatmap"].shape == (batch, 64, 64)
+        assert got["shift_score"].shape == (batch,) and got["modality_probability"].shape == (batch,)
+        np.testing.assert_allclose(got["probabilities"], expected["probabilities"], atol=1e-4)
+        np.testing.assert_allclose(got["heatmap"], expected["heatmap"], atol=1e-3)
+        np.testing.assert_allclose(got["probabilities"].sum(1), 1.0, atol=1e-6)
 
 
 def test_openvino_runs_the_onnx_file_like_onnxruntime(tmp_path):
@@ -58,11 +60,12 @@ def test_openvino_runs_the_onnx_file_like_onnxruntime(tmp_path):
     for batch in (1, 5):  # dynamic batch size
         x = images(batch, seed=batch).numpy()
         expected, got = reference.run(x), fp32.run(x)
-        np.testing.assert_allclose(got[0], expected[0], atol=1e-4)
-        np.testing.assert_allclose(got[1], expected[1], atol=1e-3)
-        np.testing.assert_allclose(got[2], expected[2], rtol=1e-3, atol=1e-3)
-        prob, heatmap, _ = bf16.run(x)
-        assert np.abs(prob - expected[0]).max() < 0.05 and np.abs(heatmap - expected[1]).mean() < 0.05
+        for name, tolerance in (("probabilities", 1e-4), ("heatmap", 1e-3), ("shift_score", 1e-3),
+                                ("modality_probability", 1e-4)):
+            np.testing.assert_allclose(got[name], expected[name], rtol=1e-3, atol=tolerance)
+        low = bf16.run(x)
+        assert np.abs(low["probabilities"] - expected["probabilities"]).max() < 0.05
+        assert np.abs(low["heatmap"] - expected["heatmap"]).mean() < 0.05
 
 
 def test_openvino_model_can_be_called_from_several_threads(tmp_path):
@@ -71,9 +74,9 @@ def test_openvino_model_can_be_called_from_several_threads(tmp_path):
     loaded = LoadedModel(model=build_model("baseline_cnn", preprocessing=SMALL).eval(), threshold=0.5)
     runtime = OpenVinoModel(export_onnx(loaded, tmp_path / "m.onnx"), precision="fp32")
     batches = [images(2, seed=k).numpy() for k in range(8)]
-    alone = [runtime.run(x)[0] for x in batches]
+    alone = [runtime.run(x)["probabilities"] for x in batches]
     with ThreadPoolExecutor(4) as pool:
-        together = list(pool.map(lambda x: runtime.run(x)[0], batches))
+        together = list(pool.map(lambda x: runtime.run(x)["probabilities"], batches))
     for a, b in zip(alone, together):
         np.testing.assert_allclose(a, b, atol=1e-6)
 
@@ -83,10 +86,10 @@ def test_exported_heatmap_is_the_fast_gradcam():
 
     model = build_model("densenet121", preprocessing=SMALL).eval()
     with torch.no_grad():
-        prob, heatmap, _ = ServingGraph(model)(images(4))
+        probabilities, heatmap, _, _ = ServingGraph(model)(images(4))
     reference = gradcam(model, images(4))
     np.testing.assert_allclose(heatmap.numpy(), reference.heatmaps, atol=1e-5)
-    np.testing.assert_allclose(prob.numpy(), reference.probabilities, atol=1e-6)
+    np.testing.assert_allclose(probabilities[:, 1].numpy(), reference.probabilities, atol=1e-6)
 
 
 def test_int8_model_keeps_outputs_and_metadata(tmp_path):
@@ -96,10 +99,10 @@ def test_int8_model_keeps_outputs_and_metadata(tmp_path):
     int8 = quantize_int8(fp32, tmp_path / "m.int8.onnx", images(16, seed=3).numpy())
     runtime = OnnxModel(int8)
     assert runtime.threshold == 0.3 and runtime.preprocessing == SMALL  # metadata carried over
-    prob, heatmap, _ = runtime.run(images(4).numpy())
-    reference, _, _ = OnnxModel(fp32).run(images(4).numpy())
-    assert prob.shape == (4,) and heatmap.shape == (4, 64, 64) and np.isfinite(heatmap).all()
-    assert np.abs(prob - reference).max() < 0.05
+    got, reference = runtime.run(images(4).numpy()), OnnxModel(fp32).run(images(4).numpy())
+    assert got["probabilities"].shape == (4, 2) and got["heatmap"].shape == (4, 64, 64)
+    assert np.isfinite(got["heatmap"]).all()
+    assert np.abs(got["probabilities"] - reference["probabilities"]).max() < 0.05
 
 
 def test_openvino_int8_model_keeps_outputs_and_metadata(tmp_path):
@@ -109,32 +112,38 @@ def test_openvino_int8_model_keeps_outputs_and_metadata(tmp_path):
     xml = quantize_openvino_int8(fp32, tmp_path / "m.int8.xml", images(16, seed=3).numpy())
     runtime = load_runtime(xml)  # an .xml goes to OpenVINO on its own
     assert runtime.runtime == "openvino" and runtime.threshold == 0.3 and runtime.preprocessing == SMALL
-    prob, heatmap, _ = runtime.run(images(4).numpy())
-    reference, _, _ = OnnxModel(fp32).run(images(4).numpy())
-    assert prob.shape == (4,) and heatmap.shape == (4, 64, 64) and np.isfinite(heatmap).all()
-    assert np.abs(prob - reference).max() < 0.05
+    got, reference = runtime.run(images(4).numpy()), OnnxModel(fp32).run(images(4).numpy())
+    assert got["probabilities"].shape == (4, 2) and got["heatmap"].shape == (4, 64, 64)
+    assert np.isfinite(got["heatmap"]).all()
+    assert np.abs(got["probabilities"] - reference["probabilities"]).max() < 0.05
     with pytest.raises(ValueError, match=r"\.xml"):
         quantize_openvino_int8(fp32, tmp_path / "m.int8.onnx", images(4).numpy())
 
 
-def test_ood_score_is_baked_into_the_graph(tmp_path):
+def test_input_checks_are_baked_into_the_graph(tmp_path):
     model = build_model("baseline_cnn", preprocessing=SMALL).eval()
     with torch.no_grad():
         features = model.feature_map(images(64)).mean((2, 3)).numpy()
-    ood = fit_ood(features[:48], features[48:])
-    loaded = LoadedModel(model=model, threshold=0.5, ood=ood)
-    path = export_onnx(loaded, tmp_path / "m.onnx")
-    _, _, score = OnnxModel(path).run(images(3, seed=9).numpy())
+    checks = InputChecks(shift=fit_shift(features[:48], features[48:]), gate=fit_gate(features[:32], features[32:]))
+    path = export_onnx(LoadedModel(model=model, threshold=0.5, checks=checks), tmp_path / "m.onnx")
+    got = OnnxModel(path).run(images(3, seed=9).numpy())
     with torch.no_grad():
-        expected = ood.score(model.feature_map(images(3, seed=9)).mean((2, 3)))
-    np.testing.assert_allclose(score, expected, rtol=1e-3, atol=1e-3)
-    assert OnnxModel(path).ood_threshold == pytest.approx(ood.threshold)
+        pooled = model.feature_map(images(3, seed=9)).mean((2, 3))
+    np.testing.assert_allclose(got["shift_score"], checks.shift.score(pooled), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(got["modality_probability"], checks.gate.probability(pooled), atol=1e-5)
+    limits = OnnxModel(path).limits
+    assert limits["shift_threshold"] == pytest.approx(checks.shift.threshold) and limits["gate_threshold"] == 0.5
 
 
-def test_export_run_writes_card_and_torchscript(tiny_run, tmp_path):
+def test_export_run_writes_card_and_torchscript(tiny_run, phantom_root, tmp_path):
+    from pneumoscan.data import scan_kaggle_split
+
     loaded = load_model(tiny_run)
-    card = export_run(tiny_run, tmp_path / "onnx", parity_images=images(6))
-    assert card["onnx_parity"]["prob_max_abs_diff"] <= 1e-4
+    paths = [s.path for s in scan_kaggle_split(phantom_root, "test")[:6]]
+    card = export_run(tiny_run, tmp_path / "onnx", parity_paths=paths)
+    parity = card["onnx_parity"]
+    assert parity["images"] == 6 and parity["outcome_mismatches"] == 0 and parity["prob_max_abs_diff"] <= 1e-4
+    assert "## Input checks" in (tmp_path / "onnx" / "model.card.md").read_text()
     assert set(card["files"]) == {"model.onnx", "model.pt"}
     assert card["threshold"]["value"] == pytest.approx(loaded.threshold)
     low, high = card["threshold"]["ci95_over_validation_patients"]
@@ -149,7 +158,7 @@ def test_export_run_writes_card_and_torchscript(tiny_run, tmp_path):
     with torch.no_grad():
         ours = TorchModel(tiny_run).run(images(2).numpy())
         theirs = scripted(images(2))
-    np.testing.assert_allclose(ours[0], theirs[0].numpy(), atol=1e-6)
+    np.testing.assert_allclose(ours["probabilities"], theirs[0].numpy(), atol=1e-6)
 
 
 def test_runtime_choice_and_bad_files(tiny_run, tmp_path):

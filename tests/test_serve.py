@@ -10,9 +10,9 @@ import zlib
 import numpy as np
 import pydicom
 import pytest
+from bench.hostile import dicom_bytes
 from fastapi.testclient import TestClient
 from PIL import Image
-from tests.test_data import _dicom_bytes
 
 from pneumoscan.data import scan_kaggle_split
 from pneumoscan.export import export_run
@@ -65,7 +65,7 @@ def test_predict_returns_probability_label_and_timing(client, xray_bytes):
 def test_dicom_in_and_secondary_capture_out(client, xray_bytes, photometric):
     gray = np.asarray(Image.open(io.BytesIO(xray_bytes)).convert("L"), np.float64) * 16
     pixels = gray if photometric == "MONOCHROME2" else 4080 - gray
-    data = _dicom_bytes(pixels, photometric)
+    data = dicom_bytes(pixels, photometric)
     body = post(client, data, name="study.dcm", content_type="application/dicom").json()
     png = post(client, xray_bytes).json()
     assert body["probability"] == pytest.approx(png["probability"], abs=0.02)

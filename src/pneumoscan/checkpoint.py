@@ -1,8 +1,8 @@
 """Self-describing model checkpoints: weights plus everything needed to rebuild and use them.
 
 A checkpoint holds the architecture name and arguments, the preprocessing, the class names, the
-decision threshold (and how it was chosen), metrics and the training settings, next to the state
-dict. It contains only tensors and plain Python values, so ``torch.load(weights_only=True)`` reads
+decision threshold (and how it was chosen), the input checks, metrics and the training settings,
+next to the state dict. It contains only tensors and plain Python values, so ``torch.load(weights_only=True)`` reads
 it without unpickling arbitrary objects. Files are written atomically.
 """
 
@@ -16,8 +16,8 @@ import torch
 
 from pneumoscan.data.labels import CLASSES
 from pneumoscan.data.preprocess import Preprocessing
+from pneumoscan.input_checks import InputChecks, PopulationShift
 from pneumoscan.models import PneumoniaNet, build_model
-from pneumoscan.ood import OodDetector
 
 FORMAT = "pneumoscan-model/1"
 MODEL_FILE = "model.pt"
@@ -33,7 +33,7 @@ class LoadedModel:
     metrics: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
     path: str = ""
-    ood: OodDetector | None = None
+    checks: InputChecks | None = None
 
     @property
     def preprocessing(self) -> Preprocessing:
@@ -49,7 +49,7 @@ def atomic_save(payload, path: str | Path) -> None:
 
 
 def save_model(path: str | Path, model: PneumoniaNet, *, threshold: float, threshold_rule: str,
-               metrics: dict | None = None, settings: dict | None = None, ood: OodDetector | None = None) -> None:
+               metrics: dict | None = None, settings: dict | None = None, checks: InputChecks | None = None) -> None:
     """Write ``model`` and what it needs to be used as one weights-only file."""
     from pneumoscan import __version__
 
@@ -64,7 +64,7 @@ def save_model(path: str | Path, model: PneumoniaNet, *, threshold: float, thres
         "threshold_rule": threshold_rule,
         "metrics": metrics or {},
         "settings": settings or {},
-        "ood": ood.to_state() if ood else None,
+        "input_checks": checks.to_state() if checks else None,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }, path)
 
@@ -96,4 +96,25 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> Loade
     model.to(device).eval()
     return LoadedModel(model=model, threshold=payload["threshold"], threshold_rule=payload["threshold_rule"],
                        metrics=payload["metrics"], settings=payload["settings"], path=str(path),
-                       ood=OodDetector.from_state(payload["ood"]) if payload.get("ood") else None)
+                       checks=_read_checks(payload))
+
+
+def _read_checks(payload: dict) -> InputChecks | None:
+    """The input checks; a model saved before the modality gate existed has its shift score only."""
+    if payload.get("input_checks"):
+        return InputChecks.from_state(payload["input_checks"])
+    if payload.get("ood"):
+        old = payload["ood"]
+        return InputChecks(shift=PopulationShift(mean=old["mean"].float(), precision=old["precision"].float(),
+                                                 threshold=float(old["threshold"]), quantile=float(old["quantile"])),
+                           gate=None)
+    return None
+
+
+def replace_checks(path: str | Path, checks: InputChecks) -> None:
+    """Give a saved model new input checks (the weights, threshold and everything else stay)."""
+    path = resolve_model_path(path)
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload.pop("ood", None)
+    payload["input_checks"] = checks.to_state()
+    atomic_save(payload, path)

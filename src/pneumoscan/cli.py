@@ -8,6 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
+import numpy as np
+
 log = logging.getLogger("pneumoscan")
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
@@ -20,6 +22,10 @@ def _add_train(sub) -> None:
                                    "and the test split once. Settings: defaults < --config file < flags < --set.")
     p.add_argument("--data", help="dataset root in the Kaggle layout (train/, test/) or a path,label CSV")
     p.add_argument("--model", help="densenet121 (default), resnet50 or baseline_cnn")
+    p.add_argument("--recipe", default="auto",
+                   help="named settings (train.recipes): auto = the best validated one for the model and device "
+                        "(densenet121-tuned on a CPU, end-to-end on CUDA for DenseNet121; published otherwise), "
+                        "published, densenet121-tuned or end-to-end")
     p.add_argument("--weights", help="imagenet (torchvision download), none, or a state-dict file path")
     p.add_argument("--allow-partial-weights", action="store_true", default=None,
                    help="accept a weights file missing some tensors (they stay random; reported)")
@@ -41,18 +47,43 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--data", required=True, help="dataset root (Kaggle layout) or a path,label CSV")
     p.add_argument("--split", default="test", help="split folder to evaluate when --data is a root (default test)")
     p.add_argument("--out", help="output folder (default MODEL_RUN/eval-SPLIT)")
-    p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
+    _add_runtime_options(p)
+
+
+def _add_runtime_options(p) -> None:
+    p.add_argument("--runtime", default="auto", choices=["auto", "pytorch", "onnxruntime", "openvino"],
+                   help="auto: onnxruntime for .onnx, OpenVINO for .xml, PyTorch for a run folder or model.pt")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="PyTorch and OpenVINO precision (bf16 where the CPU computes it natively)")
 
 
 def _add_predict(sub) -> None:
-    p = sub.add_parser("predict", help="PNEUMONIA probability for images, folders or CSVs",
-                       description="Predict one image, a folder (recursively) or a CSV of paths. Broken files "
-                                   "are reported and skipped; the exit code is 1 when any file failed.")
-    p.add_argument("model", help="run folder or model.pt")
+    p = sub.add_parser("predict", help="screen images, folders or CSVs: probabilities, refusals and flags",
+                       description="Screen one image, a folder (recursively) or a CSV with a path column. Each file is "
+                                   "scored (and flagged when unlike the training population), refused (not a chest "
+                                   "X-ray, blank or colour) or unreadable; the exit code is 1 when any file could "
+                                   "not be read.")
+    p.add_argument("model", help="run folder, model.pt, exported model.onnx or OpenVINO .xml")
     p.add_argument("inputs", nargs="+", help="image files (JPEG, PNG, DICOM...), folders or CSVs")
-    p.add_argument("--out", help="write a CSV (path,probability,label,threshold,error) instead of printing")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
+    p.add_argument("--out", help="write a CSV (path,status,label,probability,...,flagged,reason,warning) "
+                                 "instead of printing")
+    p.add_argument("--batch-size", type=int, default=16)
+    _add_runtime_options(p)
+
+
+def _add_checks(sub) -> None:
+    p = sub.add_parser("checks", help="fit a trained run's input checks again, with examples to accept or refuse",
+                       description="Refit the two input checks of a finished run and save them into its model.pt: "
+                                   "the modality gate (what is refused as not a chest X-ray) learns from the run's "
+                                   "training images, made non-X-ray images and the examples given here; the "
+                                   "population-shift flag from the training and validation images.")
+    p.add_argument("model", help="run folder")
+    p.add_argument("--accept", nargs="*", default=[], metavar="FOLDER_OR_CSV",
+                   help="more images of the modality (other hospitals, adults, devices): never refused")
+    p.add_argument("--refuse", nargs="*", default=[], metavar="FOLDER_OR_CSV",
+                   help="images of other modalities or body parts: refused")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="other input-check settings, e.g. population='adult chest X-rays from one hospital'")
 
 
 def _add_explain(sub) -> None:
@@ -102,11 +133,7 @@ def _add_serve(sub) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-upload-mb", type=int, default=20)
-    p.add_argument("--runtime", default="auto", choices=["auto", "pytorch", "onnxruntime", "openvino"],
-                   help="auto: onnxruntime for .onnx, PyTorch for a run folder; openvino runs an .onnx with OpenVINO "
-                        "(with --precision bf16 the fastest path on CPUs with bf16 instructions)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
-                   help="PyTorch and OpenVINO precision (onnxruntime runs fp32)")
+    _add_runtime_options(p)
 
 
 def _add_compare(sub) -> None:
@@ -163,8 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings only")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_evaluate, _add_predict, _add_explain, _add_export, _add_serve, _add_compare,
-                _add_tune, _add_demo):
+    for add in (_add_train, _add_evaluate, _add_predict, _add_checks, _add_explain, _add_export, _add_serve,
+                _add_compare, _add_tune, _add_demo):
         add(sub)
     return parser
 
@@ -172,12 +199,20 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_train(args) -> int:
     from pneumoscan.settings import load_settings, parse_overrides
     from pneumoscan.train import TrainConfig, train
+    from pneumoscan.train.recipes import recipe_settings
 
     overrides = {k: v for k, v in {"data": args.data, "model": args.model, "weights": args.weights,
                                    "out": args.out, "seed": args.seed,
                                    "allow_partial_weights": args.allow_partial_weights}.items() if v is not None}
     overrides.update(parse_overrides(args.set))
-    config = load_settings(TrainConfig, file=args.config, overrides=overrides)
+    recipe = args.recipe
+    if recipe == "auto":
+        from pneumoscan.device import pick_device
+        from pneumoscan.train.recipes import best_recipe
+
+        probe = load_settings(TrainConfig, file=args.config, overrides=overrides)
+        recipe = best_recipe(probe.model, pick_device(probe.device).type)
+    config = load_settings(TrainConfig, base=recipe_settings(recipe), file=args.config, overrides=overrides)
     if args.print_settings:
         from pneumoscan.settings import to_dict
 
@@ -204,63 +239,90 @@ def _print_summary(run_dir: Path) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from pneumoscan.checkpoint import load_model, resolve_model_path
+    from pneumoscan.checkpoint import resolve_model_path
     from pneumoscan.data.records import load_samples
-    from pneumoscan.evaluate import evaluate_model
+    from pneumoscan.evaluate import evaluate_screened
+    from pneumoscan.screen import load
 
-    loaded = load_model(args.model)
+    screener = load(args.model, runtime=args.runtime, precision=args.precision)
     samples = load_samples(args.data, args.split if Path(args.data).is_dir() else None)
     name = args.split if Path(args.data).is_dir() else Path(args.data).stem
-    out = Path(args.out) if args.out else resolve_model_path(args.model).parent / f"eval-{name}"
-    result = evaluate_model(loaded, samples, out_dir=out, name=name, precision=args.precision)
-    m = result["at_threshold"]
+    model = Path(args.model)
+    out = Path(args.out) if args.out else (resolve_model_path(model).parent if model.suffix in ("", ".pt")
+                                           else model.parent) / f"eval-{name}"
+    result = evaluate_screened(screener, samples, out_dir=out, name=name)
+    m, counts = result["at_threshold"], result["screening"]
     print(f"{name}: AUC {m['auc']:.4f} [{m['ci95']['auc'][0]:.4f}, {m['ci95']['auc'][1]:.4f}]  accuracy "
           f"{m['accuracy']:.4f}  sensitivity {m['sensitivity']:.4f}  specificity {m['specificity']:.4f}  "
-          f"at threshold {loaded.threshold:.4f}; written to {out}")
+          f"at threshold {screener.threshold:.4f}, over the {counts['scored']} of {counts['images']} images scored "
+          f"({counts['flagged']} flagged, {counts['refused']} refused, {counts['unreadable']} unreadable); "
+          f"written to {out}")
     return 0
 
 
 def cmd_predict(args) -> int:
-    from pneumoscan.checkpoint import load_model
-    from pneumoscan.predict import expand_inputs, predict_paths, write_predictions_csv
+    from pneumoscan.data.records import expand_inputs
+    from pneumoscan.predict import write_screenings_csv
+    from pneumoscan.screen import load
 
-    loaded = load_model(args.model)
+    screener = load(args.model, runtime=args.runtime, precision=args.precision)
     paths = expand_inputs(args.inputs)
     if not paths:
         raise ValueError(f"no images found in {args.inputs}")
-    predictions = predict_paths(loaded.model, paths, threshold=loaded.threshold, batch_size=args.batch_size,
-                                precision=args.precision)
+    results = screener.screen(paths, batch_size=args.batch_size)
     if args.out:
-        write_predictions_csv(args.out, predictions)
-        print(f"{len(predictions)} predictions written to {args.out}")
+        write_screenings_csv(args.out, results, screener.classes)
+        print(f"{len(results)} screenings written to {args.out}")
     else:
-        for p in predictions:
-            if p.error:
-                print(f"{p.path}\terror: {p.error}")
-            else:
-                print(f"{p.path}\t{p.label}\tprobability {p.probability:.4f}\tthreshold {p.threshold:.4f}")
-    failed = sum(bool(p.error) for p in predictions)
-    if failed:
-        print(f"{failed} of {len(predictions)} files could not be read", file=sys.stderr)
-    return 1 if failed else 0
+        for r in results:
+            print(f"{r.source}\t{_describe(r)}")
+    counts = {status: sum(r.status == status for r in results) for status in ("scored", "refused", "unreadable")}
+    flagged = sum(r.flagged for r in results)
+    print(f"{counts['scored']} scored ({flagged} flagged as unlike the training population), {counts['refused']} "
+          f"refused, {counts['unreadable']} unreadable", file=sys.stderr)
+    return 1 if counts["unreadable"] else 0
+
+
+def _describe(result) -> str:
+    if not result.scored:
+        return f"{result.status}: {result.reason}"
+    text = f"{result.label}\tprobability {result.probability:.4f}"
+    text += f"\tthreshold {result.threshold:.4f}" if result.threshold is not None else ""
+    return text + (f"\tFLAGGED: {result.warning}" if result.flagged else "")
+
+
+def cmd_checks(args) -> int:
+    from pneumoscan.input_checks import InputCheckSettings
+    from pneumoscan.settings import from_dict, parse_overrides
+    from pneumoscan.train.run import refit_input_checks, run_config
+
+    base = run_config(args.model).input_checks
+    values = {**base.to_dict(), **parse_overrides(args.set), "accept": args.accept, "refuse": args.refuse}
+    report = refit_input_checks(args.model, from_dict(InputCheckSettings, values))
+    fitted = report["fitted_on"]
+    print(f"input checks of {args.model} fitted again: accepts {100 * fitted['fit_accepted']:.1f}% of the modality's "
+          f"examples, refuses {100 * fitted['fit_refused']:.1f}% of the others; report in "
+          f"{Path(args.model) / 'input_checks.json'}")
+    return 0
 
 
 def cmd_explain(args) -> int:
     from pneumoscan.checkpoint import load_model
+    from pneumoscan.data.records import expand_inputs
     from pneumoscan.explain import run as explain_run
-    from pneumoscan.predict import expand_inputs
 
     loaded = load_model(args.model)
     if args.review:
         from pneumoscan.data.records import load_samples
-        from pneumoscan.predict import predict_logits, sigmoid
+        from pneumoscan.screen import load
 
         if not args.data:
             raise ValueError("--review needs --data (the dataset root or label CSV)")
         samples = load_samples(args.data, args.review if Path(args.data).is_dir() else None)
-        logits, errors = predict_logits(loaded.model, [s.path for s in samples], desc=f"predicting {args.review}")
-        keep = [i for i, e in enumerate(errors) if not e]
-        counts = explain_run.review_gallery(loaded, [samples[i] for i in keep], sigmoid(logits[keep]), args.out,
+        results = load(args.model).screen([s.path for s in samples], desc=f"screening {args.review}")
+        keep = [i for i, r in enumerate(results) if r.scored]
+        counts = explain_run.review_gallery(loaded, [samples[i] for i in keep],
+                                            np.array([results[i].probability for i in keep]), args.out,
                                             method=args.method, confident=args.confident)
         print(f"review of {len(keep)} images written to {args.out}/index.html: " +
               ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
@@ -295,35 +357,36 @@ def _calibration_images(model: str, count: int):
     return stack_inputs(chosen, load_model(model).preprocessing).numpy()
 
 
-def _parity_images(args, count: int):
-    from pneumoscan.checkpoint import load_model, resolve_model_path
-    from pneumoscan.data import load_samples, read_split, stack_inputs
+def _parity_paths(args, count: int) -> list[str]:
+    """The images export screens with both PyTorch and the exported file: ``--data``, else the run's validation."""
+    from pneumoscan.checkpoint import resolve_model_path
+    from pneumoscan.data import evenly_spaced, load_samples, read_split
 
     if args.data:
         samples = load_samples(args.data, args.split if Path(args.data).is_dir() else None)
     else:
         split_file = resolve_model_path(args.model).parent / "split.csv"
         if not split_file.exists():
-            return None
+            return []
         samples = read_split(split_file)["val"]
-    return stack_inputs(samples[:count], load_model(args.model).preprocessing)
+    return [samples[i].path for i in evenly_spaced(len(samples), count)]
 
 
 def cmd_export(args) -> int:
     from pneumoscan.export import export_run
 
-    images = _parity_images(args, args.parity_images) if args.format == "onnx" else None
+    paths = _parity_paths(args, args.parity_images) if args.format == "onnx" else []
     calibration = _calibration_images(args.model, args.openvino_int8) if args.openvino_int8 else None
-    card = export_run(args.model, args.out, fmt=args.format, parity_images=images, int8_calibration=calibration)
+    card = export_run(args.model, args.out, fmt=args.format, parity_paths=paths, int8_calibration=calibration)
     print(f"exported to {args.out}: " + ", ".join(card["files"]))
     if card.get("openvino_int8"):
         print(f"OpenVINO int8 model: {Path(args.out) / 'model.int8.xml'} (check its metrics before serving it)")
     if card.get("onnx_parity"):
         parity = card["onnx_parity"]
         print(f"ONNX parity on {parity['images']} images: probability max abs diff {parity['prob_max_abs_diff']:.2e}, "
-              f"heatmap {parity['heatmap_max_abs_diff']:.2e}")
-        if parity["prob_max_abs_diff"] > 1e-4 or parity["heatmap_max_abs_diff"] > 1e-3:
-            print("parity check FAILED (limits 1e-4 and 1e-3)", file=sys.stderr)
+              f"heatmap {parity['heatmap_max_abs_diff']:.2e}, {parity['outcome_mismatches']} outcomes differ")
+        if parity["prob_max_abs_diff"] > 1e-4 or parity["heatmap_max_abs_diff"] > 1e-3 or parity["outcome_mismatches"]:
+            print("parity check FAILED (limits 1e-4 and 1e-3, no outcome may differ)", file=sys.stderr)
             return 1
     return 0
 
@@ -386,7 +449,8 @@ def cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "explain": cmd_explain,
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "checks": cmd_checks,
+            "explain": cmd_explain,
             "export": cmd_export, "serve": cmd_serve, "compare": cmd_compare, "tune": cmd_tune, "demo": cmd_demo}
 
 

@@ -1,10 +1,11 @@
 """Stage 7 of the pipeline: a model that predicts *and* explains without PyTorch, plus its model card.
 
-``ServingGraph`` maps an image batch to (PNEUMONIA probability, Grad-CAM heatmap of the PNEUMONIA
-evidence at input resolution, out-of-distribution score of the pooled features). The heatmap's
-gradient is the head's closed form (``explain.ClosedFormGradCAM``), so the ONNX graph needs no
-autograd. The ONNX file carries its preprocessing, threshold and class names as metadata; a parity
-check against PyTorch runs on every export.
+``ServingGraph`` maps an image batch to (class probabilities, Grad-CAM heatmap of the PNEUMONIA
+evidence at input resolution, population-shift score, probability that the image is of the model's
+modality: see ``input_checks``). The heatmap's gradient is the head's closed form
+(``explain.ClosedFormGradCAM``), so the ONNX graph needs no autograd. The ONNX file carries its
+preprocessing, threshold, class names and input-check limits as metadata; every export is checked
+against PyTorch through ``screen.Screener``, the object every entry point screens with.
 """
 
 from __future__ import annotations
@@ -16,52 +17,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from pneumoscan.checkpoint import LoadedModel
-from pneumoscan.data.labels import CLASSES
-from pneumoscan.explain.gradcam import ClosedFormGradCAM, scale_maps
-from pneumoscan.models import PneumoniaNet
-from pneumoscan.ood import OodDetector
-from pneumoscan.runtime import card_path
+from pneumoscan.graph import METADATA_KEY, OUTPUTS, ServingGraph, check_limits, model_metadata
 
 log = logging.getLogger(__name__)
 
-METADATA_KEY = "pneumoscan"
-OUTPUTS = ("probability", "heatmap", "ood_score")
-
-
-class ServingGraph(nn.Module):
-    """images ``[B, C, S, S]`` -> probability ``[B]``, heatmap ``[B, S, S]``, OOD score ``[B]``.
-
-    The OOD score is 0 when the model has no out-of-distribution detector.
-    """
-
-    def __init__(self, model: PneumoniaNet, ood: OodDetector | None = None):
-        super().__init__()
-        self.trunk, self.tail = model.trunk, model.tail
-        self.gradcam = ClosedFormGradCAM(model.head)
-        features = model.head[3].in_features
-        self.register_buffer("ood_mean", ood.mean.clone() if ood else torch.zeros(features))
-        self.register_buffer("ood_precision", ood.precision.clone() if ood else torch.zeros(features, features))
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        fmap = self.tail(self.trunk(images))
-        logit, cam = self.gradcam(fmap)
-        heatmap = scale_maps(cam, (images.shape[-2], images.shape[-1]))
-        centred = fmap.float().mean(dim=(2, 3)) - self.ood_mean
-        ood_score = ((centred @ self.ood_precision) * centred).sum(dim=1) / centred.shape[1]
-        return torch.sigmoid(logit), heatmap, ood_score
-
-
-def model_metadata(loaded: LoadedModel) -> dict:
-    """What a runtime needs besides the graph: preprocessing, threshold, classes, provenance."""
-    from pneumoscan import __version__
-
-    return {"arch": loaded.model.arch, "preprocessing": loaded.preprocessing.to_dict(), "classes": list(CLASSES),
-            "threshold": loaded.threshold, "threshold_rule": loaded.threshold_rule, "pneumoscan_version": __version__,
-            "outputs": list(OUTPUTS), "heatmap": "Grad-CAM of the PNEUMONIA logit on the last feature map",
-            "ood_threshold": loaded.ood.threshold if loaded.ood else None}
+def card_path(model_file: str | Path) -> Path:
+    """Where the model card of an exported file lies: beside it, named by the part of its name before the
+    first dot (model.onnx, model.torchscript.pt and model.int8.xml all share model.card.json)."""
+    model_file = Path(model_file)
+    return model_file.parent / (model_file.name.split(".")[0] + ".card.json")
 
 
 def export_onnx(loaded: LoadedModel, path: str | Path, *, opset: int = 18) -> Path:
@@ -69,7 +35,7 @@ def export_onnx(loaded: LoadedModel, path: str | Path, *, opset: int = 18) -> Pa
     import onnx
 
     path = Path(path)
-    graph = ServingGraph(loaded.model.eval(), loaded.ood).eval()
+    graph = ServingGraph(loaded.model.eval(), loaded.checks).eval()
     size = loaded.preprocessing.image_size
     example = torch.zeros(2, loaded.preprocessing.channels, size, size)
     batch = torch.export.Dim("batch", min=1, max=4096)
@@ -87,7 +53,7 @@ def export_onnx(loaded: LoadedModel, path: str | Path, *, opset: int = 18) -> Pa
 def export_torchscript(loaded: LoadedModel, path: str | Path) -> Path:
     """Write the serving graph as TorchScript (traced), with the metadata as an extra file."""
     path = Path(path)
-    graph = ServingGraph(loaded.model.eval(), loaded.ood).eval()
+    graph = ServingGraph(loaded.model.eval(), loaded.checks).eval()
     size = loaded.preprocessing.image_size
     with torch.no_grad():
         traced = torch.jit.trace(graph, torch.zeros(2, loaded.preprocessing.channels, size, size))
@@ -95,16 +61,17 @@ def export_torchscript(loaded: LoadedModel, path: str | Path) -> Path:
     return path
 
 
-def parity_check(loaded: LoadedModel, onnx_path: str | Path, images: torch.Tensor) -> dict:
-    """Largest differences between onnxruntime and PyTorch on ``images`` (network inputs)."""
-    from pneumoscan.runtime import OnnxModel
+def parity_check(model_path: str | Path, onnx_path: str | Path, paths: list[str]) -> dict:
+    """Screen ``paths`` with PyTorch and with onnxruntime: largest differences, and how many outcomes differ."""
+    from pneumoscan.screen import load
 
-    with torch.no_grad():
-        prob, heatmap, _ = ServingGraph(loaded.model.eval(), loaded.ood)(images)
-    ort_prob, ort_heatmap, _ = OnnxModel(onnx_path).run(images.numpy())
-    return {"images": int(len(images)),
-            "prob_max_abs_diff": float(np.abs(ort_prob - prob.numpy()).max()),
-            "heatmap_max_abs_diff": float(np.abs(ort_heatmap - heatmap.numpy()).max())}
+    reference = load(model_path).screen(paths, heatmaps=True, progress=False)
+    exported = load(onnx_path).screen(paths, heatmaps=True, progress=False)
+    both = [(a, b) for a, b in zip(reference, exported) if a.scored and b.scored]
+    return {"images": len(paths), "scored": len(both),
+            "outcome_mismatches": sum(a.status != b.status for a, b in zip(reference, exported)),
+            "prob_max_abs_diff": max((abs(a.probability - b.probability) for a, b in both), default=0.0),
+            "heatmap_max_abs_diff": max((float(np.abs(a.heatmap - b.heatmap).max()) for a, b in both), default=0.0)}
 
 
 def sha256_of(path: str | Path) -> str:
@@ -146,8 +113,7 @@ def model_card(loaded: LoadedModel, run_dir: Path | None, files: list[Path], par
         "validation_metrics": summary("validation"),
         "validation_under_acquisition_shifts": {k: v for k, v in metrics.get("validation_shifted", {}).items()
                                                 if k.startswith(("mean_", "worst_"))} or None,
-        "out_of_distribution": {"threshold": loaded.ood.threshold, "quantile": loaded.ood.quantile}
-        if loaded.ood else None,
+        "input_checks": check_limits(loaded.checks),
         "limitations": [
             "Trained on one pediatric dataset (Kermany et al. 2018: children aged 1-5, one hospital in Guangzhou); "
             "performance on adults, other hospitals and other devices is unknown.",
@@ -180,15 +146,24 @@ def card_markdown(card: dict) -> str:
     if card.get("validation_under_acquisition_shifts"):
         lines += ["## Validation under synthetic acquisition shifts",
                   *[f"- {k}: {v:.4f}" for k, v in card["validation_under_acquisition_shifts"].items()], ""]
-    if card.get("out_of_distribution"):
-        lines += ["## Input check", f"Images whose out-of-distribution score exceeds "
-                  f"{card['out_of_distribution']['threshold']:.3f} are refused, not scored.", ""]
+    if card.get("input_checks"):
+        lines += ["## Input checks", *_input_check_lines(card["input_checks"]), ""]
     lines += ["## Limitations", *[f"- {item}" for item in card["limitations"]], ""]
     if card.get("onnx_parity"):
         lines += ["## ONNX parity with PyTorch", *[f"- {k}: {v}" for k, v in card["onnx_parity"].items()], ""]
     lines += ["## Files", *[f"- `{name}`: sha256 `{v['sha256']}` ({v['bytes']:,} bytes)"
                             for name, v in card["files"].items()]]
     return "\n".join(lines) + "\n"
+
+
+def _input_check_lines(limits: dict) -> list[str]:
+    refuse = (f"Images that are not a {limits['modality']} (the modality gate's probability under "
+              f"{limits['gate_threshold']:.2f}), blank images and colour images are refused, not scored."
+              if limits.get("gate_threshold") is not None else
+              "Blank and colour images are refused; this model has no modality gate (fitted before it existed).")
+    return [refuse, f"Images with a population-shift score over {limits['shift_threshold']:.3f} (the "
+            f"{100 * limits['shift_quantile']:.1f}% quantile of validation images) are scored and flagged: they are "
+            f"unlike {limits['population']}."]
 
 
 def _threshold_interval_lines(threshold: dict) -> list[str]:
@@ -201,7 +176,7 @@ def _threshold_interval_lines(threshold: dict) -> list[str]:
 
 
 def export_run(model_path: str | Path, out_dir: str | Path, *, fmt: str = "onnx",
-               parity_images: torch.Tensor | None = None, int8_calibration: np.ndarray | None = None) -> dict:
+               parity_paths: list[str] | None = None, int8_calibration: np.ndarray | None = None) -> dict:
     """Export a trained model (run folder or model.pt) with its model card; returns the card.
 
     With ``int8_calibration`` (network inputs of training images) an ONNX export also gets the OpenVINO
@@ -217,16 +192,16 @@ def export_run(model_path: str | Path, out_dir: str | Path, *, fmt: str = "onnx"
     target = out_dir / ("model.onnx" if fmt == "onnx" else "model.torchscript.pt")
     (export_onnx if fmt == "onnx" else export_torchscript)(loaded, target)
     parity = None
-    if fmt == "onnx" and parity_images is not None:
-        parity = parity_check(loaded, target, parity_images)
-        log.info("ONNX parity on %d images: probability %.2e, heatmap %.2e", parity["images"],
-                 parity["prob_max_abs_diff"], parity["heatmap_max_abs_diff"])
+    if fmt == "onnx" and parity_paths:
+        parity = parity_check(model_path, target, parity_paths)
+        log.info("ONNX parity on %d images: probability %.2e, heatmap %.2e, %d outcomes differ", parity["images"],
+                 parity["prob_max_abs_diff"], parity["heatmap_max_abs_diff"], parity["outcome_mismatches"])
     files, int8 = [target, checkpoint], None
     if fmt == "onnx" and int8_calibration is not None:
         xml = quantize_openvino_int8(target, out_dir / "model.int8.xml", int8_calibration)
         files += [xml, xml.with_suffix(".bin")]
         int8 = {"file": xml.name, "calibration_images": len(int8_calibration),
-                "quantized": "convolutions to int8 by NNCF; head, heatmap and OOD score in float",
+                "quantized": "convolutions to int8 by NNCF; head, heatmap and input checks in float",
                 "check": "measure its metrics against model.onnx before serving it "
                          "(bench/inference.py does on the test split)"}
     card = model_card(loaded, checkpoint.parent, files, parity)

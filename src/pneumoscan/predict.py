@@ -1,13 +1,16 @@
-"""Stage 6 of the pipeline: PNEUMONIA probabilities for many images, robust to broken files.
+"""Batch prediction's output, and the raw network pass that training validates with.
 
-A file that cannot be read becomes a row with its error; the batch goes on.
+``write_screenings_csv`` writes what ``screen.Screener`` said about each file (scored with its
+probabilities and flag, refused with the reason, unreadable with the problem): the CSV of
+``pneumoscan predict``. ``predict_logits`` runs a bare ``PneumoniaNet`` over image files; training
+uses it on validation images before the model and its input checks exist. Everything that screens
+a finished model goes through ``screen.Screener`` instead.
 """
 
 from __future__ import annotations
 
 import csv
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,26 +19,28 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from pneumoscan.data.io import ImageLoadError, load_image
-from pneumoscan.data.labels import CLASSES
 from pneumoscan.data.preprocess import Preprocessing
-from pneumoscan.data.records import find_images, read_label_csv
 from pneumoscan.device import autocast_for
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Prediction:
-    path: str
-    probability: float | None  # None when the image could not be read
-    threshold: float
-    error: str = ""
+def write_screenings_csv(path: str | Path, screenings, classes: tuple[str, ...]) -> None:
+    """One row per file: ``path,status,label,probability,p_<CLASS>...,threshold,flagged,shift_score,
+    modality_probability,reason,warning``; refused and unreadable rows have no probability."""
+    with Path(path).open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "status", "label", "probability", *[f"p_{c}" for c in classes], "threshold",
+                         "flagged", "shift_score", "modality_probability", "reason", "warning"])
+        for s in screenings:
+            writer.writerow([s.source, s.status, s.label, _number(s.probability),
+                             *[_number(s.probabilities.get(c)) for c in classes], _number(s.threshold),
+                             int(s.flagged) if s.scored else "", _number(s.shift_score),
+                             _number(s.modality_probability), s.reason, s.warning])
 
-    @property
-    def label(self) -> str:
-        if self.probability is None:
-            return ""
-        return CLASSES[int(self.probability >= self.threshold)]
+
+def _number(value: float | None) -> str:
+    return "" if value is None else repr(float(value))
 
 
 class _ImagesOrErrors(Dataset):
@@ -55,26 +60,11 @@ class _ImagesOrErrors(Dataset):
             return torch.zeros(self.preprocessing.channels, size, size), err.problem
 
 
-def expand_inputs(inputs: list[str]) -> list[str]:
-    """Image paths from files, folders (their images, recursively) and label CSVs."""
-    paths: list[str] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            paths += [str(p) for sub in sorted({path, *[d for d in path.rglob("*") if d.is_dir()]})
-                      for p in find_images(sub)]
-        elif path.suffix.lower() == ".csv":
-            paths += [s.path for s in read_label_csv(path)]
-        else:
-            paths.append(str(path))
-    return paths
-
-
 @torch.inference_mode()
 def predict_logits(model: torch.nn.Module, paths: list[str], *, batch_size: int = 32, workers: int = 0,
                    precision: str = "bf16", device: torch.device | str = "cpu",
                    desc: str = "predicting") -> tuple[np.ndarray, list[str]]:
-    """Logits for ``paths`` (NaN where unreadable) and the error message of each ("" when fine)."""
+    """A bare model's logits for ``paths`` (NaN where unreadable) and each file's error ("" when fine)."""
     device = torch.device(device)
     model = model.to(device).eval()
     loader = DataLoader(_ImagesOrErrors(paths, model.preprocessing), batch_size=batch_size, num_workers=workers)
@@ -92,21 +82,3 @@ def predict_logits(model: torch.nn.Module, paths: list[str], *, batch_size: int 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
-
-
-def predict_paths(model: torch.nn.Module, paths: list[str], *, threshold: float, **kwargs) -> list[Prediction]:
-    """One ``Prediction`` per path, in order; broken files carry their error instead of a probability."""
-    logits, errors = predict_logits(model, paths, **kwargs)
-    probs = sigmoid(logits)
-    return [Prediction(p, None if err else float(prob), threshold, err)
-            for p, prob, err in zip(paths, probs, errors)]
-
-
-def write_predictions_csv(path: str | Path, predictions: list[Prediction]) -> None:
-    """``path,probability,label,threshold,error`` rows."""
-    with Path(path).open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "probability", "label", "threshold", "error"])
-        for p in predictions:
-            prob = "" if p.probability is None else f"{p.probability:.6f}"
-            writer.writerow([p.path, prob, p.label, f"{p.threshold:.6f}", p.error])

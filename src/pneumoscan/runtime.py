@@ -1,9 +1,11 @@
-"""One interface to run an exported or a PyTorch model: images in; probability, heatmap, OOD score out.
+"""The engines that run the screening graph (``graph.ServingGraph``): network inputs in; class
+probabilities, heatmap and input-check scores out, as a dict keyed by ``graph.OUTPUTS``.
 
 ``load_runtime(path)`` gives an ``OnnxModel`` for a ``.onnx`` file (no PyTorch needed to run it) and
 a ``TorchModel`` for a run folder or ``model.pt``; ``runtime="openvino"`` runs the same ``.onnx`` with
-OpenVINO, whose bf16 mode is the fastest CPU path on processors with bf16 matrix instructions. All
-carry the preprocessing and the threshold saved with the model, so serving cannot drift from training.
+OpenVINO, whose bf16 mode is the fastest CPU path on processors with bf16 matrix instructions. Each
+carries the model's metadata (preprocessing, classes, threshold, input-check limits); nothing here
+decides anything: ``screen.Screener`` does, for every entry point.
 """
 
 from __future__ import annotations
@@ -23,32 +25,33 @@ class TorchModel:
 
     runtime = "pytorch"
 
-    def __init__(self, path: str | Path, *, precision: str = "fp32"):
+    def __init__(self, source, *, precision: str = "fp32"):
+        """``source``: a run folder, a ``model.pt`` or an already loaded ``checkpoint.LoadedModel`` (whose
+        modules the graph then shares)."""
         import torch
 
-        from pneumoscan.checkpoint import load_model
+        from pneumoscan.checkpoint import LoadedModel, load_model
         from pneumoscan.device import effective_precision
-        from pneumoscan.export import ServingGraph
+        from pneumoscan.graph import ServingGraph, model_metadata
 
-        self.loaded = load_model(path)
-        self.graph = ServingGraph(self.loaded.model, self.loaded.ood).eval()
+        self.loaded = source if isinstance(source, LoadedModel) else load_model(source)
+        path = self.loaded.path
+        self.graph = ServingGraph(self.loaded.model, self.loaded.checks).eval()
         self.precision = effective_precision(precision, "cpu")
         self.graph = self.graph.to(memory_format=torch.channels_last)
-        self.preprocessing: Preprocessing = self.loaded.preprocessing
-        self.threshold: float = self.loaded.threshold
-        self.ood_threshold = self.loaded.ood.threshold if self.loaded.ood else None
-        self.metadata = {"arch": self.loaded.model.arch, "path": self.loaded.path}
+        _read_metadata(self, Path(path), {"pneumoscan": json.dumps(model_metadata(self.loaded))})
 
-    def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
         import torch
 
         from pneumoscan.device import autocast_for
+        from pneumoscan.graph import OUTPUTS
 
         x = torch.as_tensor(images, dtype=torch.float32)
         x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), autocast_for(torch.device("cpu"), self.precision):
-            prob, heatmap, ood_score = self.graph(x)
-        return prob.float().numpy(), heatmap.float().numpy(), ood_score.float().numpy()
+            outputs = self.graph(x)
+        return {name: value.float().numpy() for name, value in zip(OUTPUTS, outputs)}
 
 
 class OnnxModel:
@@ -69,9 +72,10 @@ class OnnxModel:
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         _read_metadata(self, path, self.session.get_modelmeta().custom_metadata_map)
 
-    def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        prob, heatmap, ood_score = self.session.run(None, {"images": np.ascontiguousarray(images, dtype=np.float32)})
-        return prob, heatmap, ood_score
+    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        outputs = self.session.run(list(self.metadata["outputs"]),
+                                   {"images": np.ascontiguousarray(images, dtype=np.float32)})
+        return dict(zip(self.metadata["outputs"], outputs))
 
 
 class OpenVinoModel:
@@ -95,16 +99,15 @@ class OpenVinoModel:
         _read_metadata(self, path, _openvino_metadata(path, model))
         self.compiled = compile_openvino(model, precision, threads=threads)
         self.precision = "bf16" if self.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.bf16 else "fp32"
-        self.outputs = [self.compiled.output(name) for name in ("probability", "heatmap", "ood_score")]
+        self.outputs = {name: self.compiled.output(name) for name in self.metadata["outputs"]}
         self._local = threading.local()
 
-    def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
         request = getattr(self._local, "request", None)
         if request is None:
             request = self._local.request = self.compiled.create_infer_request()
         results = request.infer({0: np.ascontiguousarray(images, dtype=np.float32)})
-        prob, heatmap, ood_score = (np.array(results[output]) for output in self.outputs)
-        return prob, heatmap, ood_score
+        return {name: np.array(results[output]) for name, output in self.outputs.items()}
 
 
 def compile_openvino(model, precision: str, *, threads: int = 0):
@@ -135,20 +138,19 @@ def _openvino_metadata(path: Path, model) -> dict:
 
 
 def _read_metadata(model, path: Path, custom: dict) -> None:
-    """Set ``metadata``, ``preprocessing``, ``threshold`` and ``ood_threshold`` from the ONNX metadata."""
+    """Set ``metadata``, ``preprocessing``, ``classes``, ``threshold`` and ``limits`` (the input checks')."""
+    from pneumoscan.graph import OUTPUTS
+
     if "pneumoscan" not in custom:
         raise ValueError(f"{path}: not exported by pneumoscan (no preprocessing/threshold metadata)")
     model.metadata = json.loads(custom["pneumoscan"])
+    if tuple(model.metadata.get("outputs", ())) != OUTPUTS:
+        raise ValueError(f"{path}: exported by an older pneumoscan (outputs {model.metadata.get('outputs')}); "
+                         f"export the run again with this version")
     model.preprocessing = Preprocessing.from_dict(model.metadata["preprocessing"])
+    model.classes = tuple(model.metadata["classes"])
     model.threshold = float(model.metadata["threshold"])
-    model.ood_threshold = model.metadata.get("ood_threshold")
-
-
-def card_path(model_file: str | Path) -> Path:
-    """Where the model card of an exported file lies: beside it, named by the part of its name before the
-    first dot (model.onnx, model.torchscript.pt and model.int8.xml all share model.card.json)."""
-    model_file = Path(model_file)
-    return model_file.parent / (model_file.name.split(".")[0] + ".card.json")
+    model.limits = model.metadata.get("input_checks")
 
 
 RUNTIMES = ("auto", "pytorch", "onnxruntime", "openvino")
@@ -164,6 +166,8 @@ def load_runtime(path: str | Path, *, precision: str = "fp32",
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime={runtime!r}: use one of {RUNTIMES}")
+    if not isinstance(path, (str, Path)):  # a LoadedModel
+        return TorchModel(path, precision=precision)
     suffix = Path(path).suffix.lower()
     is_onnx, is_openvino = suffix == ".onnx", suffix == ".xml"
     if runtime == "onnxruntime" and not is_onnx:

@@ -15,15 +15,17 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def load_settings(cls: type[T], *, file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> T:
-    """Build ``cls`` from defaults, then ``file`` (JSON), then ``overrides`` (later wins)."""
-    values: dict[str, Any] = {}
+def load_settings(cls: type[T], *, file: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                  base: dict[str, Any] | None = None) -> T:
+    """Build ``cls`` from its defaults, then ``base`` (a named recipe), then ``file`` (JSON), then
+    ``overrides`` (later wins)."""
+    values: dict[str, Any] = dict(base or {})
     if file:
         path = Path(file)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such settings file")
         try:
-            values.update(json.loads(path.read_text()))
+            values = _deep_merge(values, json.loads(path.read_text()))
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}: not valid JSON ({err})") from err
     return from_dict(cls, _deep_merge(values, overrides or {}))

@@ -8,7 +8,15 @@ from pneumoscan.evaluate.metrics import (
                                          confusion_counts,
                                          threshold_interval,
 )
-from pneumoscan.evaluate.report import evaluate_model, evaluate_split, write_json, write_plots, write_predictions
+from pneumoscan.evaluate.report import (
+                                        evaluate_screened,
+                                        evaluate_split,
+                                        screening_counts,
+                                        write_json,
+                                        write_plots,
+                                        write_predictions,
+)
 
 __all__ = ["THRESHOLD_RULES", "binary_metrics", "bootstrap_ci", "choose_threshold", "confusion_counts",
-           "evaluate_model", "evaluate_split", "threshold_interval", "write_json", "write_plots", "write_predictions"]
+           "evaluate_screened", "evaluate_split", "screening_counts", "threshold_interval", "write_json", "write_plots",
+           "write_predictions"]

@@ -55,8 +55,9 @@ def write_plots(y_true, prob, threshold: float, name: str, out_dir: Path) -> lis
     return [str(p.name) for p in written]
 
 
-def write_predictions(path: str | Path, paths: list[str], y_true, prob, threshold: float) -> None:
-    """A CSV of ``path,label,probability,predicted,threshold`` rows.
+def write_predictions(path: str | Path, paths: list[str], y_true, prob, threshold: float,
+                      flagged: list[bool] | None = None) -> None:
+    """A CSV of ``path,label,probability,predicted,threshold[,flagged]`` rows.
 
     Probabilities are written exactly (shortest round-trip form), not rounded: a confident model puts
     many test images within 1e-6 of 1, and rounding them to ties would change the AUC that
@@ -64,9 +65,10 @@ def write_predictions(path: str | Path, paths: list[str], y_true, prob, threshol
     """
     with Path(path).open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["path", "label", "probability", "predicted", "threshold"])
-        for p, y, s in zip(paths, y_true, prob):
-            writer.writerow([p, CLASSES[int(y)], repr(float(s)), CLASSES[int(s >= threshold)], f"{threshold:.6f}"])
+        writer.writerow(["path", "label", "probability", "predicted", "threshold"] + (["flagged"] if flagged else []))
+        for i, (p, y, s) in enumerate(zip(paths, y_true, prob)):
+            row = [p, CLASSES[int(y)], repr(float(s)), CLASSES[int(s >= threshold)], f"{threshold:.6f}"]
+            writer.writerow(row + ([int(flagged[i])] if flagged else []))
 
 
 def read_predictions(path: str | Path) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -95,26 +97,42 @@ def _jsonable(value):
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
-def evaluate_model(loaded, samples, *, out_dir: str | Path, name: str, n_boot: int = 1000,
-                   precision: str = "bf16", workers: int = 0) -> dict:
-    """Predict ``samples`` with a loaded model and evaluate at its saved threshold; writes
-    ``metrics_<name>.json``, ``predictions_<name>.csv`` and plots into ``out_dir``."""
-    from pneumoscan.predict import predict_logits, sigmoid
-
+def evaluate_screened(screener, samples, *, out_dir: str | Path, name: str, n_boot: int = 1000, seed: int = 0,
+                      plots_dir: str | Path | None = None) -> dict:
+    """Screen labelled ``samples`` as any user of the model would, and evaluate what was scored at the
+    model's threshold. Reports how many images were refused (not the modality, blank, colour), could not
+    be read, or were scored but flagged as unlike the training population; writes ``metrics_<name>.json``,
+    ``predictions_<name>.csv`` (scored images) and plots (into ``plots_dir``, default ``out_dir``)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [s.path for s in samples]
-    logits, errors = predict_logits(loaded.model, paths, precision=precision, workers=workers, desc=name)
-    ok = np.array([not e for e in errors])
-    for path, error in zip(paths, errors):
-        if error:
-            log.warning("skipping %s: %s", path, error)
-    y = np.array([s.label for s in samples])[ok]
-    prob = sigmoid(logits[ok])
-    result = evaluate_split(y, prob, threshold=loaded.threshold, name=name, out_dir=out_dir, n_boot=n_boot)
-    result.update(model=loaded.path, threshold=loaded.threshold, threshold_rule=loaded.threshold_rule,
-                  unreadable={p: e for p, e in zip(paths, errors) if e})
+    results = screener.screen([s.path for s in samples], desc=name)
+    scored = [(s, r) for s, r in zip(samples, results) if r.scored]
+    for result in results:
+        if not result.scored:
+            log.warning("%s %s: %s", result.status, result.source, result.reason)
+    if not scored:
+        raise ValueError(f"{name}: no image was scored ({len(results)} refused or unreadable); nothing to evaluate")
+    y = np.array([s.label for s, _ in scored])
+    prob = np.array([r.probability for _, r in scored])
+    result = evaluate_split(y, prob, threshold=screener.threshold, name=name, out_dir=plots_dir or out_dir,
+                            n_boot=n_boot, seed=seed)
+    result["screening"] = screening_counts(results)
+    result["not_scored"] = {r.source: f"{r.status}: {r.reason}" for r in results if not r.scored}
+    result["flagged"] = [r.source for r in results if r.flagged]
     write_json(out_dir / f"metrics_{name}.json", result)
-    write_predictions(out_dir / f"predictions_{name}.csv", [p for p, k in zip(paths, ok) if k], y, prob,
-                      loaded.threshold)
+    write_predictions(out_dir / f"predictions_{name}.csv", [s.path for s, _ in scored], y, prob, screener.threshold,
+                      flagged=[r.flagged for _, r in scored])
     return result
+
+
+def screening_counts(results) -> dict:
+    """How many screenings were scored, flagged, refused and unreadable, with the fractions of all images."""
+    n = len(results)
+    counts = {"images": n, "scored": sum(r.scored for r in results), "flagged": sum(r.flagged for r in results),
+              "refused": sum(r.status == "refused" for r in results),
+              "unreadable": sum(r.status == "unreadable" for r in results)}
+    counts["refused_fraction"] = counts["refused"] / n if n else 0.0
+    counts["flagged_fraction"] = counts["flagged"] / n if n else 0.0
+    log.info("screened %d images: %d scored (%d flagged as unlike the training population), %d refused, "
+             "%d unreadable", n, counts["scored"], counts["flagged"], counts["refused"], counts["unreadable"])
+    return counts

@@ -1,6 +1,7 @@
 """``pneumoscan explain``: heatmaps for files, the misclassification review of a split, and two
-models side by side. Work is done in batches so memory stays flat over thousands of images;
-unreadable files are reported and skipped.
+models side by side. Work is done in batches so memory stays flat over thousands of images. Files
+are screened first (``screen.Screener``): unreadable and refused ones (not a chest X-ray, blank,
+colour) are reported and skipped, as every other entry point does.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import torch
 from tqdm.auto import tqdm
 
 from pneumoscan.checkpoint import LoadedModel
-from pneumoscan.data.io import ImageLoadError, load_image
 from pneumoscan.data.labels import CLASSES
 from pneumoscan.data.records import Sample
 from pneumoscan.explain.methods import explain, heatmap_agreement
@@ -38,17 +38,20 @@ class Explained:
 
 def explain_batches(loaded: LoadedModel, paths: list[str], *, method: str = "gradcam", target: str = "pneumonia",
                     batch_size: int = 16, precision: str = "fp32", desc: str = "explaining"):
-    """Yield, in input order, ``Explained`` per readable path and ``(path, error)`` per unreadable one."""
+    """Yield, in input order, ``Explained`` per scored path and ``(path, reason)`` per unreadable or refused one."""
+    from pneumoscan.screen import load
+
     model, pre = loaded.model.eval(), loaded.preprocessing
+    screener = load(loaded)  # shares the loaded model's modules
     for start in tqdm(range(0, len(paths), batch_size), desc=desc, unit="batch", leave=False):
         chunk = paths[start:start + batch_size]
         grays, errors = {}, {}
-        for path in chunk:
-            try:
-                grays[path] = pre.resize(load_image(path))[0]
-            except ImageLoadError as err:
-                log.warning("skipping %s: %s", path, err.problem)
-                errors[path] = err.problem
+        for result in screener.screen(chunk, heatmaps=True, batch_size=batch_size, progress=False):
+            if result.scored:
+                grays[result.source] = torch.as_tensor(result.image)
+            else:
+                log.warning("skipping %s (%s): %s", result.source, result.status, result.reason)
+                errors[result.source] = f"{result.status}: {result.reason}"
         if grays:
             images = torch.stack([pre.normalize(g[None]) for g in grays.values()])
             result = explain(model, images, method=method, target=target, threshold=loaded.threshold,

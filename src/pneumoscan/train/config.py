@@ -8,6 +8,7 @@ from pathlib import Path
 from pneumoscan.cache import ENGINES
 from pneumoscan.data.preprocess import INTENSITY_MODES, Augmentation
 from pneumoscan.evaluate.metrics import THRESHOLD_RULES
+from pneumoscan.input_checks import InputCheckSettings
 from pneumoscan.models import MODELS, PRETRAINED
 
 STAGES = ("head", "tail", "full")
@@ -17,6 +18,7 @@ STAGES = ("head", "tail", "full")
 class TrainConfig:
     """Everything a training run depends on; written to ``config.json`` in its run folder."""
 
+    recipe: str = ""                   # the named recipe these settings started from (train.recipes), if any
     data: str = ""                     # dataset root (Kaggle layout: train/ and test/) or a path,label CSV
     out: str = "runs/train"            # run folder: config, split, checkpoints, metrics, plots, log
     model: str = "densenet121"         # one of models.MODELS
@@ -47,7 +49,8 @@ class TrainConfig:
     full_lr_min: float = 1e-5
     weight_decay: float = 1e-4         # AdamW decoupled weight decay (the L2 of the recipe)
     patience: int = 5                  # early stopping: epochs without a better validation ROC-AUC
-    pos_weight: float = 0.0            # BCE positive-class weight; 0 = n_NORMAL / n_PNEUMONIA of train
+    pos_weight: float = 0.0            # BCE positive-class weight; 0 = pos_weight_scale * n_NORMAL / n_PNEUMONIA
+    pos_weight_scale: float = 1.0      #   of the training split (the class weight follows the data)
     threshold_rule: str = "youden"     # on validation: "youden", "sensitivity" or "fixed"
     target_sensitivity: float = 0.95   # for threshold_rule="sensitivity"
     threshold_on: str = "val+shifts"   # "val": clean validation images; "val+shifts": validation images
@@ -64,6 +67,7 @@ class TrainConfig:
     device: str = "auto"               # "auto" (CUDA when present), "cpu" or "cuda"
     test_split: str = "test"           # split evaluated once at the end ("" to skip)
     n_boot: int = 1000                 # bootstrap resamples for confidence intervals
+    input_checks: InputCheckSettings = field(default_factory=InputCheckSettings)  # refuse / flag (input_checks)
 
     def __post_init__(self):
         if self.model not in MODELS:

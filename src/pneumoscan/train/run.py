@@ -2,8 +2,9 @@
 
 Order of work: split train by patient -> drop unreadable files -> build the model -> cache the
 frozen trunk's activations (augmented views for training, a clean view for validation) -> stages
-(head, then tail; or full) -> fit the out-of-distribution detector -> threshold on validation (and
-validation under acquisition shifts) -> save the model -> evaluate validation, then the test split once.
+(head, then tail; or full) -> fit the input checks (``input_checks``) -> threshold on validation (and
+validation under acquisition shifts) -> save the model -> evaluate validation, then screen the test
+split once with the saved model (``screen.Screener``, as every user of the model does).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from torch import nn
 
 from pneumoscan import settings as settings_io
 from pneumoscan.cache import batched_logits, cached_activations, cached_outputs
-from pneumoscan.checkpoint import MODEL_FILE, atomic_save, save_model
+from pneumoscan.checkpoint import MODEL_FILE, atomic_save, replace_checks, save_model
 from pneumoscan.data.dataset import XRayDataset
 from pneumoscan.data.preprocess import Preprocessing
 from pneumoscan.data.records import Sample, class_counts, find_unreadable, load_samples
@@ -37,8 +38,8 @@ from pneumoscan.evaluate.robustness import (
     robustness_report,
     shifted_logits,
 )
+from pneumoscan.input_checks import InputChecks, InputCheckSettings, fit_input_checks
 from pneumoscan.models import PneumoniaNet, TailAndHead, build_model
-from pneumoscan.ood import OodDetector, fit_ood
 from pneumoscan.predict import predict_logits, sigmoid
 from pneumoscan.train.config import TrainConfig
 from pneumoscan.train.loop import ArraySource, LoaderSource, StageSettings, run_stage
@@ -46,7 +47,7 @@ from pneumoscan.train.loop import ArraySource, LoaderSource, StageSettings, run_
 log = logging.getLogger(__name__)
 LOG_FILE = "train.log"
 # what a run saved before a setting existed did, so that it can still be resumed (with that value)
-SETTINGS_OF_OLDER_RUNS = {"cache_engine": "torch"}
+SETTINGS_OF_OLDER_RUNS = {"cache_engine": "torch", "recipe": "", "pos_weight_scale": 1.0}
 INVOCATION_START = "pneumoscan train:"  # the first log line of every invocation (a resume starts another)
 
 STATE_FILE = "train_state.pt"
@@ -95,7 +96,7 @@ def _train(config: TrainConfig, run_dir: Path, finish: bool, on_epoch) -> Path:
     preprocessing = Preprocessing(image_size=config.image_size, intensity=config.intensity)
     pool, splits = _load_split(config, run_dir)
     counts = class_counts(splits["train"])
-    pos_weight = config.pos_weight or counts["NORMAL"] / max(1, counts["PNEUMONIA"])
+    pos_weight = config.pos_weight or config.pos_weight_scale * counts["NORMAL"] / max(1, counts["PNEUMONIA"])
     log.info("class-weighted BCE: pos_weight %.4f (train NORMAL %d / PNEUMONIA %d)", pos_weight,
              counts["NORMAL"], counts["PNEUMONIA"])
 
@@ -121,8 +122,8 @@ def _train(config: TrainConfig, run_dir: Path, finish: bool, on_epoch) -> Path:
         return run_dir
     plot_history(progress["history"], run_dir / "training_curves.png")
 
-    ood = _fit_ood(model, config, pool, splits, device)
-    summary = _threshold_and_evaluate(model, config, splits, device, run_dir, ood)
+    checks = _fit_input_checks(model, config, config.input_checks, pool, splits, device, run_dir)
+    summary = _threshold_and_evaluate(model, config, splits, device, run_dir, checks)
     summary["timings"] = {**timings, "total_seconds": round(time.perf_counter() - started, 1),
                           "cpu_steal_share": steal_share(cpu_at_start)}
     summary["device"] = describe_device(device)
@@ -367,8 +368,27 @@ def _pooled(model: PneumoniaNet, activations: np.ndarray, config: TrainConfig, d
     return batched_logits(_pooling(model), activations, batch_size=128, precision=config.precision, device=device)
 
 
-def _fit_ood(model: PneumoniaNet, config: TrainConfig, pool, splits, device) -> OodDetector:
-    """The out-of-distribution detector on the final model's pooled features of clean images."""
+def refit_input_checks(run_dir: str | Path, settings: InputCheckSettings) -> dict:
+    """Fit a finished run's input checks again with ``settings`` (other examples to accept or refuse) and
+    save them into its ``model.pt``; the weights, threshold and metrics stay. Returns the fit report."""
+    run_dir = Path(run_dir)
+    config = run_config(run_dir)
+    device = pick_device(config.device)
+    splits = read_split(run_dir / "split.csv")
+    pool = sorted(splits["train"] + splits["val"], key=lambda s: s.path)
+    model = trained_model(run_dir).to(device)
+    checks = _fit_input_checks(model, config, settings, pool, splits, device, run_dir)
+    replace_checks(run_dir / MODEL_FILE, checks)
+    return json.loads((run_dir / CHECKS_REPORT).read_text())
+
+
+CHECKS_REPORT = "input_checks.json"
+
+
+def _fit_input_checks(model: PneumoniaNet, config: TrainConfig, settings: InputCheckSettings, pool, splits, device,
+                      run_dir: Path) -> InputChecks:
+    """Both input checks, on the final model's pooled features of clean images; the fit report goes to
+    ``input_checks.json``."""
     model.eval()
     if "full" in config.stages:
         train_features = _image_features(model, splits["train"], config, device)
@@ -379,7 +399,11 @@ def _fit_ood(model: PneumoniaNet, config: TrainConfig, pool, splits, device) -> 
                                    engine=config.cache_engine, desc="caching clean views")
         train_features = _pooled(model, clean[_rows(pool, splits["train"], 1)], config, device)
         val_features = _pooled(model, clean[_rows(pool, splits["val"], 1)], config, device)
-    return fit_ood(train_features, val_features)
+    checks, report = fit_input_checks(model, train_features, val_features, [s.path for s in splits["train"]],
+                                      settings, seed=config.seed, precision=config.precision, device=device)
+    write_json(run_dir / CHECKS_REPORT, {"settings": settings.to_dict(), "fitted_on": report,
+                                         "shift_threshold": checks.shift.threshold})
+    return checks
 
 
 @torch.inference_mode()
@@ -394,7 +418,7 @@ def _image_features(model: PneumoniaNet, samples: list[Sample], config: TrainCon
     return np.concatenate(features)
 
 
-def _threshold_and_evaluate(model, config, splits, device, run_dir, ood: OodDetector) -> dict:
+def _threshold_and_evaluate(model, config, splits, device, run_dir, checks: InputChecks) -> dict:
     """Choose the threshold on validation, save the model, evaluate validation and (once) test."""
     model.eval()
     val_paths = [s.path for s in splits["val"]]
@@ -434,21 +458,21 @@ def _threshold_and_evaluate(model, config, splits, device, run_dir, ood: OodDete
                  "mean specificity %.4f (worst %.4f)", r["mean_auc"], r["worst_auc"], r["mean_sensitivity"],
                  r["mean_specificity"], r["worst_specificity"])
     write_predictions(run_dir / "predictions_val.csv", val_paths, val_y, val_prob, threshold)
+    small = {"val_auc": summary["validation"]["at_threshold"]["auc"]}
+    save_model(run_dir / MODEL_FILE, model, threshold=threshold, threshold_rule=config.threshold_rule,
+               metrics=small, settings=settings_io.to_dict(config), checks=checks)
     test = _test_samples(config)
     if test:
-        test_paths = [s.path for s in test]
-        test_y = _labels(test).astype(int)
-        test_prob = sigmoid(predict_logits(model, test_paths, workers=config.workers, precision=config.precision,
-                                           device=device, desc="test")[0])
-        summary["test"] = evaluate_split(test_y, test_prob, threshold=threshold, name="test",
-                                         out_dir=run_dir / "plots", n_boot=config.n_boot, seed=config.seed)
-        write_predictions(run_dir / "predictions_test.csv", test_paths, test_y, test_prob, threshold)
-    small = {"val_auc": summary["validation"]["at_threshold"]["auc"]}
-    if "test" in summary:
+        from pneumoscan.evaluate.report import evaluate_screened
+        from pneumoscan.screen import load
+
+        screener = load(run_dir / MODEL_FILE, precision=config.precision)
+        summary["test"] = evaluate_screened(screener, test, out_dir=run_dir, name="test", n_boot=config.n_boot,
+                                            seed=config.seed, plots_dir=run_dir / "plots")
         small.update({f"test_{k}": summary["test"]["at_threshold"][k]
                       for k in ("auc", "accuracy", "sensitivity", "specificity")})
-    save_model(run_dir / MODEL_FILE, model, threshold=threshold, threshold_rule=config.threshold_rule,
-               metrics=small, settings=settings_io.to_dict(config), ood=ood)
+        save_model(run_dir / MODEL_FILE, model, threshold=threshold, threshold_rule=config.threshold_rule,
+                   metrics=small, settings=settings_io.to_dict(config), checks=checks)
     return summary
 
 

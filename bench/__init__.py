@@ -1,0 +1,1 @@
+"""Benchmarks of pneumoscan: each script writes a JSON record to ``bench/results`` (see bench/README.md)."""

@@ -1,0 +1,69 @@
+"""The screening graph: one forward pass gives the class probabilities, the heatmap and both input-check
+scores. PyTorch runs it as it is (``runtime.TorchModel``); ``export`` writes it as ONNX or TorchScript,
+with ``model_metadata`` (preprocessing, threshold, classes, input-check limits) beside it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pneumoscan.checkpoint import LoadedModel
+from pneumoscan.data.labels import CLASSES
+from pneumoscan.explain.gradcam import ClosedFormGradCAM, scale_maps
+from pneumoscan.input_checks import InputChecks
+from pneumoscan.models import PneumoniaNet
+
+METADATA_KEY = "pneumoscan"
+OUTPUTS = ("probabilities", "heatmap", "shift_score", "modality_probability")
+NO_GATE_BIAS = 30.0  # a model without a modality gate: sigmoid(30) = 1, every image passes
+
+
+class ServingGraph(nn.Module):
+    """images ``[B, C, S, S]`` -> class probabilities ``[B, K]``, heatmap ``[B, S, S]``, population-shift
+    score ``[B]`` and modality probability ``[B]``.
+
+    Without input checks the shift score is 0 and the modality probability 1.
+    """
+
+    def __init__(self, model: PneumoniaNet, checks: InputChecks | None = None):
+        super().__init__()
+        self.trunk, self.tail = model.trunk, model.tail
+        self.gradcam = ClosedFormGradCAM(model.head)
+        features = model.head[3].in_features
+        shift, gate = (checks.shift, checks.gate) if checks else (None, None)
+        self.register_buffer("shift_mean", shift.mean.clone() if shift else torch.zeros(features))
+        self.register_buffer("shift_precision", shift.precision.clone() if shift else torch.zeros(features, features))
+        self.register_buffer("gate_weight", gate.weight.clone() if gate else torch.zeros(features))
+        self.register_buffer("gate_bias", torch.tensor([gate.bias if gate else NO_GATE_BIAS]))
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        fmap = self.tail(self.trunk(images))
+        logit, cam = self.gradcam(fmap)
+        heatmap = scale_maps(cam, (images.shape[-2], images.shape[-1]))
+        pooled = fmap.float().mean(dim=(2, 3))
+        centred = pooled - self.shift_mean
+        shift_score = ((centred @ self.shift_precision) * centred).sum(dim=1) / centred.shape[1]
+        modality = torch.sigmoid(pooled @ self.gate_weight + self.gate_bias)
+        positive = torch.sigmoid(logit.float())
+        return torch.stack([1 - positive, positive], dim=1), heatmap, shift_score, modality
+
+
+def model_metadata(loaded: LoadedModel) -> dict:
+    """What a runtime needs besides the graph: preprocessing, threshold, classes, input checks, provenance."""
+    from pneumoscan import __version__
+
+    checks = loaded.checks
+    return {"arch": loaded.model.arch, "preprocessing": loaded.preprocessing.to_dict(), "classes": list(CLASSES),
+            "threshold": loaded.threshold, "threshold_rule": loaded.threshold_rule, "pneumoscan_version": __version__,
+            "outputs": list(OUTPUTS), "heatmap": "Grad-CAM of the PNEUMONIA logit on the last feature map",
+            "input_checks": check_limits(checks)}
+
+
+def check_limits(checks: InputChecks | None) -> dict | None:
+    """The input checks' limits and words, which the graph's scores are compared with."""
+    if checks is None:
+        return None
+    return {"shift_threshold": checks.shift.threshold, "shift_quantile": checks.shift.quantile,
+            "gate_threshold": checks.gate.threshold if checks.gate else None,
+            "modality": checks.modality, "population": checks.population}

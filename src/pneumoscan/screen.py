@@ -1,0 +1,160 @@
+"""Screening: the one object that every entry point decides with (``predict``, ``evaluate``, ``explain``,
+the web API, export's parity check and the benchmarks), so they cannot disagree.
+
+``load(path)`` opens a run folder, a ``model.pt``, an exported ``.onnx`` or an OpenVINO ``.xml``;
+``Screener.screen(images)`` reads each file, runs the input checks and the model, and returns one
+``Screening`` per image, in input order:
+
+- ``scored``: class probabilities and label; ``flagged`` when the image is unlike the training
+  population (another hospital, adults, another device), with a warning that the output is less
+  reliable there;
+- ``refused``: not the model's modality (a photo, document, screenshot, noise, another modality),
+  blank or colour; the reason, and no probability;
+- ``unreadable``: the file could not be read; the problem, and the batch goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from pneumoscan.data.io import MAX_PIXELS, ImageLoadError, read_image
+from pneumoscan.input_checks import rule_refusal
+from pneumoscan.runtime import RUNTIMES, load_runtime
+
+log = logging.getLogger(__name__)
+
+SCORED, REFUSED, UNREADABLE = "scored", "refused", "unreadable"
+Source = str | Path | tuple[str, bytes]  # a path, or (name, file bytes) for an upload
+
+
+@dataclass(frozen=True)
+class Screening:
+    """What screening said about one image."""
+
+    source: str
+    status: str                                   # SCORED, REFUSED or UNREADABLE
+    reason: str = ""                              # why it was refused or could not be read
+    probabilities: dict[str, float] = field(default_factory=dict)  # per class, when scored
+    label: str = ""                               # the decision, when scored
+    threshold: float | None = None                # the positive-class threshold of a two-class model
+    flagged: bool = False                         # scored, but unlike the training population
+    warning: str = ""                             # what the flag means for this image
+    shift_score: float | None = None              # population-shift score (higher: less like training)
+    modality_probability: float | None = None     # the gate's probability that the image is of the modality
+    heatmap: np.ndarray | None = field(default=None, repr=False)  # [S, S] in [0, 1], when asked for
+    image: np.ndarray | None = field(default=None, repr=False)    # the resized grey input, with the heatmap
+
+    @property
+    def scored(self) -> bool:
+        return self.status == SCORED
+
+    @property
+    def probability(self) -> float | None:
+        """The positive class's probability for a two-class model, else the label's; None unless scored."""
+        if not self.scored:
+            return None
+        classes = list(self.probabilities)
+        return self.probabilities[classes[1] if len(classes) == 2 else self.label]
+
+
+class Screener:
+    """A model with its preprocessing, classes, threshold and input checks, behind one ``screen`` call."""
+
+    def __init__(self, engine, *, max_pixels: int = MAX_PIXELS):
+        self.engine = engine
+        self.max_pixels = max_pixels
+        self.preprocessing = engine.preprocessing
+        self.classes: tuple[str, ...] = engine.classes
+        self.threshold: float = engine.threshold
+        self.limits: dict = engine.limits or {}
+        self.modality: str = self.limits.get("modality", "chest X-ray")
+
+    @property
+    def runtime(self) -> str:
+        return self.engine.runtime
+
+    @property
+    def precision(self) -> str:
+        return self.engine.precision
+
+    def screen(self, sources: Iterable[Source], *, heatmaps: bool = False, batch_size: int = 16,
+               progress: bool = True, desc: str = "screening") -> list[Screening]:
+        """One ``Screening`` per source, in order; unreadable and refused files never stop the batch."""
+        sources = list(sources)
+        results: list[Screening] = []
+        for start in tqdm(range(0, len(sources), batch_size), desc=desc, unit="batch", leave=False,
+                          disable=not progress or len(sources) <= batch_size):
+            results += self._screen_batch(sources[start:start + batch_size], heatmaps)
+        return results
+
+    def screen_one(self, source: Source, *, heatmap: bool = False) -> Screening:
+        return self._screen_batch([source], heatmap)[0]
+
+    def _screen_batch(self, sources: list[Source], heatmaps: bool) -> list[Screening]:
+        outcomes = [self._decode(source) for source in sources]
+        waiting = [i for i, outcome in enumerate(outcomes) if not isinstance(outcome, Screening)]
+        if waiting:
+            batch = torch.stack([self.preprocessing.normalize(outcomes[i]) for i in waiting]).numpy()
+            outputs = self.engine.run(batch)
+            for row, i in enumerate(waiting):
+                outcomes[i] = self._decide(_name(sources[i]), {k: v[row] for k, v in outputs.items()},
+                                           outcomes[i][0].numpy() if heatmaps else None, heatmaps)
+        return outcomes
+
+    def _decode(self, source: Source) -> Screening | torch.Tensor:
+        """The resized grey network input ``[1, S, S]``, or the Screening of a file that stops here."""
+        name = _name(source)
+        try:
+            gray, colour = read_image(source[1] if isinstance(source, tuple) else source, name=name,
+                                      max_pixels=self.max_pixels)
+        except ImageLoadError as err:
+            return Screening(name, UNREADABLE, reason=err.problem)
+        refusal = rule_refusal(gray, colour, self.modality)
+        if refusal:
+            return Screening(name, REFUSED, reason=refusal)
+        return self.preprocessing.resize(gray)
+
+    def _decide(self, name: str, out: dict[str, np.ndarray], image: np.ndarray | None, heatmap: bool) -> Screening:
+        modality = float(out["modality_probability"])
+        shift = float(out["shift_score"])
+        gate_threshold = self.limits.get("gate_threshold")
+        if gate_threshold is not None and modality < gate_threshold:
+            return Screening(name, REFUSED, modality_probability=modality, shift_score=shift,
+                             reason=f"this does not look like a {self.modality} (modality probability "
+                                    f"{modality:.3f} < {gate_threshold:.2f}); it was not scored")
+        probabilities = {c: float(p) for c, p in zip(self.classes, out["probabilities"])}
+        flag_threshold = self.limits.get("shift_threshold")
+        flagged = flag_threshold is not None and shift > flag_threshold
+        warning = (f"unlike {self.limits.get('population', 'the training images')}, on which the model was trained "
+                   f"and validated (population-shift score {shift:.2f} > {flag_threshold:.2f}): its output is "
+                   f"less reliable here" if flagged else "")
+        return Screening(name, SCORED, probabilities=probabilities, label=self.decide(probabilities),
+                         threshold=self.threshold if len(self.classes) == 2 else None, flagged=flagged,
+                         warning=warning, shift_score=shift, modality_probability=modality,
+                         heatmap=out["heatmap"] if heatmap else None, image=image)
+
+    def decide(self, probabilities: dict[str, float]) -> str:
+        """Two classes: the positive class at or above the threshold; more: the most probable class."""
+        classes = list(probabilities)
+        if len(classes) == 2:
+            return classes[1] if probabilities[classes[1]] >= self.threshold else classes[0]
+        return max(classes, key=probabilities.__getitem__)
+
+
+def _name(source: Source) -> str:
+    return source[0] if isinstance(source, tuple) else str(source)
+
+
+def load(path: str | Path, *, runtime: str = "auto", precision: str = "fp32", max_pixels: int = MAX_PIXELS) -> Screener:
+    """The screener of a run folder, ``model.pt``, exported ``.onnx`` or OpenVINO ``.xml``
+    (``runtime``: one of ``runtime.RUNTIMES``; ``precision`` applies to PyTorch and OpenVINO)."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime={runtime!r}: use one of {RUNTIMES}")
+    return Screener(load_runtime(path, precision=precision, runtime=runtime), max_pixels=max_pixels)
