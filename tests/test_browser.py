@@ -1,5 +1,6 @@
-"""End-to-end: real Chromium (Debian's, driven by Playwright) uploads an X-ray on the web page and
-sees the probability and the overlay. Skips, with the reason, only where Chromium is not installed."""
+"""End-to-end: real Chromium (Debian's, driven by Playwright) uploads files on the web page and sees
+the probabilities and the overlay, a refusal, and the population-shift warning beside a flagged
+result. Skips, with the reason, only where Chromium is not installed."""
 
 from __future__ import annotations
 
@@ -18,15 +19,32 @@ SCREENSHOT_DIR = Path(__file__).resolve().parents[1] / "runs" / "screenshots"
 
 
 @pytest.fixture(scope="module")
-def server_url(tiny_run):
+def flagging_run(tiny_run, tmp_path_factory) -> Path:
+    """A copy of the tiny run whose shift flag is at 0: every X-ray it scores is flagged."""
+    import dataclasses
+    import shutil
+
+    from pneumoscan.checkpoint import load_model, replace_checks
+
+    run = tmp_path_factory.mktemp("flagging") / "run"
+    shutil.copytree(tiny_run, run)
+    checks = load_model(run).checks
+    replace_checks(run, dataclasses.replace(checks, shift=dataclasses.replace(checks.shift, threshold=0.0),
+                                            population="the phantoms of the test suite"))
+    return run
+
+
+@pytest.fixture(scope="module", params=["tiny", "flagging"])
+def server_url(request, tiny_run, flagging_run):
     import uvicorn
 
     from pneumoscan.serve import create_app
 
+    run = tiny_run if request.param == "tiny" else flagging_run
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(tiny_run), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_app(run), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
@@ -36,29 +54,59 @@ def server_url(tiny_run):
                 break
         except httpx.HTTPError:
             time.sleep(0.1)
-    yield url
+    yield url, request.param
     server.should_exit = True
     thread.join(timeout=10)
 
 
-def test_upload_shows_probability_and_overlay(server_url, phantom_root):
+def _browser(sync_api, playwright):
+    return playwright.chromium.launch(
+        executable_path=CHROMIUM, headless=True,
+        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+              "--no-first-run", "--disable-sync"])
+
+
+def test_upload_shows_probabilities_overlay_and_flag(server_url, phantom_root):
     sync_api = pytest.importorskip("playwright.sync_api")
+    url, kind = server_url
     xray = next((phantom_root / "test" / "PNEUMONIA").iterdir())
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--no-first-run", "--disable-sync"])
+        browser = _browser(sync_api, playwright)
         page = browser.new_page()
-        page.goto(server_url)
+        page.goto(url)
         page.set_input_files("#file", str(xray))
         page.wait_for_selector("#result:not([hidden])", timeout=30_000)
-        probability = float(page.inner_text("#probability"))
-        assert 0.0 <= probability <= 1.0
+        probabilities = [float(page.inner_text(f"#p-{name}")) for name in ("NORMAL", "PNEUMONIA")]
+        assert sum(probabilities) == pytest.approx(1, abs=2e-4)
         assert page.inner_text("#label") in ("NORMAL", "PNEUMONIA")
         assert page.get_attribute("#overlay", "src").startswith("data:image/png;base64,")
+        warning = page.locator("#warning")
+        if kind == "flagging":
+            assert warning.is_visible() and "less reliable" in warning.inner_text()
+        else:
+            assert not warning.is_visible()
         page.fill("#opacity", "80")
         SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOT_DIR / "upload.png"), full_page=True)
+        page.screenshot(path=str(SCREENSHOT_DIR / f"upload_{kind}.png"), full_page=True)
         browser.close()
-    assert (SCREENSHOT_DIR / "upload.png").stat().st_size > 5000
+    assert (SCREENSHOT_DIR / f"upload_{kind}.png").stat().st_size > 5000
+
+
+def test_a_document_is_refused_with_the_reason(server_url, tmp_path):
+    from PIL import Image
+
+    from pneumoscan.data.not_xray import made_images
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    url, _ = server_url
+    document = tmp_path / "letter.png"
+    Image.fromarray((made_images(1, seed=5)["document"][0] * 255).astype("uint8")).save(document)
+    with sync_api.sync_playwright() as playwright:
+        browser = _browser(sync_api, playwright)
+        page = browser.new_page()
+        page.goto(url)
+        page.set_input_files("#file", str(document))
+        page.wait_for_selector("#error.refused", timeout=30_000)
+        assert "does not look like a chest X-ray" in page.inner_text("#error")
+        assert page.locator("#result").is_hidden()
+        browser.close()
