@@ -1,6 +1,6 @@
 """Accuracy benchmark: one model trained on the real dataset, test split touched once at the end.
 
-    python bench/accuracy.py --model densenet121 [--set key=value ...]
+    python -m bench.accuracy --model densenet121 [--set key=value ...]
 
 Writes ``bench/results/accuracy_<model>.json`` with the test metrics at the validation-chosen
 threshold (and at 0.5), the wall time of the whole run (caching, stages, evaluation), the timings
@@ -13,15 +13,12 @@ import argparse
 import json
 import logging
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, DATA_NAME, ROOT, WEIGHTS, write_result  # noqa: E402
-
+from bench.common import DATA, DATA_NAME, ROOT, WEIGHTS, launch_commit, write_result
 from pneumoscan.checkpoint import load_model  # noqa: E402
 from pneumoscan.data import read_split  # noqa: E402
 from pneumoscan.evaluate import binary_metrics  # noqa: E402
@@ -48,6 +45,7 @@ def precision_check(run_dir: Path) -> dict:
 
 
 def main() -> None:
+    launch_commit()  # the commit the benchmark starts from: the tree may change while it runs
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="densenet121", choices=["densenet121", "resnet50", "baseline_cnn"])
     parser.add_argument("--config", help="a TrainConfig JSON (e.g. the best configuration from tuning)")

@@ -4,23 +4,19 @@ Each engine fills a fresh cache of the same augmented views (decoding, augmentat
 training does); the times are per view after the engine is ready (the ONNX export is timed apart), and
 the two caches are compared value by value.
 
-    python bench/cache_engines.py --model densenet121 [--images 512]
+    python -m bench.cache_engines --model densenet121 [--images 512]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, DATA_NAME, WEIGHTS, write_result  # noqa: E402
-
+from bench.common import DATA, DATA_NAME, WEIGHTS, launch_commit, write_result
 from pneumoscan import cache  # noqa: E402
 from pneumoscan.data import Augmentation, XRayDataset, scan_kaggle_split  # noqa: E402
 from pneumoscan.models import build_model  # noqa: E402
@@ -44,6 +40,7 @@ def export_seconds(model, samples) -> float:
 
 
 def main() -> None:
+    launch_commit()  # the commit the benchmark starts from: the tree may change while it runs
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="densenet121", choices=["densenet121", "resnet50"])
     parser.add_argument("--images", type=int, default=512)

@@ -56,9 +56,6 @@ def launch_commit() -> str:
     return LAUNCH_COMMIT
 
 
-launch_commit()  # bench scripts import this module before any work
-
-
 def write_result(name: str, payload: dict) -> Path:
     """Write ``bench/results/<name>.json`` with the provenance fields added."""
     RESULTS.mkdir(parents=True, exist_ok=True)

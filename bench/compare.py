@@ -1,6 +1,6 @@
 """Comparison benchmark: DenseNet121, ResNet50 and the baseline CNN, 3 seeds each, plus the pretraining ablation.
 
-    python bench/compare.py [--seeds 3] [--models resnet50] [--precision fp32]
+    python -m bench.compare [--seeds 3] [--models resnet50] [--precision fp32]
 
 Writes ``bench/results/compare.json`` and ``comparison.md``, both with the hand-kept
 ``compare_runs/TIMING_NOTES.txt`` (what disturbed each training time, on which machine), and
@@ -18,18 +18,16 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, DATA_NAME, RESULTS, ROOT, WEIGHTS, launch_commit, machine, write_result  # noqa: E402
-
+from bench.common import DATA, DATA_NAME, RESULTS, ROOT, WEIGHTS, launch_commit, machine, write_result
 from pneumoscan.compare import CompareConfig, compare  # noqa: E402
 
 ALL_MODELS = CompareConfig.models
 
 
 def main() -> None:
+    launch_commit()  # the commit the benchmark starts from: the tree may change while it runs
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--work", default=str(ROOT / "bench" / "work"))

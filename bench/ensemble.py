@@ -1,6 +1,6 @@
 """Ensembles of trained runs, chosen on validation only: does averaging models close the test gap?
 
-    python bench/ensemble.py LABEL=RUN_DIR ... [--name ensemble]
+    python -m bench.ensemble LABEL=RUN_DIR ... [--name ensemble]
 
 Reads the predictions each run saved (``predictions_val.csv``, ``predictions_val_shifted.npz``,
 ``predictions_test.csv``; the runs must share one validation split) and scores every single run and
@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_result  # noqa: E402
-
+from bench.common import launch_commit, write_result
 from pneumoscan.evaluate import binary_metrics, choose_threshold  # noqa: E402
 from pneumoscan.evaluate.metrics import bootstrap_ci  # noqa: E402
 from pneumoscan.evaluate.report import read_predictions  # noqa: E402
@@ -74,6 +71,7 @@ def everyone(candidates: dict[str, dict], runs: dict) -> dict:
 
 
 def main() -> None:
+    launch_commit()  # the commit the benchmark starts from: the tree may change while it runs
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", help="LABEL=RUN_DIR")
     parser.add_argument("--name", default="ensemble")

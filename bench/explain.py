@@ -1,6 +1,6 @@
 """Explanation benchmark: parity, speed, sanity, faithfulness, localization and memory of the heatmaps.
 
-    python bench/explain.py [--runs bench/work] [--only speed ...]
+    python -m bench.explain [--runs bench/work] [--only speed ...]
 
 Needs the models of the accuracy benchmark (``bench/work/accuracy_<model>``). Writes
 ``bench/results/explain.json`` (with ``--only``: ``explain_<sections>.json``).
@@ -12,16 +12,13 @@ import argparse
 import gc
 import logging
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, DATA_NAME, ROOT, WEIGHTS, write_result  # noqa: E402
-
+from bench.common import DATA, DATA_NAME, ROOT, WEIGHTS, launch_commit, write_result
 from pneumoscan.checkpoint import load_model  # noqa: E402
 from pneumoscan.data import XRayDataset, scan_kaggle_split  # noqa: E402
 from pneumoscan.data.synthetic import read_lesion_boxes, write_synthetic_dataset  # noqa: E402
@@ -236,6 +233,7 @@ def memory(runs: Path, count: int = 1000) -> dict:
 
 
 def main() -> None:
+    launch_commit()  # the commit the benchmark starts from: the tree may change while it runs
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", default=str(ROOT / "bench" / "work"))
     parser.add_argument("--faithfulness-images", type=int, default=200)

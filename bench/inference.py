@@ -1,6 +1,6 @@
 """Inference benchmark: images/s on this CPU for every runtime, with and without heatmaps.
 
-    python bench/inference.py [--run bench/work/accuracy_densenet121]
+    python -m bench.inference [--run bench/work/accuracy_densenet121]
 
 Runtimes, side by side in one run: PyTorch eager fp32, PyTorch bf16 autocast + channels_last,
 onnxruntime fp32, onnxruntime int8 (static QDQ, calibrated on 128 training images), OpenVINO fp32
@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, ROOT, write_result  # noqa: E402
-
+from bench.common import DATA, ROOT, launch_commit, write_result
 from pneumoscan.checkpoint import load_model  # noqa: E402
 from pneumoscan.data import read_split, scan_kaggle_split, stack_inputs  # noqa: E402
 from pneumoscan.evaluate import binary_metrics  # noqa: E402
@@ -114,6 +111,7 @@ def inputs(model, samples) -> np.ndarray:
 
 
 def main() -> None:
+    launch_commit()  # the commit the benchmark starts from: the tree may change while it runs
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--run", default=str(ROOT / "bench" / "work" / "accuracy_densenet121"))
     args = parser.parse_args()

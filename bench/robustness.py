@@ -1,6 +1,6 @@
 """What each robustness step bought: the ablation ladder behind the default recipe.
 
-    python bench/robustness.py LABEL=RUN_DIR[:RULE[:tta]] ... [--merge]
+    python -m bench.robustness LABEL=RUN_DIR[:RULE[:tta]] ... [--merge]
 
 RULE is val or val+shifts (default val): what the threshold is fitted on. ``tta`` scores every image
 as the mean logit of the image and its mirror (``models.FlipAveraged``), validation and test alike.
@@ -17,14 +17,11 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, RESULTS, launch_commit, machine, write_result  # noqa: E402
-
+from bench.common import DATA, RESULTS, launch_commit, machine, write_result
 from pneumoscan.checkpoint import load_model  # noqa: E402
 from pneumoscan.data import evenly_spaced, read_split, scan_kaggle_split  # noqa: E402
 from pneumoscan.device import pick_device  # noqa: E402
@@ -95,6 +92,7 @@ def earlier_rungs() -> dict:
 
 
 def main() -> None:
+    launch_commit()  # the commit the benchmark starts from: the tree may change while it runs
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("rungs", nargs="+", help="LABEL=RUN_DIR[:RULE[:tta]]")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda; bf16 either way")

@@ -1,6 +1,6 @@
 """Spread of one training recipe over seeds: is a result the recipe's, or one lucky run's?
 
-    python bench/seeds.py --config bench/configs/densenet121_tuned.json --seeds 5 --name seeds_densenet121_tuned
+    python -m bench.seeds --config bench/configs/densenet121_tuned.json --seeds 5 --name seeds_densenet121_tuned
 
 Trains the recipe with seeds 0..N-1 (each seed draws its own patient-level split, initialisation, batch
 order and choice among the cached augmented views), each thresholded on its own validation and tested
@@ -18,15 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, DATA_NAME, ROOT, WEIGHTS, write_result  # noqa: E402
-
+from bench.common import DATA, DATA_NAME, ROOT, WEIGHTS, launch_commit, write_result
 from pneumoscan.compare import train_or_reuse  # noqa: E402
 from pneumoscan.settings import load_settings, parse_overrides, to_dict  # noqa: E402
 from pneumoscan.train import TrainConfig  # noqa: E402
@@ -67,6 +64,7 @@ def spread(runs: list[dict]) -> dict:
 
 
 def main() -> None:
+    launch_commit()  # the commit the benchmark starts from: the tree may change while it runs
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="densenet121", choices=["densenet121", "resnet50", "baseline_cnn"])
     parser.add_argument("--config", help="a TrainConfig JSON: the recipe")

@@ -1,6 +1,6 @@
 """Serving benchmark: a real uvicorn server under load, and under 200 malformed requests.
 
-    python bench/serve.py --model bench/work/accuracy_densenet121/inference/model.onnx
+    python -m bench.serve --model bench/work/accuracy_densenet121/inference/model.onnx
 
 500 requests from 8 concurrent clients (real test X-rays, heatmaps included in half of them), then
 200 malformed ones (random bytes, truncated JPEGs, huge dimensions, wrong content type, a PNG
@@ -25,8 +25,7 @@ import httpx
 import numpy as np
 from PIL import Image, ImageDraw
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, ROOT, SHARED, write_result  # noqa: E402
+from bench.common import DATA, ROOT, SHARED, launch_commit, write_result
 
 
 def free_port() -> int:
@@ -146,6 +145,7 @@ def malformed_test(url: str, xrays: list[bytes]) -> dict:
 
 
 def main() -> None:
+    launch_commit()  # the commit the benchmark starts from: the tree may change while it runs
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default=str(ROOT / "bench" / "work" / "accuracy_densenet121" / "inference" /
                                                "model.onnx"))

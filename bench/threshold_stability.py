@@ -5,20 +5,17 @@ Reads finished run folders (their split, validation and shifted-validation predi
 predictions); trains nothing. The test metrics across the interval are descriptive: they say how much
 of a single run's test accuracy is the luck of the validation draw. Nothing is chosen from them.
 
-    python bench/threshold_stability.py RUN [RUN ...] --name threshold_stability_densenet121_tuned
+    python -m bench.threshold_stability RUN [RUN ...] --name threshold_stability_densenet121_tuned
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_result  # noqa: E402
-
+from bench.common import launch_commit, write_result
 from pneumoscan.data import read_split  # noqa: E402
 from pneumoscan.evaluate import binary_metrics, choose_threshold, threshold_interval  # noqa: E402
 from pneumoscan.evaluate.report import read_predictions  # noqa: E402
@@ -63,6 +60,7 @@ def stability(run: Path) -> dict:
 
 
 def main() -> None:
+    launch_commit()  # the commit the benchmark starts from: the tree may change while it runs
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--name", default="threshold_stability")

@@ -5,23 +5,20 @@ epoch. The cached loop runs the trunk once per augmented view and trains on stor
 Both are timed per image here on the same images; totals are extrapolated to the epochs of the
 accuracy run (``bench/results/accuracy_<model>.json``), whose cached total was measured for real.
 
-    python bench/train_speed.py --model densenet121
+    python -m bench.train_speed --model densenet121
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, RESULTS, WEIGHTS, write_result  # noqa: E402
-
+from bench.common import DATA, RESULTS, WEIGHTS, launch_commit, write_result
 from pneumoscan.data import Augmentation, XRayDataset, scan_kaggle_split  # noqa: E402
 from pneumoscan.device import autocast_for  # noqa: E402
 from pneumoscan.models import TailAndHead, build_model  # noqa: E402
@@ -78,6 +75,7 @@ def measure(model, samples, precision: str) -> dict:
 
 
 def main() -> None:
+    launch_commit()  # the commit the benchmark starts from: the tree may change while it runs
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="densenet121", choices=["densenet121", "resnet50"])
     parser.add_argument("--images", type=int, default=320)

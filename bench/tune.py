@@ -1,6 +1,6 @@
 """Tuning benchmark: a DenseNet121 Optuna study on the CPU, then the best settings trained and tested once.
 
-    python bench/tune.py [--trials 30] [--minutes 60]
+    python -m bench.tune [--trials 30] [--minutes 60]
 
 Trials use a short budget (12 head + 3 tail epochs, pruned by the median rule); the best settings
 are then retrained with the default budget (30 + 10 epochs, early stopping), a choice made before
@@ -13,19 +13,17 @@ import argparse
 import json
 import logging
 import shutil
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, DATA_NAME, ROOT, WEIGHTS, write_result  # noqa: E402
-
+from bench.common import DATA, DATA_NAME, ROOT, WEIGHTS, launch_commit, write_result
 from pneumoscan.settings import load_settings  # noqa: E402
 from pneumoscan.train import TrainConfig, train  # noqa: E402
 from pneumoscan.tune import TuneConfig, tune  # noqa: E402
 
 
 def main() -> None:
+    launch_commit()  # the commit the benchmark starts from: the tree may change while it runs
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--minutes", type=float, default=60)
