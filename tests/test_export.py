@@ -120,16 +120,27 @@ def test_openvino_int8_model_keeps_outputs_and_metadata(tmp_path):
         quantize_openvino_int8(fp32, tmp_path / "m.int8.onnx", images(4).numpy())
 
 
-def test_input_checks_are_baked_into_the_graph(tmp_path):
-    model = build_model("baseline_cnn", preprocessing=SMALL).eval()
+@pytest.mark.parametrize("name", ["baseline_cnn", "densenet121"])
+def test_input_checks_are_baked_into_the_graph(name, tmp_path):
+    from pneumoscan.input_checks import shift_layer_of
+
+    model = build_model(name, preprocessing=SMALL).eval()
+    layer = shift_layer_of(model)
+    assert layer == ("last" if name == "baseline_cnn" else "trunk")
+
+    def shift_input(x):
+        return (model.trunk(x) if layer == "trunk" else model.feature_map(x)).mean((2, 3))
+
     with torch.no_grad():
-        features = model.feature_map(images(64)).mean((2, 3)).numpy()
-    checks = InputChecks(shift=fit_shift(features[:48], features[48:]), gate=fit_gate(features[:32], features[32:]))
+        features, shift_features = model.feature_map(images(64)).mean((2, 3)).numpy(), shift_input(images(64)).numpy()
+    checks = InputChecks(shift=fit_shift(shift_features[:48], shift_features[48:]), shift_layer=layer,
+                         gate=fit_gate(features[:32], features[32:]))
     path = export_onnx(LoadedModel(model=model, threshold=0.5, checks=checks), tmp_path / "m.onnx")
     got = OnnxModel(path).run(images(3, seed=9).numpy())
     with torch.no_grad():
         pooled = model.feature_map(images(3, seed=9)).mean((2, 3))
-    np.testing.assert_allclose(got["shift_score"], checks.shift.score(pooled), rtol=1e-3, atol=1e-3)
+        np.testing.assert_allclose(got["shift_score"], checks.shift.score(shift_input(images(3, seed=9))),
+                                   rtol=1e-3, atol=1e-3)
     np.testing.assert_allclose(got["modality_probability"], checks.gate.probability(pooled), atol=1e-5)
     limits = OnnxModel(path).limits
     assert limits["shift_threshold"] == pytest.approx(checks.shift.threshold) and limits["gate_threshold"] == 0.5

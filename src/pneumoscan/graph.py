@@ -23,7 +23,8 @@ class ServingGraph(nn.Module):
     """images ``[B, C, S, S]`` -> class probabilities ``[B, K]``, heatmap ``[B, S, S]``, population-shift
     score ``[B]`` and modality probability ``[B]``.
 
-    Without input checks the shift score is 0 and the modality probability 1.
+    Without input checks the shift score is 0 and the modality probability 1. The shift score reads the
+    trunk's pooled output or the last feature map's, as the checks were fitted (``InputChecks.shift_layer``).
     """
 
     def __init__(self, model: PneumoniaNet, checks: InputChecks | None = None):
@@ -32,17 +33,21 @@ class ServingGraph(nn.Module):
         self.gradcam = ClosedFormGradCAM(model.head)
         features = model.head[3].in_features
         shift, gate = (checks.shift, checks.gate) if checks else (None, None)
-        self.register_buffer("shift_mean", shift.mean.clone() if shift else torch.zeros(features))
-        self.register_buffer("shift_precision", shift.precision.clone() if shift else torch.zeros(features, features))
+        self.shift_on_trunk = bool(checks) and checks.shift_layer == "trunk"
+        size = shift.mean.shape[0] if shift else features
+        self.register_buffer("shift_mean", shift.mean.clone() if shift else torch.zeros(size))
+        self.register_buffer("shift_precision", shift.precision.clone() if shift else torch.zeros(size, size))
         self.register_buffer("gate_weight", gate.weight.clone() if gate else torch.zeros(features))
         self.register_buffer("gate_bias", torch.tensor([gate.bias if gate else NO_GATE_BIAS]))
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        fmap = self.tail(self.trunk(images))
+        activations = self.trunk(images)
+        fmap = self.tail(activations)
         logit, cam = self.gradcam(fmap)
         heatmap = scale_maps(cam, (images.shape[-2], images.shape[-1]))
         pooled = fmap.float().mean(dim=(2, 3))
-        centred = pooled - self.shift_mean
+        shift_features = activations.float().mean(dim=(2, 3)) if self.shift_on_trunk else pooled
+        centred = shift_features - self.shift_mean
         shift_score = ((centred @ self.shift_precision) * centred).sum(dim=1) / centred.shape[1]
         modality = torch.sigmoid(pooled @ self.gate_weight + self.gate_bias)
         positive = torch.sigmoid(logit.float())
@@ -66,4 +71,4 @@ def check_limits(checks: InputChecks | None) -> dict | None:
         return None
     return {"shift_threshold": checks.shift.threshold, "shift_quantile": checks.shift.quantile,
             "gate_threshold": checks.gate.threshold if checks.gate else None,
-            "modality": checks.modality, "population": checks.population}
+            "modality": checks.modality, "population": checks.population, "shift_layer": checks.shift_layer}

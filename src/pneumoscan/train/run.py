@@ -28,7 +28,7 @@ from pneumoscan.data.preprocess import Preprocessing
 from pneumoscan.data.records import Sample, class_counts, find_unreadable, load_samples
 from pneumoscan.data.shifts import SHIFTS
 from pneumoscan.data.split import describe_split, evenly_spaced, patient_split, read_split, write_split
-from pneumoscan.device import autocast_for, cpu_times, describe_device, effective_precision, pick_device, steal_share
+from pneumoscan.device import cpu_times, describe_device, effective_precision, pick_device, steal_share
 from pneumoscan.evaluate.metrics import choose_threshold, threshold_interval
 from pneumoscan.evaluate.plots import plot_history
 from pneumoscan.evaluate.report import evaluate_split, write_json, write_predictions
@@ -38,7 +38,7 @@ from pneumoscan.evaluate.robustness import (
     robustness_report,
     shifted_logits,
 )
-from pneumoscan.input_checks import InputChecks, InputCheckSettings, fit_input_checks
+from pneumoscan.input_checks import InputChecks, InputCheckSettings, fit_input_checks, model_features, shift_layer_of
 from pneumoscan.models import PneumoniaNet, TailAndHead, build_model
 from pneumoscan.predict import predict_logits, sigmoid
 from pneumoscan.train.config import TrainConfig
@@ -387,35 +387,42 @@ CHECKS_REPORT = "input_checks.json"
 
 def _fit_input_checks(model: PneumoniaNet, config: TrainConfig, settings: InputCheckSettings, pool, splits, device,
                       run_dir: Path) -> InputChecks:
-    """Both input checks, on the final model's pooled features of clean images; the fit report goes to
+    """Both input checks, on the final model's features of clean train and validation images (the last
+    feature map's for the gate, the trunk's or the last's for the shift score); the fit report goes to
     ``input_checks.json``."""
     model.eval()
     if "full" in config.stages:
-        train_features = _image_features(model, splits["train"], config, device)
-        val_features = _image_features(model, splits["val"], config, device)
+        (train_trunk, train_last), (val_trunk, val_last) = (_image_features(model, splits[name], config, device)
+                                                            for name in ("train", "val"))
     else:
         clean = cached_activations(model.trunk, pool, model.preprocessing, cache_dir=config.cache_dir,
                                    workers=config.workers, precision=config.precision, device=device,
                                    engine=config.cache_engine, desc="caching clean views")
-        train_features = _pooled(model, clean[_rows(pool, splits["train"], 1)], config, device)
-        val_features = _pooled(model, clean[_rows(pool, splits["val"], 1)], config, device)
-    checks, report = fit_input_checks(model, train_features, val_features, [s.path for s in splits["train"]],
-                                      settings, seed=config.seed, precision=config.precision, device=device)
+        rows = {name: _rows(pool, splits[name], 1) for name in ("train", "val")}
+        train_last, val_last = (_pooled(model, clean[rows[name]], config, device) for name in ("train", "val"))
+        train_trunk, val_trunk = (_spatial_mean(clean, rows[name]) for name in ("train", "val"))
+    shift = (train_trunk, val_trunk) if shift_layer_of(model) == "trunk" else (train_last, val_last)
+    checks, report = fit_input_checks(model, train_last, val_last, [s.path for s in splits["train"]], settings,
+                                      shift_features=shift, seed=config.seed, precision=config.precision,
+                                      device=device)
     write_json(run_dir / CHECKS_REPORT, {"settings": settings.to_dict(), "fitted_on": report,
                                          "shift_threshold": checks.shift.threshold})
     return checks
 
 
-@torch.inference_mode()
-def _image_features(model: PneumoniaNet, samples: list[Sample], config: TrainConfig, device) -> np.ndarray:
-    from torch.utils.data import DataLoader
+def _spatial_mean(activations: np.ndarray, rows: np.ndarray, chunk: int = 512) -> np.ndarray:
+    """Cached trunk activations ``[N, C, h, w]`` (float16 on disk) pooled to ``[len(rows), C]``, a chunk at a time."""
+    return np.concatenate([np.asarray(activations[rows[i:i + chunk]], np.float32).mean(axis=(2, 3))
+                           for i in range(0, len(rows), chunk)])
 
-    loader = DataLoader(XRayDataset(samples, model.preprocessing), batch_size=64, num_workers=config.workers)
-    features = []
-    for images, _, _ in loader:
-        with autocast_for(device, config.precision):
-            features.append(model.feature_map(images.to(device)).float().mean(dim=(2, 3)).cpu().numpy())
-    return np.concatenate(features)
+
+def _image_features(model: PneumoniaNet, samples: list[Sample], config: TrainConfig, device, chunk: int = 256):
+    """(trunk pooled, last feature map pooled) of ``samples``' clean images, read a chunk at a time."""
+    from pneumoscan.data.io import load_image
+
+    parts = [model_features(model, [load_image(s.path) for s in samples[i:i + chunk]], precision=config.precision,
+                            device=device) for i in range(0, len(samples), chunk)]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def _threshold_and_evaluate(model, config, splits, device, run_dir, checks: InputChecks) -> dict:
