@@ -1,0 +1,45 @@
+"""Tests of pneumoscan.demo: the whole job on phantoms ends in a report.html that a real browser shows."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from pneumoscan.demo import DemoConfig, run_demo
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    return out, run_demo(DemoConfig(out=str(out), n_train=96, n_test=32, size=64, epochs=3))
+
+
+def test_demo_measures_the_heatmaps_against_the_lesions(demo):
+    out, summary = demo
+    lesions = summary["lesions"]
+    assert lesions["pneumonia_phantoms"] > 0 and 0 <= lesions["hit_rate"] <= 1
+    assert lesions["hits"] == sum(bool(g["hit"]) for g in lesions["gallery"])
+    errors = [g["error"] for g in lesions["gallery"]]
+    assert errors == sorted(errors, reverse=True)  # the gallery starts with the errors
+    assert "test" in summary["metrics"] and (out / "run" / "model.pt").exists()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
+def test_report_opens_in_a_browser_with_metrics_and_heatmaps(demo):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    out, _ = demo
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                             args=["--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
+                                                   "--disable-background-networking", "--no-first-run"])
+        page = browser.new_page()
+        page.goto((out / "report.html").as_uri())
+        assert "test" in page.inner_text("#metrics") and "AUC" in page.inner_text("#metrics")
+        assert "Lesion hit rate" in page.inner_text("#lesions")
+        loaded = page.eval_on_selector_all(".gallery img", "images => images.filter(i => i.naturalWidth > 0).length")
+        plots = page.eval_on_selector_all("figure img", "images => images.filter(i => i.naturalWidth > 0).length")
+        browser.close()
+    assert loaded >= 1 and plots >= loaded + 3
