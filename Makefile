@@ -1,4 +1,4 @@
-# Two entry points (see README): `make demo` runs the main job, `make test` runs the test suite.
+# Two entry points (see README): `make demo` runs the main job, `make test` runs ruff and the test suite.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
@@ -15,7 +15,7 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/pneumoscan demo --out runs/demo
 
-test: install
+test: install lint
 	$(PY) -m pytest -q
 
 lint: install
