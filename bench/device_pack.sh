@@ -7,7 +7,7 @@
 #
 #   here:    bash bench/device_pack.sh
 #   device:  run(carry=[".device/a"], command="true"), then ".device/b", then ".device/c"
-#   device:  export PNEUMOSCAN_SHARED=$(bash bench/device_pack.sh unpack) && python bench/compare.py ...
+#   device:  export PNEUMOSCAN_SHARED=$(bash bench/device_pack.sh unpack) && python -m bench.compare ...
 #
 # A copy of the tree has no git folder: name the commit with BENCH_COMMIT=$(git rev-parse HEAD).
 set -euo pipefail
