@@ -17,16 +17,9 @@ from pneumoscan.data.not_xray import PHOTOS_HELD_OUT, colour_images, made_images
 def dicom_bytes(pixels: np.ndarray, photometric: str, window: tuple[float, float] | None = None,
                 *, with_pixels: bool = True) -> bytes:
     """A 12-bit monochrome DICOM file (Modality DX) of ``pixels``."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+    from pneumoscan.serve.dicom import new_secondary_capture
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds = new_secondary_capture()
     ds.Modality, ds.PatientID = "DX", "TEST"
     ds.Rows, ds.Columns = pixels.shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric

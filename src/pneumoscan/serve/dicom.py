@@ -22,8 +22,8 @@ def read_identifiers(data: bytes) -> dict:
     return {key: source.get(key) for key in KEPT if source.get(key) not in (None, "")}
 
 
-def secondary_capture(overlay_rgb: np.ndarray, identifiers: dict, *, description: str) -> bytes:
-    """An RGB Secondary Capture Image Storage object holding ``overlay_rgb`` (uint8, H x W x 3)."""
+def new_secondary_capture():
+    """An empty Secondary Capture dataset with its file meta (explicit VR little endian) and fresh UIDs."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
@@ -33,12 +33,21 @@ def secondary_capture(overlay_rgb: np.ndarray, identifiers: dict, *, description
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    return ds
+
+
+def secondary_capture(overlay_rgb: np.ndarray, identifiers: dict, *, description: str) -> bytes:
+    """An RGB Secondary Capture Image Storage object holding ``overlay_rgb`` (uint8, H x W x 3)."""
+    from pydicom.uid import generate_uid
+
+    ds = new_secondary_capture()
     for key, value in identifiers.items():
         setattr(ds, key, value)
     if "StudyInstanceUID" not in ds:
         ds.StudyInstanceUID = generate_uid()
     now = datetime.datetime.now()
-    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.SOPClassUID, ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID
     ds.SeriesInstanceUID = generate_uid()
     ds.Modality, ds.ConversionType, ds.SeriesNumber, ds.InstanceNumber = "OT", "WSD", 999, 1
     ds.SeriesDescription = "pneumoscan Grad-CAM overlay"
