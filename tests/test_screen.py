@@ -118,3 +118,16 @@ def _png(gray: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray((gray * 255).astype(np.uint8)).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def test_screening_a_loaded_model_leaves_the_callers_modules_as_they_were(tiny_run, phantom_root):
+    import torch
+
+    from pneumoscan.checkpoint import load_model
+
+    loaded = load_model(tiny_run)
+    before = {name: p.is_contiguous() for name, p in loaded.model.named_parameters()}
+    result = pneumoscan.load(loaded).screen_one(expand_inputs([phantom_root / "test"])[0])
+    assert result.scored
+    assert {name: p.is_contiguous() for name, p in loaded.model.named_parameters()} == before
+    assert all(p.is_contiguous(memory_format=torch.contiguous_format) for p in loaded.model.parameters())

@@ -26,15 +26,19 @@ class TorchModel:
     runtime = "pytorch"
 
     def __init__(self, source, *, precision: str = "fp32"):
-        """``source``: a run folder, a ``model.pt`` or an already loaded ``checkpoint.LoadedModel`` (whose
-        modules the graph then shares)."""
+        """``source``: a run folder, a ``model.pt`` or an already loaded ``checkpoint.LoadedModel`` (copied, so
+        that the caller's modules keep their memory format)."""
+        import copy
+        import dataclasses
+
         import torch
 
         from pneumoscan.checkpoint import LoadedModel, load_model
         from pneumoscan.device import effective_precision
         from pneumoscan.graph import ServingGraph, model_metadata
 
-        self.loaded = source if isinstance(source, LoadedModel) else load_model(source)
+        self.loaded = (dataclasses.replace(source, model=copy.deepcopy(source.model)) if isinstance(source, LoadedModel)
+                       else load_model(source))
         path = self.loaded.path
         self.graph = ServingGraph(self.loaded.model, self.loaded.checks).eval()
         self.precision = effective_precision(precision, "cpu")

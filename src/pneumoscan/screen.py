@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from pneumoscan.data.io import MAX_PIXELS, ImageLoadError, read_image
 from pneumoscan.input_checks import rule_refusal
-from pneumoscan.runtime import RUNTIMES, load_runtime
+from pneumoscan.runtime import load_runtime
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +155,4 @@ def _name(source: Source) -> str:
 def load(path: str | Path, *, runtime: str = "auto", precision: str = "fp32", max_pixels: int = MAX_PIXELS) -> Screener:
     """The screener of a run folder, ``model.pt``, exported ``.onnx`` or OpenVINO ``.xml``
     (``runtime``: one of ``runtime.RUNTIMES``; ``precision`` applies to PyTorch and OpenVINO)."""
-    if runtime not in RUNTIMES:
-        raise ValueError(f"runtime={runtime!r}: use one of {RUNTIMES}")
     return Screener(load_runtime(path, precision=precision, runtime=runtime), max_pixels=max_pixels)

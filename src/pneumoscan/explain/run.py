@@ -42,7 +42,7 @@ def explain_batches(loaded: LoadedModel, paths: list[str], *, method: str = "gra
     from pneumoscan.screen import load
 
     model, pre = loaded.model.eval(), loaded.preprocessing
-    screener = load(loaded)  # shares the loaded model's modules
+    screener = load(loaded)
     for start in tqdm(range(0, len(paths), batch_size), desc=desc, unit="batch", leave=False):
         chunk = paths[start:start + batch_size]
         grays, errors = {}, {}
