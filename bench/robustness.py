@@ -3,7 +3,7 @@
     python -m bench.robustness LABEL=RUN_DIR[:RULE[:tta]] ... [--merge]
 
 RULE is val or val+shifts (default val): what the threshold is fitted on. ``tta`` scores every image
-as the mean logit of the image and its mirror (``models.FlipAveraged``), validation and test alike.
+as the mean logit of the image and its mirror (``FlipAveraged`` below), validation and test alike.
 ``--merge`` keeps the rungs already in the results file (each names the commit it came from).
 
 For every rung: the selection criterion, computed on validation only (mean and worst balanced
@@ -20,15 +20,31 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch import nn
 
 from bench.common import DATA, RESULTS, launch_commit, machine, write_result
-from pneumoscan.checkpoint import load_model  # noqa: E402
-from pneumoscan.data import evenly_spaced, read_split, scan_kaggle_split  # noqa: E402
-from pneumoscan.device import pick_device  # noqa: E402
-from pneumoscan.evaluate import binary_metrics, choose_threshold  # noqa: E402
-from pneumoscan.evaluate.robustness import pool_with_shifts, selection_summary, shifted_logits  # noqa: E402
-from pneumoscan.models import FlipAveraged  # noqa: E402
-from pneumoscan.predict import predict_logits, sigmoid  # noqa: E402
+from pneumoscan.checkpoint import load_model
+from pneumoscan.data import evenly_spaced, read_split, scan_kaggle_split
+from pneumoscan.device import pick_device
+from pneumoscan.evaluate import binary_metrics, choose_threshold
+from pneumoscan.evaluate.robustness import pool_with_shifts, selection_summary, shifted_logits
+from pneumoscan.models import PneumoniaNet
+from pneumoscan.predict import predict_logits, sigmoid
+
+
+class FlipAveraged(nn.Module):
+    """Test-time augmentation: the mean logit of each image and its left-right mirror (one batched pass)."""
+
+    def __init__(self, model: PneumoniaNet):
+        super().__init__()
+        self.model = model
+        self.preprocessing = model.preprocessing
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        both = self.model(torch.cat([x, x.flip(-1)]))
+        return both.view(2, len(x)).mean(0)
+
 
 SHIFT_IMAGES = 400
 RECORDED_SETTINGS = ("head_hidden", "dropout_in", "dropout_hidden", "head_lr", "tail_lr", "tail_fraction",

@@ -15,7 +15,6 @@ from pneumoscan.export import (
     export_onnx,
     export_run,
     export_torchscript,
-    quantize_int8,
     quantize_openvino_int8,
 )
 from pneumoscan.input_checks import InputChecks, fit_gate, fit_shift
@@ -90,19 +89,6 @@ def test_exported_heatmap_is_the_fast_gradcam():
     reference = gradcam(model, images(4))
     np.testing.assert_allclose(heatmap.numpy(), reference.heatmaps, atol=1e-5)
     np.testing.assert_allclose(probabilities[:, 1].numpy(), reference.probabilities, atol=1e-6)
-
-
-def test_int8_model_keeps_outputs_and_metadata(tmp_path):
-    torch.manual_seed(0)
-    loaded = LoadedModel(model=build_model("baseline_cnn", preprocessing=SMALL).eval(), threshold=0.3)
-    fp32 = export_onnx(loaded, tmp_path / "m.onnx")
-    int8 = quantize_int8(fp32, tmp_path / "m.int8.onnx", images(16, seed=3).numpy())
-    runtime = OnnxModel(int8)
-    assert runtime.threshold == 0.3 and runtime.preprocessing == SMALL  # metadata carried over
-    got, reference = runtime.run(images(4).numpy()), OnnxModel(fp32).run(images(4).numpy())
-    assert got["probabilities"].shape == (4, 2) and got["heatmap"].shape == (4, 64, 64)
-    assert np.isfinite(got["heatmap"]).all()
-    assert np.abs(got["probabilities"] - reference["probabilities"]).max() < 0.05
 
 
 def test_openvino_int8_model_keeps_outputs_and_metadata(tmp_path):

@@ -12,7 +12,7 @@ from torch import nn
 
 from pneumoscan.checkpoint import load_model, save_model
 from pneumoscan.data import Preprocessing
-from pneumoscan.models import MODELS, ClassifierHead, FlipAveraged, build_model, count_parameters
+from pneumoscan.models import MODELS, ClassifierHead, build_model, count_parameters
 
 SMALL = Preprocessing(image_size=64)
 
@@ -133,17 +133,3 @@ def test_training_part_of_the_last_block(name, units):
     assert all(not u.training for u in frozen) and model.tail_units()[-1].training
     with pytest.raises(ValueError, match="fraction"):
         model.train_tail_fraction(0.0)
-
-
-def test_flip_averaging_is_the_mean_over_the_image_and_its_mirror():
-    torch.manual_seed(0)
-    model = build_model("baseline_cnn", preprocessing=Preprocessing(image_size=32), width=4, blocks=2).eval()
-    x = torch.randn(3, 3, 32, 32)
-    with torch.no_grad():
-        expected = (model(x) + model(x.flip(-1))) / 2
-        averaged = FlipAveraged(model)(x)
-        mirrored = FlipAveraged(model)(x.flip(-1))
-    assert averaged.shape == (3,)
-    assert torch.allclose(averaged, expected, atol=1e-6)
-    assert torch.allclose(mirrored, averaged, atol=1e-6)  # invariant to mirroring, unlike the plain model
-    assert not torch.allclose(model(x), model(x.flip(-1)), atol=1e-4)

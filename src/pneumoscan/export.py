@@ -213,37 +213,6 @@ def export_run(model_path: str | Path, out_dir: str | Path, *, fmt: str = "onnx"
     return card
 
 
-def quantize_int8(onnx_path: str | Path, out_path: str | Path, calibration: np.ndarray) -> Path:
-    """Static int8 quantization (QDQ, per-channel weights) of the convolutions, calibrated on
-    ``calibration`` (network inputs from the training images). The head (a few small matrix products,
-    whose per-channel bias adjustment onnxruntime cannot do for a transposed Gemm) and the heatmap
-    arithmetic stay in float. Check the metrics before serving it: ``bench/inference.py`` does."""
-    import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.batches = iter([{"images": calibration[i:i + 8]} for i in range(0, len(calibration), 8)])
-
-        def get_next(self):
-            return next(self.batches, None)
-
-    out_path = Path(out_path)
-    prepared = out_path.with_name(out_path.stem + ".prep.onnx")
-    quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
-    quantize_static(str(prepared), str(out_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    op_types_to_quantize=["Conv"])
-    prepared.unlink()
-    source, target = onnx.load(str(onnx_path)), onnx.load(str(out_path))
-    del target.metadata_props[:]
-    for entry in source.metadata_props:
-        target.metadata_props.add(key=entry.key, value=entry.value)
-    onnx.save(target, str(out_path))
-    return out_path
-
-
 def quantize_openvino_int8(onnx_path: str | Path, out_path: str | Path, calibration: np.ndarray) -> Path:
     """OpenVINO int8 model (``out_path``: an ``.xml`` with its ``.bin``) of an exported ONNX file, by NNCF
     post-training quantization of the convolutions only, calibrated on ``calibration`` (network inputs

@@ -106,19 +106,6 @@ class TailAndHead(nn.Module):
         return self.head(self.tail(trunk_activations)).squeeze(1)
 
 
-class FlipAveraged(nn.Module):
-    """Test-time augmentation: the mean logit of each image and its left-right mirror (one batched pass)."""
-
-    def __init__(self, model: PneumoniaNet):
-        super().__init__()
-        self.model = model
-        self.preprocessing = model.preprocessing
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        both = self.model(torch.cat([x, x.flip(-1)]))
-        return both.view(2, len(x)).mean(0)
-
-
 def _make_head(in_features: int, head_hidden: int, dropout_in: float, dropout_hidden: float) -> ClassifierHead:
     return ClassifierHead(in_features, hidden=head_hidden, dropout_in=dropout_in, dropout_hidden=dropout_hidden)
 
