@@ -466,20 +466,21 @@ def _threshold_and_evaluate(model, config, splits, device, run_dir, checks: Inpu
                  r["mean_specificity"], r["worst_specificity"])
     write_predictions(run_dir / "predictions_val.csv", val_paths, val_y, val_prob, threshold)
     small = {"val_auc": summary["validation"]["at_threshold"]["auc"]}
-    save_model(run_dir / MODEL_FILE, model, threshold=threshold, threshold_rule=config.threshold_rule,
-               metrics=small, settings=settings_io.to_dict(config), checks=checks)
     test = _test_samples(config)
     if test:
+        from pneumoscan.checkpoint import LoadedModel
         from pneumoscan.evaluate.report import evaluate_screened
         from pneumoscan.screen import load
 
-        screener = load(run_dir / MODEL_FILE, precision=config.precision)
+        finished = LoadedModel(model=model, threshold=threshold, threshold_rule=config.threshold_rule,
+                               checks=checks, path=str(run_dir / MODEL_FILE))
+        screener = load(finished, precision=config.precision)  # the screener model.pt will load as
         summary["test"] = evaluate_screened(screener, test, out_dir=run_dir, name="test", n_boot=config.n_boot,
                                             seed=config.seed, plots_dir=run_dir / "plots")
         small.update({f"test_{k}": summary["test"]["at_threshold"][k]
                       for k in ("auc", "accuracy", "sensitivity", "specificity")})
-        save_model(run_dir / MODEL_FILE, model, threshold=threshold, threshold_rule=config.threshold_rule,
-                   metrics=small, settings=settings_io.to_dict(config), checks=checks)
+    save_model(run_dir / MODEL_FILE, model, threshold=threshold, threshold_rule=config.threshold_rule,
+               metrics=small, settings=settings_io.to_dict(config), checks=checks)
     return summary
 
 
