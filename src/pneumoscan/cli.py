@@ -264,6 +264,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_predict(args) -> int:
     from pneumoscan.data.records import expand_inputs
+    from pneumoscan.evaluate.report import screening_counts
     from pneumoscan.predict import write_screenings_csv
     from pneumoscan.screen import load
 
@@ -278,10 +279,9 @@ def cmd_predict(args) -> int:
     else:
         for r in results:
             print(f"{r.source}\t{_describe(r)}")
-    counts = {status: sum(r.status == status for r in results) for status in ("scored", "refused", "unreadable")}
-    flagged = sum(r.flagged for r in results)
-    print(f"{counts['scored']} scored ({flagged} flagged as unlike the training population), {counts['refused']} "
-          f"refused, {counts['unreadable']} unreadable", file=sys.stderr)
+    counts = screening_counts(results)
+    print(f"{counts['scored']} scored ({counts['flagged']} flagged as unlike the training population), "
+          f"{counts['refused']} refused, {counts['unreadable']} unreadable", file=sys.stderr)
     return 1 if counts["unreadable"] else 0
 
 

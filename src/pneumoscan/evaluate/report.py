@@ -128,9 +128,11 @@ def evaluate_screened(screener, samples, *, out_dir: str | Path, name: str, n_bo
 def screening_counts(results) -> dict:
     """How many screenings were scored, flagged, refused and unreadable, with the fractions of all images."""
     n = len(results)
+    from pneumoscan.screen import REFUSED, UNREADABLE
+
     counts = {"images": n, "scored": sum(r.scored for r in results), "flagged": sum(r.flagged for r in results),
-              "refused": sum(r.status == "refused" for r in results),
-              "unreadable": sum(r.status == "unreadable" for r in results)}
+              "refused": sum(r.status == REFUSED for r in results),
+              "unreadable": sum(r.status == UNREADABLE for r in results)}
     counts["refused_fraction"] = counts["refused"] / n if n else 0.0
     counts["flagged_fraction"] = counts["flagged"] / n if n else 0.0
     log.info("screened %d images: %d scored (%d flagged as unlike the training population), %d refused, "
