@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,18 @@ REAL_DATA = SHARED / "data" / "chest_xray_224"
 ORIG256 = SHARED / "data" / "chest_xray_orig256"
 DENSENET_WEIGHTS = SHARED / "weights" / "densenet121_imagenet_keras.pth"
 RESNET_WEIGHTS = SHARED / "weights" / "resnet50_imagenet_keras_partial.pth"
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
+
+
+def launch_chromium(playwright, *extra_args: str):
+    """Debian's headless Chromium, with the flags this closed network needs (no background connections)."""
+    return playwright.chromium.launch(
+        executable_path=CHROMIUM, headless=True,
+        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+              "--no-first-run", "--disable-sync", *extra_args])
 
 
 def needs(path: Path):

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.conftest import launch_chromium, needs_chromium
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
+pytestmark = needs_chromium
 SCREENSHOT_DIR = Path(__file__).resolve().parents[1] / "runs" / "screenshots"
 
 
@@ -22,7 +22,6 @@ SCREENSHOT_DIR = Path(__file__).resolve().parents[1] / "runs" / "screenshots"
 def flagging_run(tiny_run, tmp_path_factory) -> Path:
     """A copy of the tiny run whose shift flag is at 0: every X-ray it scores is flagged."""
     import dataclasses
-    import shutil
 
     from pneumoscan.checkpoint import load_model, replace_checks
 
@@ -59,19 +58,12 @@ def server_url(request, tiny_run, flagging_run):
     thread.join(timeout=10)
 
 
-def _browser(sync_api, playwright):
-    return playwright.chromium.launch(
-        executable_path=CHROMIUM, headless=True,
-        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-              "--no-first-run", "--disable-sync"])
-
-
 def test_upload_shows_probabilities_overlay_and_flag(server_url, phantom_root):
     sync_api = pytest.importorskip("playwright.sync_api")
     url, kind = server_url
     xray = next((phantom_root / "test" / "PNEUMONIA").iterdir())
     with sync_api.sync_playwright() as playwright:
-        browser = _browser(sync_api, playwright)
+        browser = launch_chromium(playwright)
         page = browser.new_page()
         page.goto(url)
         page.set_input_files("#file", str(xray))
@@ -102,7 +94,7 @@ def test_a_document_is_refused_with_the_reason(server_url, tmp_path):
     document = tmp_path / "letter.png"
     Image.fromarray((made_images(1, seed=5)["document"][0] * 255).astype("uint8")).save(document)
     with sync_api.sync_playwright() as playwright:
-        browser = _browser(sync_api, playwright)
+        browser = launch_chromium(playwright)
         page = browser.new_page()
         page.goto(url)
         page.set_input_files("#file", str(document))

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
+from tests.conftest import launch_chromium, needs_chromium
 
 from pneumoscan.demo import DemoConfig, run_demo
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
@@ -27,14 +24,12 @@ def test_demo_measures_the_heatmaps_against_the_lesions(demo):
     assert "test" in summary["metrics"] and (out / "run" / "model.pt").exists()
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
+@needs_chromium
 def test_report_opens_in_a_browser_with_metrics_and_heatmaps(demo):
     sync_api = pytest.importorskip("playwright.sync_api")
     out, _ = demo
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                             args=["--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
-                                                   "--disable-background-networking", "--no-first-run"])
+        browser = launch_chromium(playwright, "--allow-file-access-from-files")
         page = browser.new_page()
         page.goto((out / "report.html").as_uri())
         assert "test" in page.inner_text("#metrics") and "AUC" in page.inner_text("#metrics")
