@@ -21,7 +21,8 @@ import shutil
 from pathlib import Path
 
 from bench.common import DATA, DATA_NAME, RESULTS, ROOT, WEIGHTS, launch_commit, machine, write_result
-from pneumoscan.compare import CompareConfig, compare  # noqa: E402
+from bench.records import RunRecords
+from pneumoscan.compare import CompareConfig, compare
 
 ALL_MODELS = CompareConfig.models
 
@@ -47,12 +48,12 @@ def main() -> None:
     config = CompareConfig(data=str(DATA), out=str(out), models=tuple(args.models), seeds=args.seeds,
                            ablation=complete if args.ablation is None else args.ablation,
                            weights=tuple(f"{m}={p}" for m, p in WEIGHTS.items()),
-                           cache_dir=str(work / "cache" / "{model}"), records=str(RESULTS / "compare_runs"),
-                           precision=args.precision, provenance=provenance())
-    result = compare(config)
+                           cache_dir=str(work / "cache" / "{model}"), precision=args.precision)
+    records = RunRecords(RESULTS / "compare_runs", provenance())
+    result = compare(config, records)
     if not complete:
         logging.info("records of %s kept in %s; the result files need all of %s", ", ".join(args.models),
-                     config.records, ", ".join(ALL_MODELS))
+                     records.folder, ", ".join(ALL_MODELS))
         return
     notes = timing_note(RESULTS / "compare_runs")
     shutil.copyfile(out / "roc_all.png", RESULTS / "comparison_roc.png")
@@ -62,7 +63,7 @@ def main() -> None:
     write_result("compare", {**result, "data": DATA_NAME,
                              "note": "ResNet50: ImageNet weights through layer3 only (partial file); layer4 and the "
                                      "head trained from scratch",
-                             "timing_note": notes})
+                             "timing_note": notes, "train_seconds_not_comparable": records.not_comparable()})
 
 
 def provenance() -> str:

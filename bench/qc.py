@@ -71,7 +71,7 @@ def write_list(paths: list[str], name: str) -> Path:
 
 
 def refit(run: Path, adult_fit: list[str]) -> dict:
-    from pneumoscan.train.run import refit_input_checks
+    from pneumoscan.train.finish import refit_input_checks
 
     refuse = [str(p) for cls in ("glioma", "meningioma", "pituitary")
               for p in sorted((MRI / "Training" / cls).iterdir())]

@@ -21,7 +21,7 @@ from pneumoscan.evaluate import binary_metrics, choose_threshold, threshold_inte
 from pneumoscan.evaluate.report import read_predictions  # noqa: E402
 from pneumoscan.evaluate.robustness import pool_groups_with_shifts, pool_with_shifts  # noqa: E402
 from pneumoscan.train import TrainConfig  # noqa: E402
-from pneumoscan.train.run import run_config  # noqa: E402
+from pneumoscan.train.setup import run_config  # noqa: E402
 
 N_BOOT = 1000
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -49,3 +50,13 @@ def tiny_run(phantom_root, tmp_path_factory) -> Path:
                          full_epochs=4, full_lr=3e-3, batch_size=16, workers=0, n_boot=50, val_fraction=0.25,
                          cache_dir=str(out / "cache"), shift_report=False)
     return train(config)
+
+
+@pytest.fixture(scope="session")
+def tiny_settings(tmp_path_factory) -> Path:
+    """A train --config file of seconds-long settings (64 px, 1-2 epochs per stage, no workers)."""
+    path = tmp_path_factory.mktemp("settings") / "tiny.json"
+    path.write_text(json.dumps({"image_size": 64, "train_views": 2, "head_epochs": 2, "tail_epochs": 1,
+                                "full_epochs": 2, "batch_size": 16, "workers": 0, "n_boot": 30,
+                                "val_fraction": 0.25, "shift_report": False}))
+    return path

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import multiprocessing
 import shutil
-from dataclasses import replace
 
 import optuna
 import pytest
 import torch
+from bench.records import RunRecords
 
 from pneumoscan.compare import (
     METRICS,
@@ -19,21 +19,11 @@ from pneumoscan.compare import (
     compare,
     comparison_markdown,
     pretraining_ablation,
-    protocol_settings,
     seed_summary,
 )
-from pneumoscan.settings import load_settings, to_dict
+from pneumoscan.settings import load_settings
 from pneumoscan.train import TrainConfig
 from pneumoscan.tune import TuneConfig, open_study, tune
-
-
-@pytest.fixture(scope="module")
-def tiny_settings(tmp_path_factory):
-    path = tmp_path_factory.mktemp("settings") / "tiny.json"
-    path.write_text(json.dumps({"image_size": 64, "train_views": 2, "head_epochs": 2, "tail_epochs": 1,
-                                "full_epochs": 2, "batch_size": 16, "workers": 0, "n_boot": 30,
-                                "val_fraction": 0.25, "shift_report": False}))
-    return path
 
 
 def test_tiny_comparison_with_two_seeds(phantom_root, tiny_settings, tmp_path):
@@ -55,41 +45,6 @@ def test_tiny_comparison_with_two_seeds(phantom_root, tiny_settings, tmp_path):
     assert again["models"]["densenet121"]["auc"]["values"] == auc["values"]
 
 
-def test_run_records_let_a_comparison_span_sessions_without_retraining(phantom_root, tiny_settings, tmp_path):
-    records = tmp_path / "records"
-    config = CompareConfig(data=str(phantom_root), out=str(tmp_path / "cmp"), models=("baseline_cnn",),
-                           base_config=str(tiny_settings), cache_dir=str(tmp_path / "cache"),
-                           records=str(records), provenance="commit abc")
-    first = compare(config)
-    record = json.loads((records / "baseline_cnn_seed0.json").read_text())
-    assert record["provenance"] == "commit abc" and len(record["prob"]) == len(record["y"]) > 0
-    assert "data" not in record["settings"] and record["settings"]["model"] == "baseline_cnn"
-
-    shutil.rmtree(tmp_path / "cmp")  # a new session: the run folders are gone, the records are kept
-    again = compare(config)
-    assert again["runs"]["finished_earlier"] == 1 and not (tmp_path / "cmp" / "baseline_cnn").exists()
-    assert again["models"]["baseline_cnn"]["auc"]["values"] == first["models"]["baseline_cnn"]["auc"]["values"]
-    assert again["models"]["baseline_cnn"]["train_seconds"] == first["models"]["baseline_cnn"]["train_seconds"]
-    # the total counts the reused run's own time, not only this invocation's few seconds of reporting
-    assert again["wall_seconds"] >= first["runs"]["train_seconds_sum"] > again["invocation_seconds"]
-    assert record["precision"] in ("bf16", "fp32") and "precision" not in record["settings"]
-
-    # the precision asked for is not the protocol (records made before it was left out still name it)
-    (records / "baseline_cnn_seed0.json").write_text(json.dumps({**record, "settings": {**record["settings"],
-                                                                                        "precision": "bf16"}}))
-    in_fp32 = compare(replace(config, precision="fp32"))
-    assert in_fp32["runs"]["finished_earlier"] == 1
-    assert in_fp32["models"]["baseline_cnn"]["precision_per_seed"] == [record["precision"]]
-
-    other = tmp_path / "other.json"  # another protocol: the record does not stand in for it
-    other.write_text(json.dumps({**json.loads(tiny_settings.read_text()), "full_epochs": 1}))
-    changed = compare(replace(config, base_config=str(other), precision="fp32"))
-    assert changed["runs"]["finished_earlier"] == 0 and (tmp_path / "cmp" / "baseline_cnn" / "seed0").exists()
-    assert json.loads((tmp_path / "cmp" / "baseline_cnn" / "seed0" / "config.json").read_text())["precision"] == "fp32"
-    assert changed["models"]["baseline_cnn"]["precision_per_seed"] == ["fp32"]
-    assert json.loads((records / "baseline_cnn_seed0.json").read_text())["settings"]["full_epochs"] == 1
-
-
 def _tiny_tune(phantom_root, tiny_settings, out, cache, **overrides) -> TuneConfig:
     return TuneConfig(data=str(phantom_root), out=str(out), base_config=str(tiny_settings), weights="none",
                       head_epochs=2, tail_epochs=1, cache_dir=str(cache), **overrides)
@@ -109,19 +64,19 @@ def _reported(ablation: dict) -> dict:
 
 def test_tiny_ablation_states_its_budget_and_reuses_finished_runs(phantom_root, tiny_settings, tmp_path):
     config = CompareConfig(data=str(phantom_root), out=str(tmp_path), weights=("densenet121=none",),
-                           base_config=str(tiny_settings), ablation_image_size=32, ablation_epochs=1,
-                           records=str(tmp_path / "records"))
-    result = pretraining_ablation(config, tmp_path)
+                           base_config=str(tiny_settings), ablation_image_size=32, ablation_epochs=1)
+    records = RunRecords(tmp_path / "records", "commit abc")
+    result = pretraining_ablation(config, tmp_path, records)
     assert set(result) == {"imagenet", "random_init", "budget"}
     assert result["budget"].startswith("end-to-end training of every layer for 1 epochs at 32x32 px on cpu")
     assert 0 <= result["random_init"]["auc"] <= 1 and result["random_init"]["device"] == "cpu"
     log = (tmp_path / "ablation" / "random_init" / "train.log").read_text()
-    again = pretraining_ablation(config, tmp_path)  # finished runs are reused, not trained again
+    again = pretraining_ablation(config, tmp_path, records)  # finished runs are reused, not trained again
     assert again["random_init"]["finished_earlier"] and not result["random_init"]["finished_earlier"]
     assert _reported(again) == _reported(result)
     assert (tmp_path / "ablation" / "random_init" / "train.log").read_text() == log
     shutil.rmtree(tmp_path / "ablation")  # the records alone (e.g. from a GPU machine) stand in for the runs
-    assert _reported(pretraining_ablation(config, tmp_path)) == _reported(result)
+    assert _reported(pretraining_ablation(config, tmp_path, records)) == _reported(result)
     assert not (tmp_path / "ablation").exists()
     table = comparison_markdown({"protocol": {"seeds": 1}, "models": {}, "pairs": {}, "pretraining_ablation": result})
     assert result["budget"] in table and "| random_init | " in table and "| imagenet | " in table
@@ -141,19 +96,6 @@ def test_seed_summary_reports_the_cold_cache_seed_as_the_training_time():
     assert summary["auc"]["mean"] == pytest.approx(0.81) and summary["auc"]["std"] == pytest.approx(0.01)
     table = comparison_markdown({"protocol": {"seeds": 3}, "models": {"m": summary}, "pairs": {}})
     assert "| 10 | 6000 | 2.0 |" in table and "slowest seed" in table
-
-
-def test_seed_summary_leaves_out_training_times_marked_not_comparable():
-    run = _summarized_run
-    stale = {"train_seconds_comparable": False, "train_seconds_note": "resumed across sessions"}
-    summary = seed_summary([run(0, 30000.0, **stale), run(1, 5000.0), run(2, 1500.0)])
-    assert summary["train_seconds_max"] == 5000.0 and summary["train_seconds"] == 3250.0
-    assert summary["train_seconds_per_seed"] == [30000.0, 5000.0, 1500.0]
-    assert summary["train_seconds_not_comparable"] == {"seed0": "resumed across sessions"}
-    only_stale = seed_summary([run(0, 30000.0, **stale)])
-    assert only_stale["train_seconds_max"] is None
-    table = comparison_markdown({"protocol": {"seeds": 1}, "models": {"m": only_stale}, "pairs": {}})
-    assert "| 10 | n/a | 2.0 |" in table
 
 
 def test_ablation_budget_is_read_from_the_run_not_from_this_machine(tmp_path):
@@ -204,10 +146,3 @@ def test_two_workers_share_one_study(phantom_root, tiny_settings, tmp_path):
     finished = [t for t in trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
     assert len({t.params["head_lr"] for t in finished}) == len(finished)  # no trial was run twice
     assert multiprocessing.active_children() == []
-
-
-def test_how_the_activations_were_computed_does_not_define_a_run():
-    config = TrainConfig(data="d", model="densenet121")
-    from_before_the_setting = {k: v for k, v in to_dict(config).items() if k != "cache_engine"}
-    assert protocol_settings(from_before_the_setting) == protocol_settings(replace(config, cache_engine="torch"))
-    assert protocol_settings(config) != protocol_settings(replace(config, tail_epochs=3))

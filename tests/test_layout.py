@@ -60,3 +60,25 @@ def test_no_import_circles_between_modules():
 
 def test_the_checker_finds_a_circle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
+
+
+RUN_FILES = ("config.json", "split.csv", "metrics.json", "history.json", "progress.pt", "train_state.pt",
+             "train.log", "input_checks.json", "training_curves.png", "unreadable_files.json", "model.pt")
+
+
+def test_the_run_folders_file_names_are_written_once():
+    """Every module names a run's files through ``run_folder``; only it spells them out."""
+    spelled = {}
+    for path in SRC.rglob("*.py"):
+        if path.name == "run_folder.py":
+            continue
+        strings = {node.value for node in ast.walk(ast.parse(path.read_text()))
+                   if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+        if found := sorted(strings & set(RUN_FILES)):
+            spelled[_module_name(path)] = found
+    assert spelled == {}
+
+
+def test_every_library_module_stays_under_300_lines():
+    long = {_module_name(p): n for p in SRC.rglob("*.py") if (n := len(p.read_text().splitlines())) > 300}
+    assert long == {}

@@ -20,15 +20,10 @@ from pneumoscan.data import Augmentation, Preprocessing, XRayDataset, read_split
 from pneumoscan.data.records import Sample
 from pneumoscan.data.shifts import SHIFTS
 from pneumoscan.models import build_model
+from pneumoscan.run_folder import RunFolder
 from pneumoscan.train import TrainConfig, train
 from pneumoscan.train import loop as loop_module
-from pneumoscan.train.run import (
-    INVOCATION_START,
-    _prepare_run_dir,
-    seconds_across_invocations,
-    training_seconds,
-    was_resumed,
-)
+from pneumoscan.train.setup import prepare_run_folder
 
 
 def tiny_config(root, out, cache, **overrides) -> TrainConfig:
@@ -45,21 +40,20 @@ def final_state(run_dir):
 
 
 def test_two_stage_run_writes_a_complete_run_folder(phantom_root, tmp_path, monkeypatch):
-    # where bf16 is emulated, its fallback warning must come after the invocation's first line, or a
-    # resumed run's time would stretch the killed invocation's span across the gap before the resume
+    # where bf16 is emulated, its fallback warning must come after the invocation's first line, or a resumed
+    # run's time (bench.timing reads it from the log) would stretch the killed span across the gap before the resume
     monkeypatch.setattr(device_module, "native_bf16", lambda device_type: False)
     device_module._warn_emulated_bf16.cache_clear()
     run = train(tiny_config(phantom_root, tmp_path / "run", tmp_path / "cache", precision="bf16"))
     first_line, second_line = (run / "train.log").read_text().splitlines()[:2]
-    assert INVOCATION_START in first_line and "bf16 was asked for" in second_line
+    assert "pneumoscan train:" in first_line and "bf16 was asked for" in second_line
     for name in ("config.json", "split.csv", "model.pt", "metrics.json", "history.json", "train.log",
                  "training_curves.png", "predictions_val.csv", "predictions_test.csv", "plots/roc_test.png"):
         assert (run / name).exists(), name
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics) >= {"threshold", "threshold_ci95", "validation", "test", "timings"}
     assert metrics["threshold_ci95"][0] <= metrics["threshold"] <= metrics["threshold_ci95"][1]
-    steal = metrics["timings"]["cpu_steal_share"]
-    assert steal is None or 0.0 <= steal <= 1.0
+    assert metrics["timings"]["total_seconds"] > 0
     history = json.loads((run / "history.json").read_text())
     assert [(r["stage"], r["epoch"]) for r in history] == [("head", 1), ("head", 2), ("tail", 1), ("tail", 2)]
     assert {"train_loss", "train_accuracy", "train_auc", "val_loss", "val_accuracy", "val_auc"} <= set(history[0])
@@ -100,35 +94,7 @@ def test_a_killed_run_resumes_to_the_same_model(phantom_root, tmp_path, monkeypa
     timings = {name: json.loads((tmp_path / name / "metrics.json").read_text())["timings"]
                for name in ("whole", "killed")}
     assert "resumed" not in timings["whole"] and timings["killed"]["resumed"] is True
-    assert training_seconds(tmp_path / "whole") == timings["whole"]["total_seconds"]
-    assert training_seconds(tmp_path / "killed") == timings["killed"]["seconds_all_invocations"]
-    assert timings["killed"]["seconds_all_invocations"] >= timings["killed"]["total_seconds"] - 1
-
-
-def test_a_resumed_runs_time_sums_its_invocations(tmp_path):
-    log = tmp_path / "train.log"
-    log.write_text("2026-11-22 22:00:00,000 INFO pneumoscan.train.run: pneumoscan train: model m, stages head\n"
-                   "2026-11-22 22:10:00,500 INFO pneumoscan.train.loop: stage head epoch 1\n"
-                   "Traceback (most recent call last):\n"
-                   "2026-11-22 23:00:00,000 INFO pneumoscan.train.run: pneumoscan train: model m, stages head\n"
-                   "2026-11-22 23:00:01,000 INFO pneumoscan.train.run: resuming: stages done []\n"
-                   "2026-11-22 23:05:00,000 INFO pneumoscan.train.run: run finished\n")
-    assert seconds_across_invocations(log) == 600.5 + 300.0  # the hour between the kill and the resume is left out
-
-
-def test_a_run_resumed_within_its_first_stage_counts_every_invocation(tmp_path):
-    # runs resumed inside their first stage were not flagged "resumed" in metrics.json before the flag
-    # also looked at the stage checkpoint; their log still shows each invocation
-    (tmp_path / "metrics.json").write_text(json.dumps({"timings": {"full": 200.0, "total_seconds": 300.0}}))
-    (tmp_path / "train.log").write_text(
-        "2026-11-23 05:00:00,000 INFO pneumoscan.train.run: pneumoscan train: model m, stages full\n"
-        "2026-11-23 05:10:00,000 INFO pneumoscan.train.loop: stage full epoch 1\n"
-        "2026-11-23 06:00:00,000 INFO pneumoscan.train.run: pneumoscan train: model m, stages full\n"
-        "2026-11-23 06:05:00,000 INFO pneumoscan.train.run: run finished\n")
-    assert was_resumed(tmp_path) and training_seconds(tmp_path) == 600.0 + 300.0
-    (tmp_path / "train.log").write_text(
-        "2026-11-23 06:00:00,000 INFO pneumoscan.train.run: pneumoscan train: model m, stages full\n")
-    assert not was_resumed(tmp_path) and training_seconds(tmp_path) == 300.0
+    assert (tmp_path / "killed" / "train.log").read_text().count("pneumoscan train:") == 2  # the killed one, the resume
 
 
 def test_same_seed_same_metrics_and_resume_needs_same_settings(phantom_root, tmp_path):
@@ -140,15 +106,16 @@ def test_same_seed_same_metrics_and_resume_needs_same_settings(phantom_root, tmp
     with pytest.raises(ValueError, match="seed"):
         train(tiny_config(phantom_root, tmp_path / "a", tmp_path / "cache", seed=5, head_epochs=1,
                           tail_epochs=1), resume=True)
-    # a run saved before the cache_engine setting existed computed its caches with PyTorch: it resumes with that
+    # a setting newer than the run takes today's default when the run is read back
     saved = json.loads((first / "config.json").read_text())
     del saved["cache_engine"]
     (first / "config.json").write_text(json.dumps(saved))
     same = dict(head_epochs=1, tail_epochs=1)
+    prepare_run_folder(RunFolder(first), tiny_config(phantom_root, first, tmp_path / "cache", **same).resolved(),
+                       resume=True)
     with pytest.raises(ValueError, match="cache_engine"):
-        _prepare_run_dir(first, tiny_config(phantom_root, first, tmp_path / "cache", **same).resolved(), resume=True)
-    _prepare_run_dir(first, tiny_config(phantom_root, first, tmp_path / "cache", cache_engine="torch",
-                                        **same).resolved(), resume=True)
+        prepare_run_folder(RunFolder(first), tiny_config(phantom_root, first, tmp_path / "cache", cache_engine="torch",
+                                                         **same).resolved(), resume=True)
 
 
 def test_baseline_trains_end_to_end_on_images(phantom_root, tmp_path):

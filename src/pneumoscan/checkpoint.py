@@ -18,9 +18,9 @@ from pneumoscan.data.labels import CLASSES
 from pneumoscan.data.preprocess import Preprocessing
 from pneumoscan.input_checks import InputChecks, PopulationShift
 from pneumoscan.models import PneumoniaNet, build_model
+from pneumoscan.run_folder import MODEL_FILE
 
 FORMAT = "pneumoscan-model/1"
-MODEL_FILE = "model.pt"
 
 
 @dataclass

@@ -27,9 +27,9 @@ from pneumoscan.evaluate.plots import plot_roc
 from pneumoscan.evaluate.report import read_predictions, write_json
 from pneumoscan.evaluate.stats import delong_test, mcnemar_test
 from pneumoscan.models import count_parameters
-from pneumoscan.settings import load_settings, to_dict
+from pneumoscan.run_folder import RunFolder
+from pneumoscan.settings import load_settings
 from pneumoscan.train import TrainConfig, train
-from pneumoscan.train.run import training_seconds, was_resumed
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +53,6 @@ class CompareConfig:
     ablation: bool = False             # also: DenseNet121 from ImageNet vs random init, end to end
     ablation_image_size: int = 0       # ablation budget: 0 = 224 px with a GPU, 112 px on a CPU
     ablation_epochs: int = 0           # 0 = 12 epochs with a GPU, 6 on a CPU (stated in the output)
-    records: str = ""                  # folder keeping a small record of each finished run (its settings, test
-                                       # metrics and predictions); a run with a record under the same settings
-                                       # is not retrained, so a comparison can span sessions and machines
-    provenance: str = ""               # written into each new record (e.g. the commit and machine)
 
 
 def _train_config(config: CompareConfig, model: str, seed: int, out: Path) -> TrainConfig:
@@ -83,78 +79,37 @@ def _inference_ms(model: torch.nn.Module, paths: list[str], precision: str) -> f
 
 def train_or_reuse(config: TrainConfig) -> bool:
     """Train one run, resuming a killed one; a finished run is reused. True when it had finished earlier."""
-    run_dir = Path(config.out)
-    if (run_dir / "metrics.json").exists():
+    folder = RunFolder(config.out)
+    if folder.finished():
         return True
-    train(config, resume=(run_dir / "config.json").exists())
+    train(config, resume=folder.config.exists())
     return False
 
 
-# not part of what defines a run: where its files live, and how its arithmetic is done (the precision asked for is
-# not the one used where a CPU lacks native bf16; the precision used is recorded per run, like its device; nor
-# which engine computed the cached activations)
-NOT_PROTOCOL = ("data", "out", "cache_dir", "split", "precision", "cache_engine")
+# ``summarize(name, settings, make)`` returns the summary of the run ``name`` trained with ``settings``;
+# ``make()`` trains (or reuses) the run and summarizes it. Benchmarks pass one that keeps records.
+Summarize = Callable[[str, TrainConfig, Callable[[], dict]], dict]
 
 
-def protocol_settings(config: TrainConfig | dict) -> dict:
-    """The settings that define a run, without where its files live (weights files are named, not located)."""
-    settings = to_dict(config) if isinstance(config, TrainConfig) else config
-    settings = {k: v for k, v in settings.items() if k not in NOT_PROTOCOL}
-    if settings["weights"] not in ("auto", "imagenet", "none"):
-        settings["weights"] = Path(settings["weights"]).name
-    return settings
-
-
-def read_record(path: Path, config: TrainConfig) -> dict | None:
-    """The record of an earlier run of ``config``, or None when there is none or it ran under other settings."""
-    if not path.exists():
-        return None
-    record = json.loads(path.read_text())
-    if protocol_settings(record.get("settings", {"weights": ""})) != protocol_settings(config):
-        log.warning("%s was made under other settings: training %s again", path, config.out)
-        return None
-    log.info("reusing the record %s (%s)", path, record.get("provenance", ""))
-    return {**record, "finished_earlier": True, "wall_seconds": 0.0,
-            **{k: np.asarray(record[k]) for k in ("y", "prob", "called") if k in record}}
-
-
-def write_record(path: Path, config: TrainConfig, summary: dict, provenance: str) -> None:
-    """Keep what the comparison needs from a finished run, small enough to keep with the results."""
-    record = {**summary, "settings": protocol_settings(config), "provenance": provenance,
-              "recorded": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-              **{k: np.asarray(summary[k]).tolist() for k in ("y", "prob", "called") if k in summary}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, record)
-
-
-def recorded(name: str, settings: TrainConfig, config: CompareConfig, summarize: Callable[[], dict]) -> dict:
-    """The record ``name`` in ``config.records`` when it was made under ``settings``; otherwise ``summarize()``
-    (train or reuse the run and summarize it), whose result becomes that record."""
-    path = Path(config.records) / f"{name}.json" if config.records else None
-    record = read_record(path, settings) if path else None
-    if record is None:
-        record = summarize()
-        if path:
-            write_record(path, settings, record, config.provenance)
-    return record
+def summarize_now(name: str, settings: TrainConfig, make: Callable[[], dict]) -> dict:
+    return make()
 
 
 def run_one(config: TrainConfig) -> dict:
     """Train one model (or reuse a finished run) and collect what the comparison needs."""
-    run_dir = Path(config.out)
+    folder = RunFolder(config.out)
     started = time.perf_counter()
     finished_earlier = train_or_reuse(config)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    paths, y, prob = read_predictions(run_dir / "predictions_test.csv")
+    metrics = json.loads(folder.metrics.read_text())
+    paths, y, prob = read_predictions(folder.predictions("test"))
     called = (prob >= metrics["threshold"]).astype(int)  # the run's calls at its validation threshold
-    model = load_model(run_dir).model
+    model = load_model(folder.root).model
     test = metrics["test"]["at_threshold"]
-    return {"run": str(run_dir), "seed": config.seed, "threshold": metrics["threshold"],
+    return {"run": str(folder.root), "seed": config.seed, "threshold": metrics["threshold"],
             **{k: test[k] for k in METRICS}, "ci95": {k: test["ci95"][k] for k in METRICS},
-            "train_seconds": training_seconds(run_dir),
-            "cpu_steal_share": metrics["timings"].get("cpu_steal_share"),  # of the run's last invocation
+            "train_seconds": metrics["timings"]["total_seconds"],  # of the invocation that finished it
             "wall_seconds": round(time.perf_counter() - started, 1),
-            "finished_earlier": finished_earlier, "resumed": was_resumed(run_dir),
+            "finished_earlier": finished_earlier, "resumed": bool(metrics["timings"].get("resumed")),
             "device": metrics.get("device"), "precision": metrics.get("precision"),
             "parameters": count_parameters(model),
             "inference_ms_per_image": _inference_ms(model, paths[:64], metrics.get("precision") or "bf16"),
@@ -168,15 +123,13 @@ def seed_summary(runs: list[dict]) -> dict:
     for key in ("parameters", "inference_ms_per_image", "threshold"):
         out[key] = float(np.mean([r[key] for r in runs]))
     # a seed that finds the model's activation cache already on disk skips the view caching, so the slowest seed is
-    # the cost of a run from a cold cache and the mean understates it; a record marked by hand with
-    # "train_seconds_comparable": false (its "train_seconds_note" says why) is left out of both
-    timed = [r["train_seconds"] for r in runs if r.get("train_seconds_comparable", True)]
+    # the cost of a run from a cold cache and the mean understates it; a run whose time is not known (None) is
+    # left out of both
+    timed = [r["train_seconds"] for r in runs if r["train_seconds"] is not None]
     out["train_seconds"] = float(np.mean(timed)) if timed else None
     out["train_seconds_max"] = float(max(timed)) if timed else None
     out["train_seconds_per_seed"] = [r["train_seconds"] for r in runs]
-    out["train_seconds_not_comparable"] = {f"seed{r['seed']}": r.get("train_seconds_note", "")
-                                           for r in runs if not r.get("train_seconds_comparable", True)}
-    out["precision_per_seed"] = [r.get("precision") for r in runs]  # None: a record from before it was kept
+    out["precision_per_seed"] = [r.get("precision") for r in runs]
     return out
 
 
@@ -198,7 +151,7 @@ def ablation_budget(config: CompareConfig, device: torch.device) -> tuple[int, i
     return (config.ablation_image_size or (224 if gpu else 112), config.ablation_epochs or (12 if gpu else 6))
 
 
-def pretraining_ablation(config: CompareConfig, out: Path) -> dict:
+def pretraining_ablation(config: CompareConfig, out: Path, summarize: Summarize = summarize_now) -> dict:
     """DenseNet121 trained end to end from ImageNet weights vs from random init (budget: ablation_budget).
 
     Finished runs are reused wherever they were made (a comparison on a CPU can take the ablation runs
@@ -212,7 +165,7 @@ def pretraining_ablation(config: CompareConfig, out: Path) -> dict:
         base = _train_config(config, "densenet121", 0, out / "ablation" / name)
         settings = replace(base, weights=init, stages=("full",), image_size=image_size, full_epochs=epochs,
                            full_lr=1e-4 if init != "none" else 1e-3, shift_report=False, patience=epochs)
-        record = recorded(f"ablation_{name}", settings, config, partial(train_ablation_run, settings))
+        record = summarize(f"ablation_{name}", settings, partial(train_ablation_run, settings))
         results[name] = {**{k: record[k] for k in (*METRICS, "train_seconds", "threshold", "device", "budget")},
                          "finished_earlier": record.get("finished_earlier", False)}
     results["budget"] = "; ".join(sorted({r.pop("budget") for r in results.values()}))
@@ -226,19 +179,21 @@ def train_ablation_run(settings: TrainConfig) -> dict:
 
 def ablation_run_summary(run_dir: Path) -> dict:
     """Test metrics, training time and the budget (epochs, image size, device) of one finished ablation run."""
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    settings = json.loads((run_dir / "config.json").read_text())
+    folder = RunFolder(run_dir)
+    metrics, settings = json.loads(folder.metrics.read_text()), json.loads(folder.config.read_text())
     device = metrics.get("device", "an unrecorded device")
     reduced = "" if device.startswith("cuda") else " (a reduced budget that fits a CPU; use a GPU for the full recipe)"
     test = metrics["test"]["at_threshold"]
-    return {**{k: test[k] for k in METRICS}, "train_seconds": training_seconds(run_dir),
+    return {**{k: test[k] for k in METRICS}, "train_seconds": metrics["timings"]["total_seconds"],
             "threshold": metrics["threshold"], "device": device,
             "budget": f"end-to-end training of every layer for {settings['full_epochs']} epochs at "
                       f"{settings['image_size']}x{settings['image_size']} px on {device}{reduced}"}
 
 
-def compare(config: CompareConfig) -> dict:
-    """Run the comparison; writes ``comparison.json``, ``comparison.md`` and ``roc_all.png`` to ``out``."""
+def compare(config: CompareConfig, summarize: Summarize = summarize_now) -> dict:
+    """Run the comparison; writes ``comparison.json``, ``comparison.md`` and ``roc_all.png`` to ``out``.
+
+    ``summarize`` gives each run's summary (by default: train or reuse it, then summarize it)."""
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -246,7 +201,7 @@ def compare(config: CompareConfig) -> dict:
     for seed in range(config.seeds):  # seed by seed, so an interrupted comparison has every model's seed 0
         for model in config.models:
             settings = _train_config(config, model, seed, out / model / f"seed{seed}")
-            runs[model].append(recorded(f"{model}_seed{seed}", settings, config, partial(run_one, settings)))
+            runs[model].append(summarize(f"{model}_seed{seed}", settings, partial(run_one, settings)))
     result = {"protocol": {"models": list(config.models), "seeds": config.seeds,
                            "base_config": config.base_config or "TrainConfig defaults",
                            "note": "same patient-level split per seed, same augmentation, epoch budget and "
@@ -255,13 +210,13 @@ def compare(config: CompareConfig) -> dict:
               "pairs": {f"{a}_vs_{b}": _pair_tests(runs[a], runs[b])
                         for a, b in itertools.combinations(config.models, 2)}}
     if config.ablation:
-        result["pretraining_ablation"] = pretraining_ablation(config, out)
+        result["pretraining_ablation"] = pretraining_ablation(config, out, summarize)
     every_run = [r for model_runs in runs.values() for r in model_runs]
     ablation_runs = [v for v in result.get("pretraining_ablation", {}).values() if isinstance(v, dict)]
     result["invocation_seconds"], result["wall_seconds"] = total_seconds(every_run + ablation_runs, started)
     result["runs"] = {"total": len(every_run), "finished_earlier": sum(r["finished_earlier"] for r in every_run),
                       "resumed_after_a_kill": sum(r["resumed"] for r in every_run),
-                      "train_seconds_sum": round(sum(r["train_seconds"] for r in every_run), 1),
+                      "train_seconds_sum": round(sum(r["train_seconds"] or 0.0 for r in every_run), 1),
                       "note": "train_seconds of a run cover its caching, training and evaluation (a run resumed "
                               "after a kill sums its invocations' spans in its train.log); wall_seconds is the "
                               "whole comparison: every run's train_seconds, the ablation's included, plus the "
@@ -277,8 +232,8 @@ def total_seconds(runs: list[dict], started: float) -> tuple[float, float]:
     """(this invocation's seconds, the whole comparison's): the runs' own times, wherever and whenever they
     were trained, plus what this invocation spent besides training runs."""
     invocation = time.perf_counter() - started
-    trained_now = sum(r["train_seconds"] for r in runs if not r["finished_earlier"])
-    total = sum(r["train_seconds"] for r in runs) + max(invocation - trained_now, 0.0)
+    trained_now = sum(r["train_seconds"] or 0.0 for r in runs if not r["finished_earlier"])
+    total = sum(r["train_seconds"] or 0.0 for r in runs) + max(invocation - trained_now, 0.0)
     return round(invocation, 1), round(total, 1)
 
 
@@ -291,7 +246,7 @@ def comparison_markdown(result: dict) -> str:
     lines = ["# Model comparison", "", f"{seeds} seed(s) per model; mean ± std over seeds "
              "(95% bootstrap CI of seed 0 in brackets). Test split, threshold chosen on validation. Train s is the "
              "slowest seed: later seeds can reuse the first one's frozen-trunk activation cache; seeds whose time is "
-             "marked not comparable are left out (see their records).", "",
+             "not known are left out.", "",
              "| model | AUC | accuracy | sensitivity | specificity | F1 | AP | parameters | train s | ms/image |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, m in result["models"].items():

@@ -22,6 +22,7 @@ from pneumoscan.data.synthetic import read_lesion_boxes, write_synthetic_dataset
 from pneumoscan.explain.checks import pointing_game
 from pneumoscan.explain.render import panel_title, save_panel
 from pneumoscan.explain.run import explain_batches
+from pneumoscan.run_folder import RunFolder
 from pneumoscan.train import TrainConfig, train
 
 log = logging.getLogger(__name__)
@@ -46,15 +47,15 @@ def run_demo(config: DemoConfig) -> dict:
     if not (data / "lesions.csv").exists():
         log.info("writing %d synthetic phantoms to %s", config.n_train + config.n_test, data)
         write_synthetic_dataset(data, n_train=config.n_train, n_test=config.n_test, size=config.size, seed=config.seed)
-    run_dir = out / "run"
-    train_config = TrainConfig(data=str(data), out=str(run_dir), model="baseline_cnn", image_size=config.size,
+    run = RunFolder(out / "run")
+    train_config = TrainConfig(data=str(data), out=str(run.root), model="baseline_cnn", image_size=config.size,
                                full_epochs=config.epochs, full_lr=2e-3, patience=config.epochs, val_fraction=0.2,
                                n_boot=200, workers=1, cache_dir=str(out / "cache"), seed=config.seed,
                                shift_images=100)
-    train(train_config, resume=(run_dir / "config.json").exists())
-    hits = explain_test(run_dir, data, out / "heatmaps")
-    summary = {"metrics": json.loads((run_dir / "metrics.json").read_text()), "lesions": hits}
-    write_report(out / "report.html", run_dir, summary)
+    train(train_config, resume=run.config.exists())
+    hits = explain_test(run.root, data, out / "heatmaps")
+    summary = {"metrics": json.loads(run.metrics.read_text()), "lesions": hits}
+    write_report(out / "report.html", run, summary)
     return summary
 
 
@@ -95,15 +96,14 @@ def _metric_rows(metrics: dict) -> str:
     return "\n".join(rows)
 
 
-def write_report(path: Path, run_dir: Path, summary: dict) -> Path:
+def write_report(path: Path, run: RunFolder, summary: dict) -> Path:
     """One page a person opens: metrics, plots, training curves, the heatmap gallery and the lesion hit rate."""
     metrics, lesions = summary["metrics"], summary["lesions"]
-    plots = run_dir.relative_to(path.parent) / "plots"
-    curves = run_dir.relative_to(path.parent) / "training_curves.png"
-    figures = "".join(f'<figure><img src="{html.escape(str(src))}" alt="{alt}"><figcaption>{alt}</figcaption>'
-                      f'</figure>' for src, alt in ((plots / "roc_test.png", "ROC, test"),
-                                       (plots / "confusion_test.png", "confusion matrix, test"),
-                                       (curves, "training curves")))
+    figures = "".join(f'<figure><img src="{html.escape(str(src.relative_to(path.parent)))}" alt="{alt}">'
+                      f'<figcaption>{alt}</figcaption></figure>'
+                      for src, alt in ((run.plot("roc", "test"), "ROC, test"),
+                                       (run.plot("confusion", "test"), "confusion matrix, test"),
+                                       (run.curves, "training curves")))
     cards = "".join(
         f'<figure class="{"error" if g["error"] else ""}"><img src="{html.escape(g["panel"])}" alt="heatmap">'
         f'<figcaption>{"ERROR, " if g["error"] else ""}p={g["probability"]:.3f}'

@@ -1,12 +1,10 @@
 """Where and in what precision tensors are computed: CUDA when present; bfloat16 autocast on request,
-where the hardware computes bfloat16 natively. Also how much of the CPU a shared virtual machine really
-got (steal time), so that wall times measured on one can be read for what they are."""
+where the hardware computes bfloat16 natively."""
 
 from __future__ import annotations
 
 import functools
 import logging
-from pathlib import Path
 
 import torch
 
@@ -64,23 +62,3 @@ def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     return device.type
-
-
-def cpu_times(stat: str | None = None) -> tuple[int, int] | None:
-    """(steal, total) jiffies of all CPUs since boot, from ``/proc/stat`` (or its text); None off Linux."""
-    if stat is None:
-        try:
-            stat = Path("/proc/stat").read_text()
-        except OSError:
-            return None
-    fields = [int(v) for v in stat.splitlines()[0].split()[1:9]]  # user nice system idle iowait irq softirq steal
-    return fields[7], sum(fields)
-
-
-def steal_share(before: tuple[int, int] | None, after: tuple[int, int] | None = None) -> float | None:
-    """The share of CPU time the hypervisor gave to other guests between two ``cpu_times`` (to now by
-    default): 0 on a machine of one's own; 0.4 means wall times ran about 1 / 0.6 = 1.7x slow."""
-    after = cpu_times() if after is None else after
-    if before is None or after is None or after[1] <= before[1]:
-        return None
-    return round((after[0] - before[0]) / (after[1] - before[1]), 3)

@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pneumoscan.checkpoint import LoadedModel
+from pneumoscan.checkpoint import LoadedModel, load_model, resolve_model_path
+from pneumoscan.data import evenly_spaced, load_samples, read_split, stack_inputs
 from pneumoscan.graph import METADATA_KEY, OUTPUTS, ServingGraph, check_limits, model_metadata
+from pneumoscan.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +86,7 @@ def sha256_of(path: str | Path) -> str:
 
 def model_card(loaded: LoadedModel, run_dir: Path | None, files: list[Path], parity: dict | None) -> dict:
     """What a user or reviewer needs to know before trusting the model, as data."""
-    metrics_file = run_dir / "metrics.json" if run_dir else None
+    metrics_file = RunFolder(run_dir).metrics if run_dir else None
     metrics = json.loads(metrics_file.read_text()) if metrics_file and metrics_file.exists() else {}
     settings = loaded.settings or {}
 
@@ -175,14 +177,35 @@ def _threshold_interval_lines(threshold: dict) -> list[str]:
             "before use."]
 
 
+def parity_images(model_path: str | Path, count: int, data: str | None = None, split: str = "test") -> list[str]:
+    """The images an export screens with both PyTorch and the exported file: ``count`` of ``data`` (a
+    dataset root's ``split`` or a label CSV), else of the run's validation split ([] without one)."""
+    if data:
+        samples = load_samples(data, split if Path(data).is_dir() else None)
+    else:
+        split_file = RunFolder(resolve_model_path(model_path).parent).split
+        if not split_file.exists():
+            return []
+        samples = read_split(split_file)["val"]
+    return [samples[i].path for i in evenly_spaced(len(samples), count)]
+
+
+def calibration_inputs(model_path: str | Path, count: int) -> np.ndarray:
+    """``count`` training images of the run's split (evenly spaced), as network inputs for int8 calibration."""
+    split_file = RunFolder(resolve_model_path(model_path).parent).split
+    if not split_file.exists():
+        raise FileNotFoundError(f"{split_file}: int8 calibration needs the run's split (its training images)")
+    train = read_split(split_file)["train"]
+    chosen = [train[i] for i in evenly_spaced(len(train), count)]
+    return stack_inputs(chosen, load_model(model_path).preprocessing).numpy()
+
+
 def export_run(model_path: str | Path, out_dir: str | Path, *, fmt: str = "onnx",
                parity_paths: list[str] | None = None, int8_calibration: np.ndarray | None = None) -> dict:
     """Export a trained model (run folder or model.pt) with its model card; returns the card.
 
     With ``int8_calibration`` (network inputs of training images) an ONNX export also gets the OpenVINO
     int8 model ``model.int8.xml``, listed with its hashes in the same card."""
-    from pneumoscan.checkpoint import load_model, resolve_model_path
-
     if fmt not in ("onnx", "torchscript"):
         raise ValueError(f"format {fmt!r}: choose onnx or torchscript")
     loaded = load_model(model_path)

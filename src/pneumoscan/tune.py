@@ -27,9 +27,10 @@ import optuna
 from sklearn.metrics import roc_auc_score
 
 from pneumoscan.data.preprocess import Augmentation
+from pneumoscan.run_folder import RunFolder
 from pneumoscan.settings import load_settings, to_dict
 from pneumoscan.train import TrainConfig, train
-from pneumoscan.train.run import validation_logits
+from pneumoscan.train.finish import validation_logits
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ def objective(trial: optuna.Trial, config: TuneConfig) -> float:
 
     run_dir = train(settings, finish=False, on_epoch=report)
     if config.objective == "val_auc":
-        history = json.loads((run_dir / "history.json").read_text())
+        history = json.loads(RunFolder(run_dir).history.read_text())
         return max(row["val_auc"] for row in history)
     logits = validation_logits(run_dir)
     labels = np.concatenate([logits["labels"], np.repeat(logits["shift_labels"], logits["shifted"].shape[1])])

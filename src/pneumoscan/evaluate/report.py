@@ -12,6 +12,7 @@ import numpy as np
 from pneumoscan.data.labels import CLASSES
 from pneumoscan.evaluate import plots
 from pneumoscan.evaluate.metrics import binary_metrics, bootstrap_ci
+from pneumoscan.run_folder import RunFolder, plot_file
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +43,14 @@ def write_plots(y_true, prob, threshold: float, name: str, out_dir: Path) -> lis
     points = {f"threshold {threshold:.3f}": (1 - at_t["specificity"], at_t["sensitivity"]),
               "threshold 0.5": (1 - at_half["specificity"], at_half["sensitivity"])}
     written = [
-        plots.plot_roc({f"{name} (AUC {at_t['auc']:.3f})": (y_true, prob)}, out_dir / f"roc_{name}.png",
+        plots.plot_roc({f"{name} (AUC {at_t['auc']:.3f})": (y_true, prob)}, plot_file(out_dir, "roc", name),
                        points=points, title=f"ROC, {name}"),
-        plots.plot_pr(y_true, prob, out_dir / f"pr_{name}.png", label=f"AP {at_t['average_precision']:.3f}",
+        plots.plot_pr(y_true, prob, plot_file(out_dir, "pr", name), label=f"AP {at_t['average_precision']:.3f}",
                       title=f"Precision-recall, {name}"),
-        plots.plot_confusion(at_t["confusion_matrix"], out_dir / f"confusion_{name}.png",
+        plots.plot_confusion(at_t["confusion_matrix"], plot_file(out_dir, "confusion", name),
                              title=f"{name}, threshold {threshold:.3f}"),
-        plots.plot_calibration(y_true, prob, out_dir / f"calibration_{name}.png", title=f"Calibration, {name}"),
-        plots.plot_score_histogram(y_true, prob, threshold, out_dir / f"scores_{name}.png",
+        plots.plot_calibration(y_true, prob, plot_file(out_dir, "calibration", name), title=f"Calibration, {name}"),
+        plots.plot_score_histogram(y_true, prob, threshold, plot_file(out_dir, "scores", name),
                                    title=f"Scores, {name}"),
     ]
     return [str(p.name) for p in written]
@@ -119,8 +120,8 @@ def evaluate_screened(screener, samples, *, out_dir: str | Path, name: str, n_bo
     result["screening"] = screening_counts(results)
     result["not_scored"] = {r.source: f"{r.status}: {r.reason}" for r in results if not r.scored}
     result["flagged"] = [r.source for r in results if r.flagged]
-    write_json(out_dir / f"metrics_{name}.json", result)
-    write_predictions(out_dir / f"predictions_{name}.csv", [s.path for s, _ in scored], y, prob, screener.threshold,
+    write_json(RunFolder(out_dir).split_metrics(name), result)
+    write_predictions(RunFolder(out_dir).predictions(name), [s.path for s, _ in scored], y, prob, screener.threshold,
                       flagged=[r.flagged for _, r in scored])
     return result
 

@@ -1,0 +1,92 @@
+"""Run records: what a comparison keeps of each finished run (its settings, test metrics and predictions,
+commit and machine), so that a comparison of hours on a 2-core CPU can span sessions and machines: a run
+with a record under the same settings is not trained again.
+
+``RunRecords(folder, provenance)`` is the ``summarize`` hook of ``pneumoscan.compare.compare``. A record
+marked by hand ``"train_seconds_comparable": false`` (its ``"train_seconds_note"`` says why) reports no
+training time; a run resumed after a kill reports the time of all its invocations (``bench.timing``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bench.timing import training_seconds
+from pneumoscan.evaluate.report import write_json
+from pneumoscan.settings import to_dict
+from pneumoscan.train import TrainConfig
+
+log = logging.getLogger(__name__)
+
+# not part of what defines a run: where its files live, and how its arithmetic is done (the precision asked for is
+# not the one used where a CPU lacks native bf16; the precision used is recorded per run, like its device; nor
+# which engine computed the cached activations)
+NOT_PROTOCOL = ("data", "out", "cache_dir", "split", "precision", "cache_engine")
+ARRAYS = ("y", "prob", "called")
+
+
+def protocol_settings(config: TrainConfig | dict) -> dict:
+    """The settings that define a run, without where its files live (weights files are named, not located)."""
+    settings = to_dict(config) if isinstance(config, TrainConfig) else config
+    settings = {k: v for k, v in settings.items() if k not in NOT_PROTOCOL}
+    if settings["weights"] not in ("auto", "imagenet", "none"):
+        settings["weights"] = Path(settings["weights"]).name
+    return settings
+
+
+def read_record(path: Path, config: TrainConfig) -> dict | None:
+    """The record of an earlier run of ``config``, or None when there is none or it ran under other settings."""
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text())
+    if protocol_settings(record.get("settings", {"weights": ""})) != protocol_settings(config):
+        log.warning("%s was made under other settings: training %s again", path, config.out)
+        return None
+    log.info("reusing the record %s (%s)", path, record.get("provenance", ""))
+    if not record.get("train_seconds_comparable", True):
+        record["train_seconds"] = None
+    return {**record, "finished_earlier": True, "wall_seconds": 0.0,
+            **{k: np.asarray(record[k]) for k in ARRAYS if k in record}}
+
+
+def write_record(path: Path, config: TrainConfig, summary: dict, provenance: str) -> None:
+    """Keep what the comparison needs from a finished run, small enough to keep with the results."""
+    record = {**summary, "settings": protocol_settings(config), "provenance": provenance,
+              "recorded": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              **{k: np.asarray(summary[k]).tolist() for k in ARRAYS if k in summary}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, record)
+
+
+@dataclass
+class RunRecords:
+    """The records in ``folder``: a run with one is reused, a run without one is trained and recorded."""
+
+    folder: Path
+    provenance: str
+
+    def __call__(self, name: str, settings: TrainConfig, make: Callable[[], dict]) -> dict:
+        path = Path(self.folder) / f"{name}.json"
+        record = read_record(path, settings)
+        if record is None:
+            record = make()
+            if record.get("resumed") and Path(settings.out, "train.log").exists():
+                record["train_seconds"] = training_seconds(Path(settings.out))
+            write_record(path, settings, record, self.provenance)
+        return record
+
+    def not_comparable(self) -> dict[str, str]:
+        """The records whose training time was marked by hand as not comparable, and why."""
+        notes = {}
+        for path in sorted(Path(self.folder).glob("*.json")):
+            record = json.loads(path.read_text())
+            if not record.get("train_seconds_comparable", True):
+                notes[path.stem] = record.get("train_seconds_note", "")
+        return notes

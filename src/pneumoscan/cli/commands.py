@@ -1,0 +1,233 @@
+"""What each ``pneumoscan`` command does: parse its arguments into settings, call its stage, print the outcome.
+Each command imports its stage when it runs, so ``pneumoscan --help`` starts fast."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def cmd_train(args) -> int:
+    from pneumoscan.settings import load_settings, parse_overrides
+    from pneumoscan.train import TrainConfig, train
+    from pneumoscan.train.recipes import recipe_settings
+
+    overrides = {k: v for k, v in {"data": args.data, "model": args.model, "weights": args.weights,
+                                   "out": args.out, "seed": args.seed,
+                                   "allow_partial_weights": args.allow_partial_weights}.items() if v is not None}
+    overrides.update(parse_overrides(args.set))
+    recipe = args.recipe
+    if recipe == "auto":
+        from pneumoscan.device import pick_device
+        from pneumoscan.train.recipes import best_recipe
+
+        probe = load_settings(TrainConfig, file=args.config, overrides=overrides)
+        recipe = best_recipe(probe.model, pick_device(probe.device).type)
+    config = load_settings(TrainConfig, base=recipe_settings(recipe), file=args.config, overrides=overrides)
+    if args.print_settings:
+        from pneumoscan.settings import to_dict
+
+        print(json.dumps(to_dict(config.resolved()), indent=2))
+        return 0
+    if not config.data and not config.split:
+        raise ValueError("no training data: pass --data ROOT_OR_CSV (or a split in --config)")
+    run_dir = train(config, resume=args.resume)
+    _print_summary(run_dir)
+    return 0
+
+
+def _print_summary(run_dir: Path) -> None:
+    from pneumoscan.run_folder import RunFolder
+
+    metrics = json.loads(RunFolder(run_dir).metrics.read_text())
+    print(f"run folder: {run_dir}")
+    interval = metrics.get("threshold_ci95")
+    spread = f"; 95% interval over validation patients {interval[0]:.4f} to {interval[1]:.4f}" if interval else ""
+    print(f"threshold {metrics['threshold']:.4f} ({metrics['threshold_rule']}, chosen on validation{spread})")
+    for split in ("validation", "test"):
+        if split in metrics:
+            m = metrics[split]["at_threshold"]
+            print(f"{split:>10}: AUC {m['auc']:.4f}  accuracy {m['accuracy']:.4f}  sensitivity "
+                  f"{m['sensitivity']:.4f}  specificity {m['specificity']:.4f}  F1 {m['f1']:.4f}")
+
+
+def cmd_evaluate(args) -> int:
+    from pneumoscan.checkpoint import resolve_model_path
+    from pneumoscan.data.records import load_samples
+    from pneumoscan.evaluate import evaluate_screened
+    from pneumoscan.screen import load
+
+    screener = load(args.model, runtime=args.runtime, precision=args.precision)
+    samples = load_samples(args.data, args.split if Path(args.data).is_dir() else None)
+    name = args.split if Path(args.data).is_dir() else Path(args.data).stem
+    model = Path(args.model)
+    out = Path(args.out) if args.out else (resolve_model_path(model).parent if model.suffix in ("", ".pt")
+                                           else model.parent) / f"eval-{name}"
+    result = evaluate_screened(screener, samples, out_dir=out, name=name)
+    m, counts = result["at_threshold"], result["screening"]
+    print(f"{name}: AUC {m['auc']:.4f} [{m['ci95']['auc'][0]:.4f}, {m['ci95']['auc'][1]:.4f}]  accuracy "
+          f"{m['accuracy']:.4f}  sensitivity {m['sensitivity']:.4f}  specificity {m['specificity']:.4f}  "
+          f"at threshold {screener.threshold:.4f}, over the {counts['scored']} of {counts['images']} images scored "
+          f"({counts['flagged']} flagged, {counts['refused']} refused, {counts['unreadable']} unreadable); "
+          f"written to {out}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from pneumoscan.data.records import expand_inputs
+    from pneumoscan.evaluate.report import screening_counts
+    from pneumoscan.predict import write_screenings_csv
+    from pneumoscan.screen import load
+
+    screener = load(args.model, runtime=args.runtime, precision=args.precision)
+    paths = expand_inputs(args.inputs)
+    if not paths:
+        raise ValueError(f"no images found in {args.inputs}")
+    results = screener.screen(paths, batch_size=args.batch_size)
+    if args.out:
+        write_screenings_csv(args.out, results, screener.classes)
+        print(f"{len(results)} screenings written to {args.out}")
+    else:
+        for r in results:
+            print(f"{r.source}\t{_describe(r)}")
+    counts = screening_counts(results)
+    print(f"{counts['scored']} scored ({counts['flagged']} flagged as unlike the training population), "
+          f"{counts['refused']} refused, {counts['unreadable']} unreadable", file=sys.stderr)
+    return 1 if counts["unreadable"] else 0
+
+
+def _describe(result) -> str:
+    if not result.scored:
+        return f"{result.status}: {result.reason}"
+    text = f"{result.label}\tprobability {result.probability:.4f}"
+    text += f"\tthreshold {result.threshold:.4f}" if result.threshold is not None else ""
+    return text + (f"\tFLAGGED: {result.warning}" if result.flagged else "")
+
+
+def cmd_checks(args) -> int:
+    from pneumoscan.input_checks import InputCheckSettings
+    from pneumoscan.run_folder import RunFolder
+    from pneumoscan.settings import from_dict, parse_overrides
+    from pneumoscan.train.finish import refit_input_checks
+    from pneumoscan.train.setup import run_config
+
+    base = run_config(args.model).input_checks
+    values = {**base.to_dict(), **parse_overrides(args.set), "accept": args.accept, "refuse": args.refuse}
+    report = refit_input_checks(args.model, from_dict(InputCheckSettings, values))
+    fitted = report["fitted_on"]
+    print(f"input checks of {args.model} fitted again: accepts {100 * fitted['fit_accepted']:.1f}% of the modality's "
+          f"examples, refuses {100 * fitted['fit_refused']:.1f}% of the others; report in "
+          f"{RunFolder(args.model).input_checks}")
+    return 0
+
+
+def cmd_explain(args) -> int:
+    from pneumoscan.checkpoint import load_model
+    from pneumoscan.data.records import expand_inputs
+    from pneumoscan.explain import run as explain_run
+
+    loaded = load_model(args.model)
+    if args.review:
+        from pneumoscan.data.records import load_samples
+        from pneumoscan.screen import load
+
+        if not args.data:
+            raise ValueError("--review needs --data (the dataset root or label CSV)")
+        samples = load_samples(args.data, args.review if Path(args.data).is_dir() else None)
+        results = load(args.model).screen([s.path for s in samples], desc=f"screening {args.review}")
+        keep = [i for i, r in enumerate(results) if r.scored]
+        counts = explain_run.review_gallery(loaded, [samples[i] for i in keep],
+                                            np.array([results[i].probability for i in keep]), args.out,
+                                            method=args.method, confident=args.confident)
+        print(f"review of {len(keep)} images written to {args.out}/index.html: " +
+              ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
+        return 0
+    paths = expand_inputs(args.inputs)
+    if not paths:
+        raise ValueError("nothing to explain: give images, folders or CSVs (or --review SPLIT --data ROOT)")
+    if args.compare:
+        summary = explain_run.compare_models(loaded, load_model(args.compare), paths, args.out, method=args.method,
+                                             names=(Path(args.model).name, Path(args.compare).name))
+        print(f"{summary['images']} images compared: mean Spearman {summary['mean_spearman']:.3f}, mean top-20% "
+              f"IoU {summary['mean_top_iou']:.3f}; see {args.out}/index.html")
+        return 0
+    rows = explain_run.explain_files(loaded, paths, args.out, method=args.method, target=args.target,
+                                     save_arrays=args.save_arrays, batch_size=args.batch_size)
+    failed = sum(bool(r["error"]) for r in rows)
+    unreadable = f"; {failed} files unreadable" if failed else ""
+    print(f"{len(rows) - failed} explanations written to {args.out}{unreadable}")
+    return 1 if failed else 0
+
+
+def cmd_export(args) -> int:
+    from pneumoscan.export import calibration_inputs, export_run, parity_images
+
+    paths = parity_images(args.model, args.parity_images, args.data, args.split) if args.format == "onnx" else []
+    calibration = calibration_inputs(args.model, args.openvino_int8) if args.openvino_int8 else None
+    card = export_run(args.model, args.out, fmt=args.format, parity_paths=paths, int8_calibration=calibration)
+    print(f"exported to {args.out}: " + ", ".join(card["files"]))
+    if card.get("openvino_int8"):
+        print(f"OpenVINO int8 model: {Path(args.out) / 'model.int8.xml'} (check its metrics before serving it)")
+    if card.get("onnx_parity"):
+        parity = card["onnx_parity"]
+        print(f"ONNX parity on {parity['images']} images: probability max abs diff {parity['prob_max_abs_diff']:.2e}, "
+              f"heatmap {parity['heatmap_max_abs_diff']:.2e}, {parity['outcome_mismatches']} outcomes differ")
+        if parity["prob_max_abs_diff"] > 1e-4 or parity["heatmap_max_abs_diff"] > 1e-3 or parity["outcome_mismatches"]:
+            print("parity check FAILED (limits 1e-4 and 1e-3, no outcome may differ)", file=sys.stderr)
+            return 1
+    return 0
+
+
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    from pneumoscan.serve import create_app
+
+    app = create_app(args.model, max_upload_bytes=args.max_upload_mb * 1024 * 1024, precision=args.precision,
+                     runtime_name=args.runtime)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from pneumoscan.compare import CompareConfig, compare
+    from pneumoscan.settings import load_settings, parse_overrides
+
+    overrides = {"data": args.data, "out": args.out, "models": args.models, "seeds": args.seeds,
+                 "weights": args.weights, "base_config": args.config or "", "ablation": args.ablation}
+    config = load_settings(CompareConfig, overrides={**overrides, **parse_overrides(args.set)})
+    result = compare(config)
+    print((Path(args.out) / "comparison.md").read_text())
+    print(f"total {result['wall_seconds']:.0f} s; written to {args.out}")
+    return 0
+
+
+def cmd_tune(args) -> int:
+    from pneumoscan.settings import load_settings, parse_overrides
+    from pneumoscan.tune import TuneConfig, tune
+
+    overrides = {"data": args.data, "out": args.out, "model": args.model, "trials": args.trials,
+                 "timeout_minutes": args.timeout_minutes, "storage": args.storage, "workers": args.workers,
+                 "base_config": args.config or ""}
+    if args.weights:
+        overrides["weights"] = args.weights
+    summary = tune(load_settings(TuneConfig, overrides={**overrides, **parse_overrides(args.set)}))
+    print(f"{summary['n_trials']} trials ({summary['n_pruned']} pruned) in {summary['wall_seconds']:.0f} s, "
+          f"{summary['trials_per_hour']} per hour; best validation AUC {summary['val_auc']:.4f} "
+          f"(trial {summary['best_trial']}); best settings in {summary['best_config']}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from pneumoscan.demo import DemoConfig, run_demo
+
+    summary = run_demo(DemoConfig(out=args.out, epochs=args.epochs))
+    _print_summary(Path(args.out) / "run")
+    lesions = summary["lesions"]
+    print(f"lesion hit rate {lesions['hit_rate']:.3f} ({lesions['hits']} of {lesions['pneumonia_phantoms']} "
+          f"PNEUMONIA phantoms: the Grad-CAM peak on a known lesion)")
+    print(f"open {Path(args.out) / 'report.html'}")
+    return 0

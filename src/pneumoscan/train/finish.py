@@ -1,0 +1,180 @@
+"""What a run does once its stages are trained: fit the input checks, choose the threshold on
+validation (and validation under acquisition shifts), save the model, evaluate validation, and screen
+the test split once with the saved model (``screen.Screener``, as every user of the model does)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from pneumoscan import settings as settings_io
+from pneumoscan.cache import batched_logits
+from pneumoscan.checkpoint import LoadedModel, replace_checks, save_model
+from pneumoscan.data.io import load_image
+from pneumoscan.data.records import Sample, find_unreadable, load_samples
+from pneumoscan.data.shifts import SHIFTS
+from pneumoscan.data.split import evenly_spaced, read_split
+from pneumoscan.device import pick_device
+from pneumoscan.evaluate.metrics import choose_threshold, threshold_interval
+from pneumoscan.evaluate.report import evaluate_screened, evaluate_split, write_json, write_predictions
+from pneumoscan.evaluate.robustness import (
+    pool_groups_with_shifts,
+    pool_with_shifts,
+    robustness_report,
+    shifted_logits,
+)
+from pneumoscan.input_checks import InputChecks, InputCheckSettings, fit_input_checks, model_features, shift_layer_of
+from pneumoscan.models import PneumoniaNet, TailAndHead
+from pneumoscan.predict import predict_logits, sigmoid
+from pneumoscan.run_folder import RunFolder
+from pneumoscan.screen import load as load_screener
+from pneumoscan.train.config import TrainConfig
+from pneumoscan.train.setup import labels_of, pool_of, run_config, trained_model
+from pneumoscan.train.stages import cache_rows, clean_activations, pooling
+
+log = logging.getLogger(__name__)
+
+
+def fit_run_input_checks(model: PneumoniaNet, config: TrainConfig, settings: InputCheckSettings, splits,
+                         device, folder: RunFolder) -> InputChecks:
+    """Both input checks, on the final model's features of clean train and validation images (the last
+    feature map's for the gate, the trunk's or the last's for the shift score); the fit report goes to
+    the folder's ``input_checks.json``."""
+    model.eval()
+    if "full" in config.stages:
+        (train_trunk, train_last), (val_trunk, val_last) = (image_features(model, splits[name], config, device)
+                                                            for name in ("train", "val"))
+    else:
+        pool = pool_of(splits)
+        clean = clean_activations(model, config, pool, device)
+        rows = {name: cache_rows(pool, splits[name], 1) for name in ("train", "val")}
+        train_last, val_last = (batched_logits(pooling(model), clean[rows[name]], batch_size=128,
+                                               precision=config.precision, device=device) for name in ("train", "val"))
+        train_trunk, val_trunk = (spatial_mean(clean, rows[name]) for name in ("train", "val"))
+    shift = (train_trunk, val_trunk) if shift_layer_of(model) == "trunk" else (train_last, val_last)
+    checks, report = fit_input_checks(model, train_last, val_last, [s.path for s in splits["train"]], settings,
+                                      shift_features=shift, seed=config.seed, precision=config.precision,
+                                      device=device)
+    write_json(folder.input_checks, {"settings": settings.to_dict(), "fitted_on": report,
+                                     "shift_threshold": checks.shift.threshold})
+    return checks
+
+
+def refit_input_checks(run_dir: str | Path, settings: InputCheckSettings) -> dict:
+    """Fit a finished run's input checks again with ``settings`` (other examples to accept or refuse) and
+    save them into its ``model.pt``; the weights, threshold and metrics stay. Returns the fit report."""
+    folder = RunFolder(run_dir)
+    config = run_config(run_dir)
+    device = pick_device(config.device)
+    model = trained_model(run_dir).to(device)
+    checks = fit_run_input_checks(model, config, settings, read_split(folder.split), device, folder)
+    replace_checks(folder.model, checks)
+    return json.loads(folder.input_checks.read_text())
+
+
+def spatial_mean(activations: np.ndarray, rows: np.ndarray, chunk: int = 512) -> np.ndarray:
+    """Cached trunk activations ``[N, C, h, w]`` (float16 on disk) pooled to ``[len(rows), C]``, a chunk at a time."""
+    return np.concatenate([np.asarray(activations[rows[i:i + chunk]], np.float32).mean(axis=(2, 3))
+                           for i in range(0, len(rows), chunk)])
+
+
+def image_features(model: PneumoniaNet, samples: list[Sample], config: TrainConfig, device, chunk: int = 256):
+    """(trunk pooled, last feature map pooled) of ``samples``' clean images, read a chunk at a time."""
+    parts = [model_features(model, [load_image(s.path) for s in samples[i:i + chunk]], precision=config.precision,
+                            device=device) for i in range(0, len(samples), chunk)]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def validation_logits(run_dir: str | Path, *, shift_images: int = 400) -> dict[str, np.ndarray]:
+    """Clean and shifted validation logits of a run's trained model, through the cached trunk.
+
+    Returns ``labels``/``clean`` for every validation image and ``shift_labels``/``shifted``
+    (images x shifts) for ``shift_images`` evenly spaced ones.
+    """
+    config = run_config(run_dir)
+    device = pick_device(config.device)
+    model = trained_model(run_dir).to(device)
+    val = read_split(RunFolder(run_dir).split)["val"]
+    clean = batched_logits(TailAndHead(model), clean_activations(model, config, val, device), batch_size=128,
+                           precision=config.precision, device=device)
+    chosen = evenly_spaced(len(val), shift_images)
+    shifted = shifted_logits(model, [val[i] for i in chosen], cache_dir=config.cache_dir, workers=config.workers,
+                             precision=config.precision, device=device, engine=config.cache_engine)
+    labels = labels_of(val).astype(int)
+    return {"labels": labels, "clean": clean, "shift_labels": labels[chosen], "shifted": shifted}
+
+
+def threshold_and_evaluate(model: PneumoniaNet, config: TrainConfig, splits, device, folder: RunFolder,
+                           checks: InputChecks) -> dict:
+    """Choose the threshold on validation, save the model, evaluate validation and (once) test."""
+    model.eval()
+    val_paths = [s.path for s in splits["val"]]
+    val_y = labels_of(splits["val"]).astype(int)
+    val_prob = sigmoid(predict_logits(model, val_paths, workers=config.workers, precision=config.precision,
+                                      device=device, desc="validation")[0])
+    shifted_logit = shifted = None
+    if config.shift_report or config.threshold_on == "val+shifts":
+        chosen = evenly_spaced(len(splits["val"]), config.shift_images)
+        shift_y = val_y[chosen]
+        shifted_logit = shifted_logits(model, [splits["val"][i] for i in chosen],
+                                       cache_dir=config.cache_dir if "full" not in config.stages else None,
+                                       precision=config.precision, device=device, workers=config.workers,
+                                       engine=config.cache_engine)  # shared cache only while the trunk is frozen
+        shifted = sigmoid(shifted_logit)
+    fit_y, fit_prob, fit_patients = val_y, val_prob, [s.patient for s in splits["val"]]
+    if config.threshold_on == "val+shifts":
+        fit_y, fit_prob = pool_with_shifts(val_y, val_prob, shift_y, shifted)
+        fit_patients = pool_groups_with_shifts(fit_patients, [splits["val"][i].patient for i in chosen],
+                                               shifted.shape[1])
+    rule = dict(rule=config.threshold_rule, target_sensitivity=config.target_sensitivity)
+    threshold = choose_threshold(fit_y, fit_prob, **rule)
+    interval = threshold_interval(fit_y, fit_prob, fit_patients, n_boot=config.n_boot, seed=config.seed, **rule)
+    log.info("threshold %.4f chosen by rule %s on %s (95%% interval over validation patients %.4f to %.4f)",
+             threshold, config.threshold_rule, config.threshold_on, *interval)
+    summary = {"model": config.model, "threshold": threshold, "threshold_rule": config.threshold_rule,
+               "threshold_on": config.threshold_on, "threshold_ci95": interval,
+               "validation": evaluate_split(val_y, val_prob, threshold=threshold, name="val",
+                                            out_dir=folder.plots, n_boot=config.n_boot, seed=config.seed)}
+    if shifted is not None:
+        summary["validation_shifted"] = _shift_summary(folder, shift_y, shifted_logit, shifted, threshold,
+                                                       val_prob[chosen], [val_paths[i] for i in chosen])
+    write_predictions(folder.predictions("val"), val_paths, val_y, val_prob, threshold)
+    small = {"val_auc": summary["validation"]["at_threshold"]["auc"]}
+    test = test_samples(config)
+    if test:
+        finished = LoadedModel(model=model, threshold=threshold, threshold_rule=config.threshold_rule,
+                               checks=checks, path=str(folder.model))
+        screener = load_screener(finished, precision=config.precision)  # the screener model.pt will load as
+        summary["test"] = evaluate_screened(screener, test, out_dir=folder.root, name="test", n_boot=config.n_boot,
+                                            seed=config.seed, plots_dir=folder.plots)
+        small.update({f"test_{k}": summary["test"]["at_threshold"][k]
+                      for k in ("auc", "accuracy", "sensitivity", "specificity")})
+    save_model(folder.model, model, threshold=threshold, threshold_rule=config.threshold_rule,
+               metrics=small, settings=settings_io.to_dict(config), checks=checks)
+    return summary
+
+
+def _shift_summary(folder: RunFolder, labels, shifted_logit, shifted, threshold: float, clean, paths) -> dict:
+    """Validation metrics under every acquisition shift; the predictions go to the folder."""
+    report = {**robustness_report(labels, shifted_logit, threshold, tuple(SHIFTS)), "images": len(labels)}
+    np.savez_compressed(folder.shifted_predictions, labels=labels, clean=clean, shifted=shifted,
+                        shifts=np.array(list(SHIFTS), dtype=str), paths=np.array(paths, dtype=str))
+    log.info("validation under acquisition shifts: mean AUC %.4f (worst %.4f), mean sensitivity %.4f, "
+             "mean specificity %.4f (worst %.4f)", report["mean_auc"], report["worst_auc"],
+             report["mean_sensitivity"], report["mean_specificity"], report["worst_specificity"])
+    return report
+
+
+def test_samples(config: TrainConfig) -> list[Sample]:
+    """The readable images of the dataset's test split ([] when it has none)."""
+    if not config.test_split or not Path(config.data).is_dir():
+        return []
+    if not (Path(config.data) / config.test_split).is_dir():
+        log.info("no %s split in %s: skipping the test evaluation", config.test_split, config.data)
+        return []
+    samples = load_samples(config.data, config.test_split)
+    broken = find_unreadable(samples, desc="checking test images")
+    return [s for s in samples if s.path not in broken]

@@ -1,0 +1,128 @@
+"""The training stages of a run: ``head`` (the new head on cached, pooled frozen-trunk features),
+``tail`` (the last trunk block and the head on cached trunk activations) and ``full`` (every layer, on
+images); each one an explicit loop from ``train.loop`` with early stopping on validation AUC."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from pneumoscan.cache import batched_logits, cached_activations, cached_outputs
+from pneumoscan.data.dataset import XRayDataset
+from pneumoscan.data.records import Sample
+from pneumoscan.models import PneumoniaNet, TailAndHead
+from pneumoscan.predict import predict_logits
+from pneumoscan.run_folder import RunFolder
+from pneumoscan.train.config import TrainConfig
+from pneumoscan.train.loop import ArraySource, LoaderSource, StageSettings, run_stage
+from pneumoscan.train.setup import labels_of
+
+
+class HeadOnPooled(nn.Module):
+    """The head applied to already pooled features ``[B, C]`` (pooling a 1 x 1 map changes nothing)."""
+
+    def __init__(self, head: nn.Module):
+        super().__init__()
+        self.head = head
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.head(pooled[:, :, None, None]).squeeze(1)
+
+
+def stage_settings(stage: str, config: TrainConfig, pos_weight: float, device) -> StageSettings:
+    return StageSettings(
+        name=stage, epochs=getattr(config, f"{stage}_epochs"), lr=getattr(config, f"{stage}_lr"),
+        lr_min=getattr(config, f"{stage}_lr_min"), weight_decay=config.weight_decay, patience=config.patience,
+        pos_weight=pos_weight, seed=config.seed, precision=config.precision, device=device)
+
+
+def run_training_stage(stage: str, model: PneumoniaNet, config: TrainConfig, splits: dict[str, list[Sample]],
+                       pool: list[Sample], pos_weight: float, device, folder: RunFolder, history: list[dict],
+                       on_epoch=None) -> None:
+    """Train one stage in place, resuming from the folder's epoch state when a killed run left one."""
+    settings = stage_settings(stage, config, pos_weight, device)
+    common = dict(state_path=folder.epoch_state, history=history,
+                  global_epoch=history[-1]["global_epoch"] if history else 0, on_epoch=on_epoch)
+    if stage == "full":
+        module, source, validate = _full_stage(model, config, splits, device)
+    else:
+        module, source, validate = _cached_stage(stage, model, config, splits, pool, device)
+    params = [p for p in module.parameters() if p.requires_grad]
+    run_stage(module, params, source, validate, settings, **common)
+    model.tail.requires_grad_(True)
+    model.frozen_tail_units = 0
+
+
+def _full_stage(model: PneumoniaNet, config: TrainConfig, splits, device):
+    """Every layer, on augmented images read by a DataLoader; validation on the clean images."""
+    model.freeze_trunk(False)
+    dataset = XRayDataset(splits["train"], model.preprocessing, augmentation=config.augmentation, seed=config.seed)
+    source = LoaderSource(dataset, batch_size=config.batch_size, workers=config.workers, seed=config.seed,
+                          stage="full")
+    val_y, val_paths = labels_of(splits["val"]), [s.path for s in splits["val"]]
+
+    def validate(module):
+        return val_y, predict_logits(module, val_paths, batch_size=64, workers=config.workers,
+                                     precision=config.precision, device=device, desc="validating")[0]
+
+    return model, source, validate
+
+
+def _cached_stage(stage: str, model: PneumoniaNet, config: TrainConfig, splits, pool, device):
+    """``head`` on cached pooled features, or ``tail`` on cached trunk activations (augmented views)."""
+    model.freeze_trunk(True)
+    augmented, clean = trunk_activations(model, config, pool, device)
+    train_rows, val_rows = cache_rows(pool, splits["train"], config.train_views), cache_rows(pool, splits["val"], 1)
+    train_y, val_y = labels_of(splits["train"]), labels_of(splits["val"])
+    if stage == "head":
+        model.tail.requires_grad_(False)
+        common = dict(precision=config.precision, device=device)
+        pooled_train = cached_outputs(pooling(model), augmented, folder=Path(augmented.filename).parent,
+                                      **common)[train_rows]
+        val_inputs = cached_outputs(pooling(model), clean, folder=Path(clean.filename).parent, **common)[val_rows]
+        module, train_inputs = HeadOnPooled(model.head), pooled_train
+    else:
+        model.tail.requires_grad_(True)
+        model.train_tail_fraction(config.tail_fraction)
+        module, train_inputs, val_inputs = TailAndHead(model), augmented[train_rows], clean[val_rows]
+    source = ArraySource(train_inputs, train_y, views=config.train_views, batch_size=config.batch_size,
+                         seed=config.seed, stage=stage)
+
+    def validate(module):
+        return val_y, batched_logits(module, val_inputs, batch_size=128, precision=config.precision, device=device)
+
+    return module, source, validate
+
+
+def cache_rows(pool: list[Sample], samples: list[Sample], views: int) -> np.ndarray:
+    """Row indices, in a pool-ordered cache with ``views`` rows per image, of every view of ``samples``."""
+    position = {s.path: i for i, s in enumerate(pool)}
+    index = np.array([position[s.path] for s in samples])
+    return (index[:, None] * views + np.arange(views)[None, :]).ravel()
+
+
+def trunk_activations(model: PneumoniaNet, config: TrainConfig, pool: list[Sample], device):
+    """The frozen trunk's cached outputs for the whole pool: augmented views, and the clean view."""
+    augmented = cached_activations(model.trunk, pool, model.preprocessing, augmentation=config.augmentation,
+                                   views=config.train_views, desc="caching augmented views",
+                                   **cache_options(config, device))
+    return augmented, clean_activations(model, config, pool, device)
+
+
+def clean_activations(model: PneumoniaNet, config: TrainConfig, samples: list[Sample], device):
+    """The frozen trunk's cached outputs for ``samples``' clean images (one view each)."""
+    return cached_activations(model.trunk, samples, model.preprocessing, augmentation=None, views=1,
+                              desc="caching clean views", **cache_options(config, device))
+
+
+def cache_options(config: TrainConfig, device) -> dict:
+    return dict(view_seed=0, cache_dir=config.cache_dir, workers=config.workers, precision=config.precision,
+                device=device, engine=config.cache_engine)
+
+
+def pooling(model: PneumoniaNet) -> nn.Module:
+    """tail -> global average pooling: the head's input, from trunk activations."""
+    return nn.Sequential(model.tail, nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
