@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from pneumoscan.check_fitting import fit_gate, fit_logistic, fit_shift
 from pneumoscan.checkpoint import LoadedModel, load_model
 from pneumoscan.data import Preprocessing
 from pneumoscan.export import (
@@ -17,7 +18,7 @@ from pneumoscan.export import (
     export_torchscript,
     quantize_openvino_int8,
 )
-from pneumoscan.input_checks import InputChecks, fit_gate, fit_shift
+from pneumoscan.input_checks import InputChecks
 from pneumoscan.models import MODELS, build_model
 from pneumoscan.runtime import OnnxModel, OpenVinoModel, TorchModel, load_runtime
 
@@ -119,17 +120,19 @@ def test_input_checks_are_baked_into_the_graph(name, tmp_path):
 
     with torch.no_grad():
         features, shift_features = model.feature_map(images(64)).mean((2, 3)).numpy(), shift_input(images(64)).numpy()
-    checks = InputChecks(shift=fit_shift(shift_features[:48], shift_features[48:]), shift_layer=layer,
-                         gate=fit_gate(features[:32], features[32:]))
+    shift = fit_shift(shift_features[:48], shift_features[48:])
+    shift.weight, shift.bias = fit_logistic(features[:16], features[16:], c=0.01)  # an other-population classifier
+    checks = InputChecks(shift=shift, shift_layer=layer, gate=fit_gate(features[:32], features[32:]))
     path = export_onnx(LoadedModel(model=model, threshold=0.5, checks=checks), tmp_path / "m.onnx")
     got = OnnxModel(path).run(images(3, seed=9).numpy())
     with torch.no_grad():
         pooled = model.feature_map(images(3, seed=9)).mean((2, 3))
-        np.testing.assert_allclose(got["shift_score"], checks.shift.score(shift_input(images(3, seed=9))),
+        np.testing.assert_allclose(got["shift_score"], checks.shift.score(shift_input(images(3, seed=9)), pooled),
                                    rtol=1e-3, atol=1e-3)
     np.testing.assert_allclose(got["modality_probability"], checks.gate.probability(pooled), atol=1e-5)
     limits = OnnxModel(path).limits
-    assert limits["shift_threshold"] == pytest.approx(checks.shift.threshold) and limits["gate_threshold"] == 0.5
+    assert limits["novelty_threshold"] == pytest.approx(checks.shift.threshold) and limits["gate_threshold"] == 0.5
+    assert limits["shift_threshold"] == 1.0 and limits["other_population_classifier"]
 
 
 def test_export_run_writes_card_and_torchscript(tiny_run, phantom_root, tmp_path):

@@ -6,17 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from pneumoscan.check_fitting import fit_gate, fit_population_shift, fit_shift, pooled_features
 from pneumoscan.checkpoint import load_model
 from pneumoscan.data.io import colourfulness, read_image
 from pneumoscan.data.not_xray import KINDS, PHOTOS_FIT, PHOTOS_HELD_OUT, colour_images, made_images
-from pneumoscan.input_checks import (
-    InputChecks,
-    fit_gate,
-    fit_shift,
-    is_blank,
-    pooled_features,
-    rule_refusal,
-)
+from pneumoscan.input_checks import FLAG_ABOVE, InputChecks, InputCheckSettings, is_blank, rule_refusal
 
 
 def test_made_images_cover_every_kind_and_depend_on_the_seed():
@@ -62,8 +56,29 @@ def test_gate_separates_and_its_folded_scaling_matches_sklearn():
 def test_shift_flags_about_one_minus_quantile_of_similar_images():
     rng = np.random.default_rng(0)
     shift = fit_shift(rng.normal(0, 1, (2000, 16)), rng.normal(0, 1, (1000, 16)), quantile=0.95)
-    assert (shift.score(rng.normal(0, 1, (4000, 16))) > shift.threshold).mean() == pytest.approx(0.05, abs=0.02)
-    assert (shift.score(rng.normal(3, 1, (100, 16))) > shift.threshold).all()
+    assert (shift.score(rng.normal(0, 1, (4000, 16))) > FLAG_ABOVE).mean() == pytest.approx(0.05, abs=0.02)
+    assert (shift.score(rng.normal(3, 1, (100, 16))) > FLAG_ABOVE).all()
+
+
+def test_examples_of_another_population_train_a_classifier_that_flags_them_and_not_resampled_copies():
+    rng = np.random.default_rng(0)
+    train, val = rng.normal(0, 1, (600, 8)), rng.normal(0, 1, (300, 8))
+    # resampled copies move along the first axis; the other population sits along the second, closer than copies
+    copies = rng.normal(0, 1, (600, 8)) + [2.5, 0, 0, 0, 0, 0, 0, 0]
+    other = rng.normal(0, 1, (200, 8)) + [0, 4.0, 0, 0, 0, 0, 0, 0]
+    resampled = {"train": (copies[:300], copies[:300]), "val": (copies[300:], copies[300:])}
+
+    class Trunkless:  # shift_layer_of reads the trunk's parameters: none, so the last features are used
+        trunk = torch.nn.Identity()
+
+    settings = InputCheckSettings()
+    novelty_only = fit_population_shift(Trunkless(), (train, val), (train, val), resampled, None, settings)
+    with_examples = fit_population_shift(Trunkless(), (train, val), (train, val), resampled, other[:100], settings)
+    assert novelty_only.weight is None and with_examples.weight is not None
+    held_out, new_copies = other[100:], rng.normal(0, 1, (300, 8)) + [2.5, 0, 0, 0, 0, 0, 0, 0]
+    flagged = lambda shift, x: float((shift.score(x, x) > FLAG_ABOVE).mean())  # noqa: E731
+    assert flagged(with_examples, held_out) > 0.9 > flagged(novelty_only, held_out)
+    assert flagged(with_examples, new_copies) < 0.05 and flagged(with_examples, rng.normal(0, 1, (500, 8))) < 0.05
 
 
 def test_checks_survive_the_checkpoint_and_refuse_held_out_made_images(tiny_run):

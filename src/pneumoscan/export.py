@@ -163,9 +163,15 @@ def _input_check_lines(limits: dict) -> list[str]:
               f"{limits['gate_threshold']:.2f}), blank images and colour images are refused, not scored."
               if limits.get("gate_threshold") is not None else
               "Blank and colour images are refused; this model has no modality gate (fitted before it existed).")
-    return [refuse, f"Images with a population-shift score over {limits['shift_threshold']:.3f} (the "
-            f"{100 * limits['shift_quantile']:.1f}% quantile of validation images) are scored and flagged: they are "
-            f"unlike {limits['population']}."]
+    if "novelty_threshold" not in limits:  # exported before the other-population classifier existed
+        return [refuse, f"Images with a population-shift score over {limits['shift_threshold']:.3f} (the "
+                f"{100 * limits['shift_quantile']:.1f}% quantile of validation images) are scored and flagged: "
+                f"they are unlike {limits['population']}."]
+    classifier = (" or that a classifier fitted on examples of other populations puts there (probability over 0.5)"
+                  if limits.get("other_population_classifier") else "")
+    return [refuse, f"Images far from the training images' features (novelty over {limits['novelty_threshold']:.3f}, "
+            f"the {100 * limits['novelty_quantile']:.1f}% quantile of validation images){classifier} are scored and "
+            f"flagged: they are unlike {limits['population']}."]
 
 
 def _threshold_interval_lines(threshold: dict) -> list[str]:

@@ -11,7 +11,7 @@ from torch import nn
 from pneumoscan.checkpoint import LoadedModel
 from pneumoscan.data.labels import CLASSES
 from pneumoscan.explain.gradcam import ClosedFormGradCAM, scale_maps
-from pneumoscan.input_checks import InputChecks
+from pneumoscan.input_checks import FLAG_ABOVE, NO_CLASSIFIER_BIAS, POPULATION_LIMIT, InputChecks
 from pneumoscan.models import PneumoniaNet
 
 METADATA_KEY = "pneumoscan"
@@ -23,8 +23,9 @@ class ServingGraph(nn.Module):
     """images ``[B, C, S, S]`` -> class probabilities ``[B, K]``, heatmap ``[B, S, S]``, population-shift
     score ``[B]`` and modality probability ``[B]``.
 
-    Without input checks the shift score is 0 and the modality probability 1. The shift score reads the
-    trunk's pooled output or the last feature map's, as the checks were fitted (``InputChecks.shift_layer``).
+    Without input checks the shift score is 0 and the modality probability 1. The shift score is
+    ``PopulationShift.score``: the larger of novelty over its limit (on the trunk's pooled output or the
+    last feature map's, as the checks were fitted) and the other-population probability over its limit.
     """
 
     def __init__(self, model: PneumoniaNet, checks: InputChecks | None = None):
@@ -37,6 +38,10 @@ class ServingGraph(nn.Module):
         size = shift.mean.shape[0] if shift else features
         self.register_buffer("shift_mean", shift.mean.clone() if shift else torch.zeros(size))
         self.register_buffer("shift_precision", shift.precision.clone() if shift else torch.zeros(size, size))
+        self.register_buffer("novelty_limit", torch.tensor([shift.threshold if shift else 1.0]))
+        has_classifier = shift is not None and shift.weight is not None
+        self.register_buffer("population_weight", shift.weight.clone() if has_classifier else torch.zeros(features))
+        self.register_buffer("population_bias", torch.tensor([shift.bias if has_classifier else NO_CLASSIFIER_BIAS]))
         self.register_buffer("gate_weight", gate.weight.clone() if gate else torch.zeros(features))
         self.register_buffer("gate_bias", torch.tensor([gate.bias if gate else NO_GATE_BIAS]))
 
@@ -48,7 +53,9 @@ class ServingGraph(nn.Module):
         pooled = fmap.float().mean(dim=(2, 3))
         shift_features = activations.float().mean(dim=(2, 3)) if self.shift_on_trunk else pooled
         centred = shift_features - self.shift_mean
-        shift_score = ((centred @ self.shift_precision) * centred).sum(dim=1) / centred.shape[1]
+        novelty = ((centred @ self.shift_precision) * centred).sum(dim=1) / centred.shape[1]
+        other_population = torch.sigmoid(pooled @ self.population_weight + self.population_bias)
+        shift_score = torch.maximum(novelty / self.novelty_limit, other_population / POPULATION_LIMIT)
         modality = torch.sigmoid(pooled @ self.gate_weight + self.gate_bias)
         positive = torch.sigmoid(logit.float())
         return torch.stack([1 - positive, positive], dim=1), heatmap, shift_score, modality
@@ -69,6 +76,7 @@ def check_limits(checks: InputChecks | None) -> dict | None:
     """The input checks' limits and words, which the graph's scores are compared with."""
     if checks is None:
         return None
-    return {"shift_threshold": checks.shift.threshold, "shift_quantile": checks.shift.quantile,
+    return {"shift_threshold": FLAG_ABOVE, "novelty_threshold": checks.shift.threshold,
+            "novelty_quantile": checks.shift.quantile, "other_population_classifier": checks.shift.weight is not None,
             "gate_threshold": checks.gate.threshold if checks.gate else None,
             "modality": checks.modality, "population": checks.population, "shift_layer": checks.shift_layer}

@@ -12,6 +12,7 @@ import numpy as np
 
 from pneumoscan import settings as settings_io
 from pneumoscan.cache import batched_logits
+from pneumoscan.check_fitting import fit_input_checks, model_features
 from pneumoscan.checkpoint import LoadedModel, replace_checks, save_model
 from pneumoscan.data.io import load_image
 from pneumoscan.data.records import Sample, find_unreadable, load_samples
@@ -26,7 +27,7 @@ from pneumoscan.evaluate.robustness import (
     robustness_report,
     shifted_logits,
 )
-from pneumoscan.input_checks import InputChecks, InputCheckSettings, fit_input_checks, model_features, shift_layer_of
+from pneumoscan.input_checks import InputChecks, InputCheckSettings, shift_layer_of
 from pneumoscan.models import PneumoniaNet, TailAndHead
 from pneumoscan.predict import predict_logits, sigmoid
 from pneumoscan.run_folder import RunFolder
@@ -56,10 +57,10 @@ def fit_run_input_checks(model: PneumoniaNet, config: TrainConfig, settings: Inp
         train_trunk, val_trunk = (spatial_mean(clean, rows[name]) for name in ("train", "val"))
     shift = (train_trunk, val_trunk) if shift_layer_of(model) == "trunk" else (train_last, val_last)
     checks, report = fit_input_checks(model, train_last, val_last, [s.path for s in splits["train"]], settings,
-                                      shift_features=shift, seed=config.seed, precision=config.precision,
-                                      device=device)
+                                      shift_features=shift, val_images=[s.path for s in splits["val"]],
+                                      seed=config.seed, precision=config.precision, device=device)
     write_json(folder.input_checks, {"settings": settings.to_dict(), "fitted_on": report,
-                                     "shift_threshold": checks.shift.threshold})
+                                     "novelty_threshold": checks.shift.threshold})
     return checks
 
 
