@@ -198,6 +198,7 @@ def main() -> None:
 
     kermany = screener.screen([s.path for s in scan_kaggle_split(KERMANY, "test")], desc="kermany test")
     orig = screener.screen([s.path for s in scan_kaggle_split(ORIG256, "test")], desc="kermany test 256")
+    orig_val = screener.screen([s.path for s in scan_kaggle_split(ORIG256, "val")], progress=False)
     adult = screener.screen(adult_held_out, desc="adult held out")
     mri = screener.screen(expand_inputs([MRI / "Testing"]), desc="brain MRI testing")
     made = {kind: screener.screen(uploads, progress=False) for kind, uploads in
@@ -219,6 +220,7 @@ def main() -> None:
         "run": str(run.relative_to(ROOT) if run.is_relative_to(ROOT) else run),
         "data": {"kermany_test": "shared/data/chest_xray_224/test",
                  "kermany_test_orig256": "shared/data/chest_xray_orig256/test",
+                 "kermany_val_orig256": "shared/data/chest_xray_orig256/val",
                  "adult": "shared/data/adult_cxr_reference (held-out half: orig_sha256 first hex digit >= 8)",
                  "brain_mri": "shared/data/brain_tumor_mri/Testing (fit: Training glioma, meningioma, pituitary)",
                  "made": f"pneumoscan.data.not_xray, seed 99, held-out photos {list(PHOTOS_HELD_OUT)}"},
@@ -226,6 +228,8 @@ def main() -> None:
         "limits": screener.limits,
         "kermany_test": summarize(kermany, {"by_class": by_group(kermany, lambda p: Path(p).parent.name)}),
         "kermany_test_orig256": summarize(orig),
+        "kermany_val_orig256": summarize(orig_val, {"note": "the official val split at original aspect: the "
+                                                            "non-test check the shift score's settings were read on"}),
         "adult_heldout": summarize(adult, {"by_source": by_group(adult, adult_source.__getitem__)}),
         "brain_mri": summarize(mri, {"by_class": by_group(mri, lambda p: Path(p).parent.name)}),
         "made_not_xray": {kind: summarize(results) for kind, results in made.items()},
@@ -239,7 +243,7 @@ def main() -> None:
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
     write_result("qc", result)
-    for name in ("kermany_test", "kermany_test_orig256", "adult_heldout", "brain_mri"):
+    for name in ("kermany_test", "kermany_test_orig256", "kermany_val_orig256", "adult_heldout", "brain_mri"):
         r = result[name]
         print(f"{name}: {r['images']} images, refused {r['refused_fraction']:.3f}, flagged {r['flagged_fraction']:.3f}")
     print(f"not X-ray: {result['not_xray']['images']} images, {result['not_xray']['scored']} scored; agreement "
