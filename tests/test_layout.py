@@ -63,7 +63,8 @@ def test_the_checker_finds_a_circle():
 
 
 RUN_FILES = ("config.json", "split.csv", "metrics.json", "history.json", "progress.pt", "train_state.pt",
-             "train.log", "input_checks.json", "training_curves.png", "unreadable_files.json", "model.pt")
+             "train.log", "input_checks.json", "training_curves.png", "unreadable_files.json", "model.pt",
+             "classes.json")
 
 
 def test_the_run_folders_file_names_are_written_once():

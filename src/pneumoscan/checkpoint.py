@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from pneumoscan.data.labels import CLASSES
+from pneumoscan.data.labels import PNEUMONIA_TASK, ClassMap
 from pneumoscan.data.preprocess import Preprocessing
 from pneumoscan.input_checks import InputChecks, PopulationShift
 from pneumoscan.models import PneumoniaNet, build_model
@@ -34,6 +34,7 @@ class LoadedModel:
     settings: dict = field(default_factory=dict)
     path: str = ""
     checks: InputChecks | None = None
+    classes: ClassMap = PNEUMONIA_TASK
 
     @property
     def preprocessing(self) -> Preprocessing:
@@ -49,8 +50,10 @@ def atomic_save(payload, path: str | Path) -> None:
 
 
 def save_model(path: str | Path, model: PneumoniaNet, *, threshold: float, threshold_rule: str,
-               metrics: dict | None = None, settings: dict | None = None, checks: InputChecks | None = None) -> None:
-    """Write ``model`` and what it needs to be used as one weights-only file."""
+               metrics: dict | None = None, settings: dict | None = None, checks: InputChecks | None = None,
+               classes: ClassMap = PNEUMONIA_TASK) -> None:
+    """Write ``model`` and what it needs to be used as one weights-only file (``threshold`` is used only
+    with two classes; more are decided by the most probable class)."""
     from pneumoscan import __version__
 
     atomic_save({
@@ -59,7 +62,8 @@ def save_model(path: str | Path, model: PneumoniaNet, *, threshold: float, thres
         "arch": model.arch,
         "arch_kwargs": model.arch_kwargs,
         "preprocessing": model.preprocessing.to_dict(),
-        "classes": list(CLASSES),
+        "classes": list(classes.names),
+        "class_sources": classes.sources,
         "threshold": float(threshold),
         "threshold_rule": threshold_rule,
         "metrics": metrics or {},
@@ -88,15 +92,21 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> Loade
         raise ValueError(f"{path}: not a readable pneumoscan model ({err})") from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path}: not a pneumoscan model file (expected format {FORMAT})")
-    if tuple(payload["classes"]) != CLASSES:
-        raise ValueError(f"{path}: class order {payload['classes']} differs from {list(CLASSES)}")
+    classes = ClassMap(tuple(payload["classes"]), payload.get("class_sources") or {})
+    if model_outputs(payload) != classes.outputs:
+        raise ValueError(f"{path}: the head has {model_outputs(payload)} outputs for classes {list(classes.names)}")
     preprocessing = Preprocessing.from_dict(payload["preprocessing"])
     model = build_model(payload["arch"], **payload["arch_kwargs"], preprocessing=preprocessing)
     model.load_state_dict(payload["state_dict"])
     model.to(device).eval()
     return LoadedModel(model=model, threshold=payload["threshold"], threshold_rule=payload["threshold_rule"],
                        metrics=payload["metrics"], settings=payload["settings"], path=str(path),
-                       checks=_read_checks(payload))
+                       checks=_read_checks(payload), classes=classes)
+
+
+def model_outputs(payload: dict) -> int:
+    """How many logits a saved model's head has (its last layer's bias)."""
+    return int(payload["state_dict"]["head.6.bias"].shape[0])
 
 
 def _read_checks(payload: dict) -> InputChecks | None:

@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from pneumoscan.checkpoint import LoadedModel
-from pneumoscan.data.labels import CLASSES
 from pneumoscan.explain.gradcam import ClosedFormGradCAM, scale_maps
 from pneumoscan.input_checks import FLAG_ABOVE, NO_CLASSIFIER_BIAS, POPULATION_LIMIT, InputChecks
 from pneumoscan.models import PneumoniaNet
@@ -57,6 +56,8 @@ class ServingGraph(nn.Module):
         other_population = torch.sigmoid(pooled @ self.population_weight + self.population_bias)
         shift_score = torch.maximum(novelty / self.novelty_limit, other_population / POPULATION_LIMIT)
         modality = torch.sigmoid(pooled @ self.gate_weight + self.gate_bias)
+        if logit.ndim == 2:  # one logit per class: softmax; the heatmap is the most probable class's
+            return torch.softmax(logit.float(), dim=1), heatmap, shift_score, modality
         positive = torch.sigmoid(logit.float())
         return torch.stack([1 - positive, positive], dim=1), heatmap, shift_score, modality
 
@@ -66,9 +67,12 @@ def model_metadata(loaded: LoadedModel) -> dict:
     from pneumoscan import __version__
 
     checks = loaded.checks
-    return {"arch": loaded.model.arch, "preprocessing": loaded.preprocessing.to_dict(), "classes": list(CLASSES),
+    names = loaded.classes.names
+    heatmap = (f"Grad-CAM of the {names[1]} logit on the last feature map" if loaded.classes.binary else
+               "Grad-CAM of the most probable class's logit on the last feature map")
+    return {"arch": loaded.model.arch, "preprocessing": loaded.preprocessing.to_dict(), "classes": list(names),
             "threshold": loaded.threshold, "threshold_rule": loaded.threshold_rule, "pneumoscan_version": __version__,
-            "outputs": list(OUTPUTS), "heatmap": "Grad-CAM of the PNEUMONIA logit on the last feature map",
+            "outputs": list(OUTPUTS), "heatmap": heatmap,
             "input_checks": check_limits(checks)}
 
 

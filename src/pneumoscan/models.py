@@ -3,7 +3,8 @@
 Every model is a ``PneumoniaNet``: ``trunk`` (frozen in both training stages, so its output can be
 computed once per image and cached), ``tail`` (the last block, fine-tuned in stage 2, ending in the
 last feature map that Grad-CAM explains) and ``head`` (GAP -> Dropout -> Linear -> ReLU -> Dropout ->
-Linear to one PNEUMONIA logit). ``MODELS`` maps names to keyword-only builders.
+Linear to one logit for a two-class task, one per class for more). ``MODELS`` maps names to
+keyword-only builders.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ log = logging.getLogger(__name__)
 
 
 class ClassifierHead(nn.Sequential):
-    """GAP -> Dropout(p_in) -> Linear(in, hidden) -> ReLU -> Dropout(p_hidden) -> Linear(hidden, 1)."""
+    """GAP -> Dropout(p_in) -> Linear(in, hidden) -> ReLU -> Dropout(p_hidden) -> Linear(hidden, outputs):
+    one logit for two classes (the positive class's), one per class for more."""
 
     def __init__(self, in_features: int, *, hidden: int = 128, dropout_in: float = 0.5,
-                 dropout_hidden: float = 0.3):
+                 dropout_hidden: float = 0.3, outputs: int = 1):
         super().__init__(
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
@@ -34,12 +36,12 @@ class ClassifierHead(nn.Sequential):
             nn.Linear(in_features, hidden),
             nn.ReLU(),
             nn.Dropout(dropout_hidden),
-            nn.Linear(hidden, 1),
+            nn.Linear(hidden, outputs),
         )
 
 
 class PneumoniaNet(nn.Module):
-    """trunk -> tail -> head, returning one PNEUMONIA logit per image (shape ``[B]``)."""
+    """trunk -> tail -> head: the positive class's logit per image (``[B]``) for two classes, else ``[B, K]``."""
 
     def __init__(self, trunk: nn.Module, tail: nn.Module, head: ClassifierHead, *, arch: str,
                  arch_kwargs: dict, preprocessing: Preprocessing):
@@ -106,36 +108,38 @@ class TailAndHead(nn.Module):
         return self.head(self.tail(trunk_activations)).squeeze(1)
 
 
-def _make_head(in_features: int, head_hidden: int, dropout_in: float, dropout_hidden: float) -> ClassifierHead:
-    return ClassifierHead(in_features, hidden=head_hidden, dropout_in=dropout_in, dropout_hidden=dropout_hidden)
+def _make_head(in_features: int, head_hidden: int, dropout_in: float, dropout_hidden: float,
+               outputs: int) -> ClassifierHead:
+    return ClassifierHead(in_features, hidden=head_hidden, dropout_in=dropout_in, dropout_hidden=dropout_hidden,
+                          outputs=outputs)
 
 
 def densenet121(*, weights: str | Path | WeightsEnum | None = None, allow_partial_weights: bool = False,
                 head_hidden: int = 128, dropout_in: float = 0.5, dropout_hidden: float = 0.3,
-                preprocessing: Preprocessing | None = None) -> PneumoniaNet:
+                preprocessing: Preprocessing | None = None, outputs: int = 1) -> PneumoniaNet:
     """DenseNet121: trunk = conv0..transition3, tail = denseblock4 + norm5 + ReLU (1024 x 7 x 7)."""
     backbone = torchvision.models.densenet121()
     load_backbone_weights(backbone, weights, torchvision.models.DenseNet121_Weights, allow_partial_weights)
     parts = list(backbone.features.children())
     trunk = nn.Sequential(*parts[:10])
     tail = nn.Sequential(backbone.features.denseblock4, backbone.features.norm5, nn.ReLU())
-    head = _make_head(1024, head_hidden, dropout_in, dropout_hidden)
-    kwargs = dict(head_hidden=head_hidden, dropout_in=dropout_in, dropout_hidden=dropout_hidden)
+    head = _make_head(1024, head_hidden, dropout_in, dropout_hidden, outputs)
+    kwargs = dict(head_hidden=head_hidden, dropout_in=dropout_in, dropout_hidden=dropout_hidden, outputs=outputs)
     return PneumoniaNet(trunk, tail, head, arch="densenet121", arch_kwargs=kwargs,
                         preprocessing=preprocessing or Preprocessing())
 
 
 def resnet50(*, weights: str | Path | WeightsEnum | None = None, allow_partial_weights: bool = False,
              head_hidden: int = 128, dropout_in: float = 0.5, dropout_hidden: float = 0.3,
-             preprocessing: Preprocessing | None = None) -> PneumoniaNet:
+             preprocessing: Preprocessing | None = None, outputs: int = 1) -> PneumoniaNet:
     """ResNet50: trunk = conv1..layer3, tail = layer4 (2048 x 7 x 7). L2 comes from AdamW's weight decay."""
     backbone = torchvision.models.resnet50()
     load_backbone_weights(backbone, weights, torchvision.models.ResNet50_Weights, allow_partial_weights)
     trunk = nn.Sequential(backbone.conv1, backbone.bn1, backbone.relu, backbone.maxpool,
                           backbone.layer1, backbone.layer2, backbone.layer3)
     tail = nn.Sequential(backbone.layer4)
-    head = _make_head(2048, head_hidden, dropout_in, dropout_hidden)
-    kwargs = dict(head_hidden=head_hidden, dropout_in=dropout_in, dropout_hidden=dropout_hidden)
+    head = _make_head(2048, head_hidden, dropout_in, dropout_hidden, outputs)
+    kwargs = dict(head_hidden=head_hidden, dropout_in=dropout_in, dropout_hidden=dropout_hidden, outputs=outputs)
     return PneumoniaNet(trunk, tail, head, arch="resnet50", arch_kwargs=kwargs,
                         preprocessing=preprocessing or Preprocessing())
 
@@ -147,14 +151,14 @@ def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
 
 def baseline_cnn(*, weights: str | Path | None = None, width: int = 16, blocks: int = 5,
                  head_hidden: int = 128, dropout_in: float = 0.5, dropout_hidden: float = 0.3,
-                 preprocessing: Preprocessing | None = None) -> PneumoniaNet:
+                 preprocessing: Preprocessing | None = None, outputs: int = 1) -> PneumoniaNet:
     """A small CNN trained from scratch: ``blocks`` x (conv3x3-BN-ReLU-maxpool), doubling ``width``."""
     preprocessing = preprocessing or Preprocessing()
     channels = [preprocessing.channels] + [width * 2 ** i for i in range(blocks)]
     tail = nn.Sequential(*(_conv_block(c_in, c_out) for c_in, c_out in zip(channels, channels[1:])))
-    head = _make_head(channels[-1], head_hidden, dropout_in, dropout_hidden)
+    head = _make_head(channels[-1], head_hidden, dropout_in, dropout_hidden, outputs)
     kwargs = dict(width=width, blocks=blocks, head_hidden=head_hidden, dropout_in=dropout_in,
-                  dropout_hidden=dropout_hidden)
+                  dropout_hidden=dropout_hidden, outputs=outputs)
     model = PneumoniaNet(nn.Identity(), tail, head, arch="baseline_cnn", arch_kwargs=kwargs,
                          preprocessing=preprocessing)
     if weights is not None:

@@ -82,3 +82,19 @@ def predict_logits(model: torch.nn.Module, paths: list[str], *, batch_size: int 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Class probabilities ``[N, K]`` from logits ``[N, K]``."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def class_probabilities(logits: np.ndarray) -> np.ndarray:
+    """``[N, K]`` probabilities from a model's logits: ``[N]`` (two classes, the positive's) or ``[N, K]``."""
+    logits = np.asarray(logits)
+    if logits.ndim == 1:
+        positive = sigmoid(logits)
+        return np.stack([1 - positive, positive], axis=1)
+    return softmax(logits)

@@ -34,6 +34,11 @@ class RunFolder:
         return self.root / "split.csv"
 
     @property
+    def classes(self) -> Path:
+        """The task's class names and which folders or labels map to them."""
+        return self.root / "classes.json"
+
+    @property
     def unreadable(self) -> Path:
         """Training images that could not be read, with the reason."""
         return self.root / "unreadable_files.json"

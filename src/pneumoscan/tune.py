@@ -86,15 +86,11 @@ def suggest(trial: optuna.Trial, config: TuneConfig) -> dict:
 
 def trial_config(base: TrainConfig, params: dict, out: Path) -> TrainConfig:
     """The training settings of one trial: the base settings with the trial's choices."""
-    from pneumoscan.data.records import class_counts, load_samples
-
-    counts = class_counts(load_samples(base.data, "train" if Path(base.data).is_dir() else None))
-    balanced = counts["NORMAL"] / max(1, counts["PNEUMONIA"])
     return replace(base, out=str(out), head_lr=params["head_lr"], head_lr_min=params["head_lr"] / 10,
                    tail_lr=params["tail_lr"], tail_lr_min=params["tail_lr"] / 10,
                    weight_decay=params["weight_decay"], tail_fraction=params["tail_fraction"],
                    augmentation=AUGMENTATION_LEVELS[params["augmentation"]],
-                   pos_weight=balanced * params["pos_weight_scale"], test_split="", shift_report=False,
+                   pos_weight=0.0, pos_weight_scale=params["pos_weight_scale"], test_split="", shift_report=False,
                    head_hidden=params["head_hidden"], dropout_in=params["dropout_in"],
                    dropout_hidden=params["dropout_hidden"])
 

@@ -46,9 +46,16 @@ def _print_summary(run_dir: Path) -> None:
     print(f"run folder: {run_dir}")
     interval = metrics.get("threshold_ci95")
     spread = f"; 95% interval over validation patients {interval[0]:.4f} to {interval[1]:.4f}" if interval else ""
-    print(f"threshold {metrics['threshold']:.4f} ({metrics['threshold_rule']}, chosen on validation{spread})")
+    if "threshold" in metrics:
+        print(f"threshold {metrics['threshold']:.4f} ({metrics['threshold_rule']}, chosen on validation{spread})")
+    else:
+        print(f"classes {', '.join(metrics['classes'])}: the most probable class is the label")
     for split in ("validation", "test"):
-        if split in metrics:
+        if split in metrics and "at_argmax" in metrics[split]:
+            m = metrics[split]["at_argmax"]
+            print(f"{split:>10}: accuracy {m['accuracy']:.4f}  balanced accuracy {m['balanced_accuracy']:.4f}  "
+                  f"macro-F1 {m['macro_f1']:.4f}  macro AUC {m['macro_auc']:.4f} (most probable class)")
+        elif split in metrics:
             m = metrics[split]["at_threshold"]
             print(f"{split:>10}: AUC {m['auc']:.4f}  accuracy {m['accuracy']:.4f}  sensitivity "
                   f"{m['sensitivity']:.4f}  specificity {m['specificity']:.4f}  F1 {m['f1']:.4f}")
@@ -67,7 +74,15 @@ def cmd_evaluate(args) -> int:
     out = Path(args.out) if args.out else (resolve_model_path(model).parent if model.suffix in ("", ".pt")
                                            else model.parent) / f"eval-{name}"
     result = evaluate_screened(screener, samples, out_dir=out, name=name)
-    m, counts = result["at_threshold"], result["screening"]
+    counts = result["screening"]
+    if "at_argmax" in result:
+        m = result["at_argmax"]
+        print(f"{name}: accuracy {m['accuracy']:.4f} [{m['ci95']['accuracy'][0]:.4f}, {m['ci95']['accuracy'][1]:.4f}]"
+              f"  macro-F1 {m['macro_f1']:.4f}  balanced accuracy {m['balanced_accuracy']:.4f}  macro AUC "
+              f"{m['macro_auc']:.4f}, over the {counts['scored']} of {counts['images']} images scored; "
+              f"written to {out}")
+        return 0
+    m = result["at_threshold"]
     print(f"{name}: AUC {m['auc']:.4f} [{m['ci95']['auc'][0]:.4f}, {m['ci95']['auc'][1]:.4f}]  accuracy "
           f"{m['accuracy']:.4f}  sensitivity {m['sensitivity']:.4f}  specificity {m['specificity']:.4f}  "
           f"at threshold {screener.threshold:.4f}, over the {counts['scored']} of {counts['images']} images scored "

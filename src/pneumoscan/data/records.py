@@ -1,4 +1,4 @@
-"""Finding the labelled images of a dataset: the Kaggle folder layout or a ``path,label`` CSV.
+"""Finding the labelled images of a dataset: a ``ROOT/<split>/<class>/`` tree or a ``path,label`` CSV.
 
 A scan never dies on one bad file: ``find_unreadable`` decodes every image and returns the broken
 ones with their reasons, so the caller can report and skip them.
@@ -13,12 +13,12 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from pneumoscan.data.io import ImageLoadError, load_image
-from pneumoscan.data.labels import CLASSES, label_index
+from pneumoscan.data.labels import ClassMap, class_map
 from pneumoscan.data.samples import Sample, patient_id
 
 log = logging.getLogger(__name__)
-__all__ = ["Sample", "class_counts", "expand_inputs", "find_images", "find_unreadable", "load_samples",
-           "read_label_csv", "scan_kaggle_split"]
+__all__ = ["Sample", "class_counts", "class_folders", "expand_inputs", "find_images", "find_unreadable",
+           "load_samples", "read_label_csv", "scan_kaggle_split", "task_classes"]
 
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
 
@@ -57,26 +57,33 @@ def _csv_paths(csv_path: Path) -> list[str]:
     return [str(p if p.is_absolute() else csv_path.parent / p) for p in rows]
 
 
-def scan_kaggle_split(root: str | Path, split: str) -> list[Sample]:
-    """The samples of ``ROOT/<split>/{NORMAL,PNEUMONIA}/*`` (the Kaggle chest-xray-pneumonia layout)."""
-    split_dir = Path(root) / split
+def class_folders(split_dir: str | Path) -> list[str]:
+    """The class folders of one split of a ``ROOT/<split>/<class>/`` tree, by name."""
+    split_dir = Path(split_dir)
     if not split_dir.is_dir():
-        raise FileNotFoundError(f"{split_dir}: no such folder; expected ROOT/{split}/{{NORMAL,PNEUMONIA}}/")
+        raise FileNotFoundError(f"{split_dir}: no such folder; expected ROOT/{split_dir.name}/<class>/ with images")
+    folders = sorted(d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not folders:
+        raise FileNotFoundError(f"{split_dir}: no class folders; expected {split_dir}/<class>/ with images")
+    return folders
+
+
+def scan_kaggle_split(root: str | Path, split: str, classes: ClassMap | None = None) -> list[Sample]:
+    """The samples of ``ROOT/<split>/<class>/*``; ``classes`` maps the folders (default: one class per folder)."""
+    split_dir = Path(root) / split
+    folders = class_folders(split_dir)
+    classes = classes or class_map(folders)
     samples = []
-    for label, class_name in enumerate(CLASSES):
-        class_dir = split_dir / class_name
-        if not class_dir.is_dir():
-            raise FileNotFoundError(f"{class_dir}: no such folder; each split needs {list(CLASSES)}")
-        samples += [Sample(str(p), label, patient_id(p.name)) for p in find_images(class_dir)]
+    for folder in folders:
+        try:
+            label = classes.index(folder)
+        except ValueError:
+            raise ValueError(f"{split_dir / folder}: not one of the classes {list(classes.names)}") from None
+        samples += [Sample(str(p), label, patient_id(p.name)) for p in find_images(split_dir / folder)]
     return samples
 
 
-def read_label_csv(csv_path: str | Path) -> list[Sample]:
-    """Samples from a CSV with columns ``path,label`` (and optionally ``patient``).
-
-    Relative paths are resolved against the CSV's folder; labels may be names or 0/1.
-    """
-    csv_path = Path(csv_path)
+def _csv_rows(csv_path: Path) -> list[dict]:
     if not csv_path.is_file():
         raise FileNotFoundError(f"{csv_path}: no such CSV file")
     with csv_path.open(newline="") as handle:
@@ -84,26 +91,46 @@ def read_label_csv(csv_path: str | Path) -> list[Sample]:
         missing = {"path", "label"} - set(reader.fieldnames or [])
         if missing:
             raise ValueError(f"{csv_path}: missing column(s) {sorted(missing)}; expected path,label[,patient]")
-        samples = []
-        for line, row in enumerate(reader, start=2):
-            path = Path(row["path"])
-            path = path if path.is_absolute() else csv_path.parent / path
-            try:
-                label = label_index(row["label"])
-            except ValueError as err:
-                raise ValueError(f"{csv_path}, line {line}: {err}") from err
-            samples.append(Sample(str(path), label, row.get("patient") or patient_id(path.name)))
+        return list(reader)
+
+
+def read_label_csv(csv_path: str | Path, classes: ClassMap | None = None) -> list[Sample]:
+    """Samples from a CSV with columns ``path,label`` (and optionally ``patient``).
+
+    Relative paths are resolved against the CSV's folder; labels are class names or indices (default
+    classes: the CSV's labels, sorted).
+    """
+    csv_path = Path(csv_path)
+    rows = _csv_rows(csv_path)
+    classes = classes or class_map([row["label"].strip() for row in rows])
+    samples = []
+    for line, row in enumerate(rows, start=2):
+        path = Path(row["path"])
+        path = path if path.is_absolute() else csv_path.parent / path
+        try:
+            label = classes.index(row["label"])
+        except ValueError as err:
+            raise ValueError(f"{csv_path}, line {line}: {err}") from err
+        samples.append(Sample(str(path), label, row.get("patient") or patient_id(path.name)))
     return samples
 
 
-def load_samples(source: str | Path, split: str | None = None) -> list[Sample]:
-    """Samples from a Kaggle-layout folder (``split`` names the subfolder) or a label CSV."""
+def task_classes(source: str | Path, spec: str = "", split: str = "train") -> ClassMap:
+    """The classes of a dataset: its ``split``'s class folders, or a CSV's labels, merged as ``spec`` says."""
     source = Path(source)
     if source.suffix.lower() == ".csv":
-        return read_label_csv(source)
+        return class_map([row["label"].strip() for row in _csv_rows(source)], spec)
+    return class_map(class_folders(source / split), spec)
+
+
+def load_samples(source: str | Path, split: str | None = None, classes: ClassMap | None = None) -> list[Sample]:
+    """Samples from a class-folder tree (``split`` names the subfolder) or a label CSV."""
+    source = Path(source)
+    if source.suffix.lower() == ".csv":
+        return read_label_csv(source, classes)
     if split is None:
         raise ValueError(f"{source}: a dataset folder needs a split name (train, val or test)")
-    return scan_kaggle_split(source, split)
+    return scan_kaggle_split(source, split, classes)
 
 
 def find_unreadable(samples: list[Sample], *, desc: str = "checking images") -> dict[str, str]:
@@ -119,6 +146,6 @@ def find_unreadable(samples: list[Sample], *, desc: str = "checking images") -> 
     return broken
 
 
-def class_counts(samples: list[Sample]) -> dict[str, int]:
+def class_counts(samples: list[Sample], names: tuple[str, ...]) -> dict[str, int]:
     """How many samples each class has, by class name."""
-    return {name: sum(s.label == i for s in samples) for i, name in enumerate(CLASSES)}
+    return {name: sum(s.label == i for s in samples) for i, name in enumerate(names)}

@@ -48,15 +48,19 @@ def plot_pr(y, prob, path: Path, *, label: str, title: str = "Precision-recall")
     return _save(fig, path)
 
 
-def plot_confusion(matrix, path: Path, *, title: str) -> Path:
+def plot_confusion(matrix, path: Path, *, title: str, names: tuple[str, ...] = CLASSES) -> Path:
     matrix = np.asarray(matrix)
-    fig, ax = plt.subplots(figsize=(4, 3.6))
+    side = max(4.0, 1.1 * len(names) + 1.5)
+    fig, ax = plt.subplots(figsize=(side, side * 0.9))
     ax.imshow(matrix, cmap="Blues")
     for (i, j), value in np.ndenumerate(matrix):
         ax.text(j, i, str(value), ha="center", va="center",
                 color="white" if value > matrix.max() / 2 else "black", fontsize=12)
-    ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=CLASSES, yticklabels=CLASSES,
-           xlabel="predicted", ylabel="true", title=title)
+    ticks = list(range(len(names)))
+    ax.set(xticks=ticks, yticks=ticks, xticklabels=names, yticklabels=names, xlabel="predicted", ylabel="true",
+           title=title)
+    if len(names) > 2:
+        plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
     return _save(fig, path)
 
 

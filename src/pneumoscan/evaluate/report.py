@@ -12,13 +12,14 @@ import numpy as np
 from pneumoscan.data.labels import CLASSES
 from pneumoscan.evaluate import plots
 from pneumoscan.evaluate.metrics import binary_metrics, bootstrap_ci
+from pneumoscan.evaluate.multiclass import evaluate_multiclass, write_multiclass_predictions
 from pneumoscan.run_folder import RunFolder, plot_file
 
 log = logging.getLogger(__name__)
 
 
 def evaluate_split(y_true, prob, *, threshold: float, name: str, out_dir: str | Path | None = None,
-                   n_boot: int = 1000, seed: int = 0) -> dict:
+                   n_boot: int = 1000, seed: int = 0, names: tuple[str, ...] = CLASSES) -> dict:
     """Metrics at ``threshold`` and at 0.5, each with bootstrap 95% CIs; plots written to ``out_dir``."""
     y_true, prob = np.asarray(y_true).astype(int), np.asarray(prob, dtype=float)
     result = {
@@ -28,14 +29,15 @@ def evaluate_split(y_true, prob, *, threshold: float, name: str, out_dir: str | 
     result["at_threshold"]["ci95"] = bootstrap_ci(y_true, prob, threshold, n_boot=n_boot, seed=seed)
     result["at_0.5"]["ci95"] = bootstrap_ci(y_true, prob, 0.5, n_boot=n_boot, seed=seed)
     if out_dir is not None:
-        result["plots"] = write_plots(y_true, prob, threshold, name, Path(out_dir))
+        result["plots"] = write_plots(y_true, prob, threshold, name, Path(out_dir), names=names)
     m = result["at_threshold"]
     log.info("%s: AUC %.4f, accuracy %.4f, sensitivity %.4f, specificity %.4f at threshold %.4f",
              name, m["auc"], m["accuracy"], m["sensitivity"], m["specificity"], threshold)
     return result
 
 
-def write_plots(y_true, prob, threshold: float, name: str, out_dir: Path) -> list[str]:
+def write_plots(y_true, prob, threshold: float, name: str, out_dir: Path,
+                names: tuple[str, ...] = CLASSES) -> list[str]:
     """ROC (with both operating points), PR, confusion matrix, calibration and score histogram."""
     out_dir.mkdir(parents=True, exist_ok=True)
     at_t = binary_metrics(y_true, prob, threshold)
@@ -48,7 +50,7 @@ def write_plots(y_true, prob, threshold: float, name: str, out_dir: Path) -> lis
         plots.plot_pr(y_true, prob, plot_file(out_dir, "pr", name), label=f"AP {at_t['average_precision']:.3f}",
                       title=f"Precision-recall, {name}"),
         plots.plot_confusion(at_t["confusion_matrix"], plot_file(out_dir, "confusion", name),
-                             title=f"{name}, threshold {threshold:.3f}"),
+                             title=f"{name}, threshold {threshold:.3f}", names=names),
         plots.plot_calibration(y_true, prob, plot_file(out_dir, "calibration", name), title=f"Calibration, {name}"),
         plots.plot_score_histogram(y_true, prob, threshold, plot_file(out_dir, "scores", name),
                                    title=f"Scores, {name}"),
@@ -57,7 +59,7 @@ def write_plots(y_true, prob, threshold: float, name: str, out_dir: Path) -> lis
 
 
 def write_predictions(path: str | Path, paths: list[str], y_true, prob, threshold: float,
-                      flagged: list[bool] | None = None) -> None:
+                      flagged: list[bool] | None = None, names: tuple[str, ...] = CLASSES) -> None:
     """A CSV of ``path,label,probability,predicted,threshold[,flagged]`` rows.
 
     Probabilities are written exactly (shortest round-trip form), not rounded: a confident model puts
@@ -68,15 +70,15 @@ def write_predictions(path: str | Path, paths: list[str], y_true, prob, threshol
         writer = csv.writer(handle)
         writer.writerow(["path", "label", "probability", "predicted", "threshold"] + (["flagged"] if flagged else []))
         for i, (p, y, s) in enumerate(zip(paths, y_true, prob)):
-            row = [p, CLASSES[int(y)], repr(float(s)), CLASSES[int(s >= threshold)], f"{threshold:.6f}"]
+            row = [p, names[int(y)], repr(float(s)), names[int(s >= threshold)], f"{threshold:.6f}"]
             writer.writerow(row + ([int(flagged[i])] if flagged else []))
 
 
-def read_predictions(path: str | Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+def read_predictions(path: str | Path, names: tuple[str, ...] = CLASSES) -> tuple[list[str], np.ndarray, np.ndarray]:
     """``(paths, labels 0/1, probabilities)`` from a CSV written by :func:`write_predictions`."""
     with Path(path).open(newline="") as handle:
         rows = list(csv.DictReader(handle))
-    return ([r["path"] for r in rows], np.array([CLASSES.index(r["label"]) for r in rows]),
+    return ([r["path"] for r in rows], np.array([list(names).index(r["label"]) for r in rows]),
             np.array([float(r["probability"]) for r in rows]))
 
 
@@ -101,9 +103,10 @@ def _jsonable(value):
 def evaluate_screened(screener, samples, *, out_dir: str | Path, name: str, n_boot: int = 1000, seed: int = 0,
                       plots_dir: str | Path | None = None) -> dict:
     """Screen labelled ``samples`` as any user of the model would, and evaluate what was scored at the
-    model's threshold. Reports how many images were refused (not the modality, blank, colour), could not
-    be read, or were scored but flagged as unlike the training population; writes ``metrics_<name>.json``,
-    ``predictions_<name>.csv`` (scored images) and plots (into ``plots_dir``, default ``out_dir``)."""
+    model's threshold (two classes) or its arg-max decision (more). Reports how many images were refused
+    (not the modality, blank, colour), could not be read, or were scored but flagged as unlike the training
+    population; writes ``metrics_<name>.json``, ``predictions_<name>.csv`` (scored images) and plots (into
+    ``plots_dir``, default ``out_dir``)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = screener.screen([s.path for s in samples], desc=name)
@@ -114,15 +117,25 @@ def evaluate_screened(screener, samples, *, out_dir: str | Path, name: str, n_bo
     if not scored:
         raise ValueError(f"{name}: no image was scored ({len(results)} refused or unreadable); nothing to evaluate")
     y = np.array([s.label for s, _ in scored])
-    prob = np.array([r.probability for _, r in scored])
-    result = evaluate_split(y, prob, threshold=screener.threshold, name=name, out_dir=plots_dir or out_dir,
-                            n_boot=n_boot, seed=seed)
+    names = tuple(screener.classes)
+    if len(names) > 2:
+        prob = np.array([[r.probabilities[c] for c in names] for _, r in scored])
+        result = evaluate_multiclass(y, prob, names, name=name, out_dir=plots_dir or out_dir, n_boot=n_boot,
+                                     seed=seed)
+    else:
+        prob = np.array([r.probability for _, r in scored])
+        result = evaluate_split(y, prob, threshold=screener.threshold, name=name, out_dir=plots_dir or out_dir,
+                                n_boot=n_boot, seed=seed, names=names)
     result["screening"] = screening_counts(results)
     result["not_scored"] = {r.source: f"{r.status}: {r.reason}" for r in results if not r.scored}
     result["flagged"] = [r.source for r in results if r.flagged]
     write_json(RunFolder(out_dir).split_metrics(name), result)
-    write_predictions(RunFolder(out_dir).predictions(name), [s.path for s, _ in scored], y, prob, screener.threshold,
-                      flagged=[r.flagged for _, r in scored])
+    paths, flagged = [s.path for s, _ in scored], [r.flagged for _, r in scored]
+    if len(names) > 2:
+        write_multiclass_predictions(RunFolder(out_dir).predictions(name), paths, y, prob, names, flagged=flagged)
+    else:
+        write_predictions(RunFolder(out_dir).predictions(name), paths, y, prob, screener.threshold, flagged=flagged,
+                          names=names)
     return result
 
 

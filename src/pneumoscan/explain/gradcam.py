@@ -82,22 +82,30 @@ def _explanation(cams, logits, signs, size, method) -> Explanation:
 
 
 class ClosedFormGradCAM(nn.Module):
-    """(logit, low-resolution Grad-CAM) from the last feature map, with the head's gradient in closed form.
+    """(logits, low-resolution Grad-CAM) from the last feature map, with the head's gradient in closed form.
 
-    For logit = w2 . relu(W1 . mean(A) + b1) + b2 (dropout off at inference), d logit / dA[c, i, j]
-    = (W1^T (w2 * [z > 0]))[c] / (h w) at every position, so the Grad-CAM weights are that vector
-    divided by h w. Plain operations only: exportable to ONNX, no autograd at run time.
+    For logit_k = w2_k . relu(W1 . mean(A) + b1) + b2_k (dropout off at inference), d logit_k / dA[c, i, j]
+    = (W1^T (w2_k * [z > 0]))[c] / (h w) at every position, so the Grad-CAM weights are that vector
+    divided by h w. One logit (two classes): the positive class's, ``sign`` -1 explains the other; several:
+    the map of ``target`` (class indices; default the most probable class). Plain operations only:
+    exportable to ONNX, no autograd at run time.
     """
 
     def __init__(self, head: ClassifierHead):
         super().__init__()
         self.first, self.second = head[3], head[6]
 
-    def forward(self, fmap: torch.Tensor, sign: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, fmap: torch.Tensor, sign: torch.Tensor | None = None,
+                target: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         positions = fmap.shape[2] * fmap.shape[3]
         hidden = self.first(fmap.mean(dim=(2, 3)))
-        logit = self.second(torch.relu(hidden)).squeeze(1)
-        grad_pooled = ((hidden > 0).to(fmap.dtype) * self.second.weight) @ self.first.weight  # d logit / d mean(A)
+        logits = self.second(torch.relu(hidden))
+        if logits.shape[1] == 1:
+            logit, explained = logits.squeeze(1), self.second.weight  # [1, H]: the positive class's row
+        else:
+            logit = logits
+            explained = self.second.weight[logits.argmax(dim=1) if target is None else target]  # [B, H]
+        grad_pooled = ((hidden > 0).to(fmap.dtype) * explained) @ self.first.weight  # d logit / d mean(A)
         weights = grad_pooled / positions  # mean over positions of d logit / dA, the Grad-CAM weights
         if sign is not None:
             weights = weights * sign[:, None]

@@ -19,7 +19,9 @@ class TrainConfig:
     """Everything a training run depends on; written to ``config.json`` in its run folder."""
 
     recipe: str = ""                   # the named recipe these settings started from (train.recipes), if any
-    data: str = ""                     # dataset root (Kaggle layout: train/ and test/) or a path,label CSV
+    data: str = ""                     # dataset root (ROOT/<split>/<class>/ images) or a path,label CSV
+    classes: str = ""                  # folder (or label) -> class, e.g. "notumor=0,glioma=1,meningioma=1,
+                                       # pituitary=1"; "" = one class per folder or label, sorted by name
     out: str = "runs/train"            # run folder: config, split, checkpoints, metrics, plots, log
     model: str = "densenet121"         # one of models.MODELS
     weights: str = "auto"              # "auto" (imagenet for pretrained models, none for baseline_cnn),
@@ -29,7 +31,10 @@ class TrainConfig:
     dropout_in: float = 0.5            #       -> Dropout(dropout_hidden) -> Dense(1)
     dropout_hidden: float = 0.3
     seed: int = 0                      # one seed for the split, augmentation, init and batch order
-    val_fraction: float = 0.15         # share of train patients held out for validation
+    val_fraction: float = 0.15         # share of train patients (or duplicate groups) held out for validation
+    group_by: str = "patient"          # what stays on one side of the split: "patient" (from Kermany file names;
+                                       # other names are their own patient) or "duplicates" (exact and near
+                                       # duplicate images, by perceptual hash: data.duplicates)
     split: str = ""                    # reuse a split.csv from an earlier run instead of drawing one
     image_size: int = 224              # square input side
     intensity: str = "none"            # per-image intensity normalization: "none" or "percentile"
@@ -49,8 +54,9 @@ class TrainConfig:
     full_lr_min: float = 1e-5
     weight_decay: float = 1e-4         # AdamW decoupled weight decay (the L2 of the recipe)
     patience: int = 5                  # early stopping: epochs without a better validation ROC-AUC
-    pos_weight: float = 0.0            # BCE positive-class weight; 0 = pos_weight_scale * n_NORMAL / n_PNEUMONIA
-    pos_weight_scale: float = 1.0      #   of the training split (the class weight follows the data)
+    pos_weight: float = 0.0            # two classes: BCE positive-class weight; 0 = pos_weight_scale * n_negative /
+    pos_weight_scale: float = 1.0      #   n_positive of the training split (more classes: cross-entropy weighted
+                                       #   n / (K n_class)); the class weight follows the data
     threshold_rule: str = "youden"     # on validation: "youden", "sensitivity" or "fixed"
     target_sensitivity: float = 0.95   # for threshold_rule="sensitivity"
     threshold_on: str = "val+shifts"   # "val": clean validation images; "val+shifts": validation images
@@ -65,6 +71,7 @@ class TrainConfig:
     workers: int = 2                   # image-decoding worker processes
     threads: int = 0                   # torch CPU threads; 0 = torch's default
     device: str = "auto"               # "auto" (CUDA when present), "cpu" or "cuda"
+    train_split: str = "train"         # the split folder trained on (validation is carved out of it)
     test_split: str = "test"           # split evaluated once at the end ("" to skip)
     n_boot: int = 1000                 # bootstrap resamples for confidence intervals
     input_checks: InputCheckSettings = field(default_factory=InputCheckSettings)  # refuse / flag (input_checks)
@@ -85,6 +92,8 @@ class TrainConfig:
         unknown = set(self.stages) - set(STAGES)
         if unknown:
             raise ValueError(f"stages {sorted(unknown)} unknown: choose from {STAGES}")
+        if self.group_by not in ("patient", "duplicates"):
+            raise ValueError(f"group_by={self.group_by!r}: choose patient or duplicates")
         if self.train_views < 1 or self.batch_size < 1:
             raise ValueError("train_views and batch_size must be at least 1")
 

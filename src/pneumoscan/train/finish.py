@@ -15,11 +15,13 @@ from pneumoscan.cache import batched_logits
 from pneumoscan.check_fitting import fit_input_checks, model_features
 from pneumoscan.checkpoint import LoadedModel, replace_checks, save_model
 from pneumoscan.data.io import load_image
+from pneumoscan.data.labels import PNEUMONIA_TASK, ClassMap
 from pneumoscan.data.records import Sample, find_unreadable, load_samples
 from pneumoscan.data.shifts import SHIFTS
 from pneumoscan.data.split import evenly_spaced, read_split
 from pneumoscan.device import pick_device
 from pneumoscan.evaluate.metrics import choose_threshold, threshold_interval
+from pneumoscan.evaluate.multiclass import evaluate_multiclass, write_multiclass_predictions
 from pneumoscan.evaluate.report import evaluate_screened, evaluate_split, write_json, write_predictions
 from pneumoscan.evaluate.robustness import (
     pool_groups_with_shifts,
@@ -29,7 +31,7 @@ from pneumoscan.evaluate.robustness import (
 )
 from pneumoscan.input_checks import InputChecks, InputCheckSettings, shift_layer_of
 from pneumoscan.models import PneumoniaNet, TailAndHead
-from pneumoscan.predict import predict_logits, sigmoid
+from pneumoscan.predict import predict_logits, sigmoid, softmax
 from pneumoscan.run_folder import RunFolder
 from pneumoscan.screen import load as load_screener
 from pneumoscan.train.config import TrainConfig
@@ -109,13 +111,48 @@ def validation_logits(run_dir: str | Path, *, shift_images: int = 400) -> dict[s
 
 
 def threshold_and_evaluate(model: PneumoniaNet, config: TrainConfig, splits, device, folder: RunFolder,
-                           checks: InputChecks) -> dict:
-    """Choose the threshold on validation, save the model, evaluate validation and (once) test."""
+                           checks: InputChecks, classes: ClassMap = PNEUMONIA_TASK) -> dict:
+    """Choose the threshold on validation (two classes; more are decided by the most probable class), save
+    the model, evaluate validation and (once) test."""
     model.eval()
     val_paths = [s.path for s in splits["val"]]
     val_y = labels_of(splits["val"]).astype(int)
-    val_prob = sigmoid(predict_logits(model, val_paths, workers=config.workers, precision=config.precision,
-                                      device=device, desc="validation")[0])
+    val_logits = predict_logits(model, val_paths, workers=config.workers, precision=config.precision, device=device,
+                                desc="validation")[0]
+    if classes.binary:
+        threshold, rule, summary = _binary_validation(model, config, splits, device, folder, val_y, val_logits,
+                                                      classes.names)
+        small = {"val_auc": summary["validation"]["at_threshold"]["auc"]}
+    else:
+        threshold, rule = 0.5, "argmax"  # the threshold is not used: the most probable class is the label
+        val_prob = softmax(val_logits)
+        summary = {"model": config.model, "classes": list(classes.names), "threshold_rule": rule,
+                   "validation": evaluate_multiclass(val_y, val_prob, classes.names, name="val", out_dir=folder.plots,
+                                                     n_boot=config.n_boot, seed=config.seed)}
+        write_multiclass_predictions(folder.predictions("val"), val_paths, val_y, val_prob, classes.names)
+        small = {"val_macro_auc": summary["validation"]["at_argmax"]["macro_auc"]}
+    test = test_samples(config, classes)
+    if test:
+        finished = LoadedModel(model=model, threshold=threshold, threshold_rule=rule, checks=checks,
+                               path=str(folder.model), classes=classes)
+        screener = load_screener(finished, precision=config.precision)  # the screener model.pt will load as
+        summary["test"] = evaluate_screened(screener, test, out_dir=folder.root, name="test", n_boot=config.n_boot,
+                                            seed=config.seed, plots_dir=folder.plots)
+        at = summary["test"].get("at_threshold") or summary["test"]["at_argmax"]
+        keys = ("auc", "accuracy", "sensitivity", "specificity") if classes.binary else ("accuracy", "macro_f1",
+                                                                                          "macro_auc")
+        small.update({f"test_{k}": at[k] for k in keys})
+    save_model(folder.model, model, threshold=threshold, threshold_rule=rule, metrics=small,
+               settings=settings_io.to_dict(config), checks=checks, classes=classes)
+    return summary
+
+
+def _binary_validation(model, config: TrainConfig, splits, device, folder: RunFolder, val_y, val_logits,
+                       names: tuple[str, ...]):
+    """(threshold, rule, summary): the threshold chosen on validation (and validation under acquisition
+    shifts), with validation's metrics at it."""
+    val_paths = [s.path for s in splits["val"]]
+    val_prob = sigmoid(val_logits)
     shifted_logit = shifted = None
     if config.shift_report or config.threshold_on == "val+shifts":
         chosen = evenly_spaced(len(splits["val"]), config.shift_images)
@@ -137,25 +174,13 @@ def threshold_and_evaluate(model: PneumoniaNet, config: TrainConfig, splits, dev
              threshold, config.threshold_rule, config.threshold_on, *interval)
     summary = {"model": config.model, "threshold": threshold, "threshold_rule": config.threshold_rule,
                "threshold_on": config.threshold_on, "threshold_ci95": interval,
-               "validation": evaluate_split(val_y, val_prob, threshold=threshold, name="val",
-                                            out_dir=folder.plots, n_boot=config.n_boot, seed=config.seed)}
+               "validation": evaluate_split(val_y, val_prob, threshold=threshold, name="val", out_dir=folder.plots,
+                                            n_boot=config.n_boot, seed=config.seed, names=names)}
     if shifted is not None:
         summary["validation_shifted"] = _shift_summary(folder, shift_y, shifted_logit, shifted, threshold,
                                                        val_prob[chosen], [val_paths[i] for i in chosen])
-    write_predictions(folder.predictions("val"), val_paths, val_y, val_prob, threshold)
-    small = {"val_auc": summary["validation"]["at_threshold"]["auc"]}
-    test = test_samples(config)
-    if test:
-        finished = LoadedModel(model=model, threshold=threshold, threshold_rule=config.threshold_rule,
-                               checks=checks, path=str(folder.model))
-        screener = load_screener(finished, precision=config.precision)  # the screener model.pt will load as
-        summary["test"] = evaluate_screened(screener, test, out_dir=folder.root, name="test", n_boot=config.n_boot,
-                                            seed=config.seed, plots_dir=folder.plots)
-        small.update({f"test_{k}": summary["test"]["at_threshold"][k]
-                      for k in ("auc", "accuracy", "sensitivity", "specificity")})
-    save_model(folder.model, model, threshold=threshold, threshold_rule=config.threshold_rule,
-               metrics=small, settings=settings_io.to_dict(config), checks=checks)
-    return summary
+    write_predictions(folder.predictions("val"), val_paths, val_y, val_prob, threshold, names=names)
+    return threshold, config.threshold_rule, summary
 
 
 def _shift_summary(folder: RunFolder, labels, shifted_logit, shifted, threshold: float, clean, paths) -> dict:
@@ -169,13 +194,13 @@ def _shift_summary(folder: RunFolder, labels, shifted_logit, shifted, threshold:
     return report
 
 
-def test_samples(config: TrainConfig) -> list[Sample]:
+def test_samples(config: TrainConfig, classes: ClassMap = PNEUMONIA_TASK) -> list[Sample]:
     """The readable images of the dataset's test split ([] when it has none)."""
     if not config.test_split or not Path(config.data).is_dir():
         return []
     if not (Path(config.data) / config.test_split).is_dir():
         log.info("no %s split in %s: skipping the test evaluation", config.test_split, config.data)
         return []
-    samples = load_samples(config.data, config.test_split)
+    samples = load_samples(config.data, config.test_split, classes)
     broken = find_unreadable(samples, desc="checking test images")
     return [s for s in samples if s.path not in broken]

@@ -1,8 +1,9 @@
-"""The training loop of one stage: AdamW, cosine decay, class-weighted BCE, early stopping on
-validation ROC-AUC, and a resumable state saved atomically after every epoch.
+"""The training loop of one stage: AdamW, cosine decay, class-weighted BCE (two classes) or
+cross-entropy (more), early stopping on validation ROC-AUC (one-vs-rest macro average for more than
+two classes), and a resumable state saved atomically after every epoch.
 
-A stage trains ``module`` (called on a batch of inputs, returning logits ``[B]``) on batches from a
-``BatchSource``. All randomness of an epoch (batch order, view choice, dropout) derives from
+A stage trains ``module`` (called on a batch of inputs, returning logits ``[B]`` or ``[B, K]``) on
+batches from a ``BatchSource``. All randomness of an epoch (batch order, view choice, dropout) derives from
 (seed, stage, epoch), so a run resumed after a kill ends exactly where an uninterrupted one would.
 """
 
@@ -45,10 +46,16 @@ class StageSettings:
     lr_min: float
     weight_decay: float
     patience: int
-    pos_weight: float
+    pos_weight: float                 # two classes: BCE's positive-class weight
     seed: int
     precision: str
     device: torch.device
+    class_weights: tuple[float, ...] = ()  # more classes: cross-entropy's weight per class
+
+    def loss(self) -> nn.Module:
+        if self.class_weights:
+            return nn.CrossEntropyLoss(weight=torch.tensor(self.class_weights, device=self.device))
+        return nn.BCEWithLogitsLoss(pos_weight=torch.tensor([self.pos_weight], device=self.device))
 
 
 def epoch_seed(seed: int, stage: str, epoch: int) -> int:
@@ -120,7 +127,7 @@ def run_stage(module: nn.Module, params: list[nn.Parameter], train: BatchSource,
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     steps = max(1, settings.epochs * len(train))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=settings.lr_min)
-    loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([settings.pos_weight], device=device))
+    loss_fn = settings.loss()
     best = {"auc": -1.0, "loss": math.inf, "epoch": -1, "state": copy.deepcopy(module.state_dict())}
     start_epoch, bad_epochs = 0, 0
     if state_path.exists():
@@ -176,7 +183,7 @@ def _train_one_epoch(module, batches, optimizer, scheduler, loss_fn, settings: S
         x, y = x.to(settings.device, non_blocking=True), y.to(settings.device)
         with autocast_for(settings.device, settings.precision):
             out = module(x)
-        loss = loss_fn(out.float(), y)
+        loss = loss_fn(out.float(), _targets(y, out))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -188,13 +195,25 @@ def _train_one_epoch(module, batches, optimizer, scheduler, loss_fn, settings: S
     return {"loss": float(np.sum(losses) / len(y)), **_accuracy_auc(y, z)}
 
 
+def _targets(y: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Labels as the loss wants them: floats for one logit (BCE), class indices for several (cross-entropy)."""
+    return y.float() if out.ndim == 1 else y.long()
+
+
 def _accuracy_auc(y: np.ndarray, logits: np.ndarray) -> dict[str, float]:
-    auc = float(roc_auc_score(y, logits)) if len(np.unique(y)) == 2 else float("nan")
-    return {"accuracy": float(np.mean((logits >= 0) == (y > 0.5))), "auc": auc}
+    if logits.ndim == 1:
+        auc = float(roc_auc_score(y, logits)) if len(np.unique(y)) == 2 else float("nan")
+        return {"accuracy": float(np.mean((logits >= 0) == (y > 0.5))), "auc": auc}
+    labels = y.astype(int)
+    probabilities = torch.softmax(torch.as_tensor(logits, dtype=torch.float64), dim=1).numpy()
+    present = len(np.unique(labels)) == logits.shape[1]
+    auc = float(roc_auc_score(labels, probabilities, multi_class="ovr", average="macro")) if present else float("nan")
+    return {"accuracy": float(np.mean(logits.argmax(1) == labels)), "auc": auc}
 
 
 def _stats(y: np.ndarray, logits: np.ndarray, loss_fn) -> dict[str, float]:
+    device = next(iter(loss_fn.buffers())).device
     with torch.no_grad():
-        loss = loss_fn(torch.as_tensor(logits, dtype=torch.float32, device=loss_fn.pos_weight.device),
-                       torch.as_tensor(y, dtype=torch.float32, device=loss_fn.pos_weight.device)).item()
+        out = torch.as_tensor(logits, dtype=torch.float32, device=device)
+        loss = loss_fn(out, _targets(torch.as_tensor(y, device=device), out)).item()
     return {"loss": float(loss), **_accuracy_auc(np.asarray(y), np.asarray(logits))}

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from pneumoscan.checkpoint import atomic_save
+from pneumoscan.data.labels import ClassMap
 from pneumoscan.data.records import class_counts
 from pneumoscan.device import describe_device, effective_precision, pick_device
 from pneumoscan.evaluate.plots import plot_history
@@ -24,7 +25,7 @@ from pneumoscan.models import PneumoniaNet
 from pneumoscan.run_folder import RunFolder
 from pneumoscan.train.config import TrainConfig
 from pneumoscan.train.finish import fit_run_input_checks, threshold_and_evaluate
-from pneumoscan.train.setup import build, load_split, log_to_file, prepare_run_folder
+from pneumoscan.train.setup import build, load_split, log_to_file, prepare_run_folder, run_classes
 from pneumoscan.train.stages import run_training_stage
 
 log = logging.getLogger(__name__)
@@ -57,9 +58,10 @@ def _train(config: TrainConfig, folder: RunFolder, finish: bool, on_epoch) -> No
     log.info("pneumoscan train: model %s, stages %s, device %s, %d threads", config.model,
              "+".join(config.stages), device, torch.get_num_threads())
     log.info("precision %s", effective_precision(config.precision, device))
-    pool, splits = load_split(config, folder)
-    pos_weight = class_weight(config, splits)
-    model = build(config).to(device)
+    classes = run_classes(folder, config)
+    pool, splits = load_split(config, folder, classes)
+    weights = class_weights(config, splits, classes)
+    model = build(config, classes).to(device)
     progress = _load_progress(folder, model)
     timings = progress["timings"]
     if progress["history"] or folder.epoch_state.exists():
@@ -69,7 +71,7 @@ def _train(config: TrainConfig, folder: RunFolder, finish: bool, on_epoch) -> No
             log.info("stage %s already done", stage)
             continue
         stage_started = time.perf_counter()
-        run_training_stage(stage, model, config, splits, pool, pos_weight, device, folder, progress["history"],
+        run_training_stage(stage, model, config, splits, pool, weights, device, folder, progress["history"],
                            on_epoch)
         progress["completed"].append(stage)
         timings[stage] = round(time.perf_counter() - stage_started, 1)
@@ -79,7 +81,7 @@ def _train(config: TrainConfig, folder: RunFolder, finish: bool, on_epoch) -> No
         return
     plot_history(progress["history"], folder.curves)
     checks = fit_run_input_checks(model, config, config.input_checks, splits, device, folder)
-    summary = threshold_and_evaluate(model, config, splits, device, folder, checks)
+    summary = threshold_and_evaluate(model, config, splits, device, folder, checks, classes)
     summary["timings"] = {**timings, "total_seconds": round(time.perf_counter() - started, 1)}
     summary["device"] = describe_device(device)
     summary["precision"] = effective_precision(config.precision, device)
@@ -87,13 +89,19 @@ def _train(config: TrainConfig, folder: RunFolder, finish: bool, on_epoch) -> No
     log.info("run finished in %.0f s: %s", time.perf_counter() - started, folder.root)
 
 
-def class_weight(config: TrainConfig, splits) -> float:
-    """BCE's pos_weight: the asked one, or NORMAL/PNEUMONIA of the training split times ``pos_weight_scale``."""
-    counts = class_counts(splits["train"])
-    pos_weight = config.pos_weight or config.pos_weight_scale * counts["NORMAL"] / max(1, counts["PNEUMONIA"])
-    log.info("class-weighted BCE: pos_weight %.4f (train NORMAL %d / PNEUMONIA %d)", pos_weight,
-             counts["NORMAL"], counts["PNEUMONIA"])
-    return pos_weight
+def class_weights(config: TrainConfig, splits, classes: ClassMap) -> tuple[float, ...]:
+    """Two classes: (BCE's pos_weight,), the asked one or negatives / positives of the training split times
+    ``pos_weight_scale``; more: cross-entropy's weight per class, n / (K n_class) of the training split."""
+    counts = class_counts(splits["train"], classes.names)
+    described = ", ".join(f"{name} {n}" for name, n in counts.items())
+    n = list(counts.values())
+    if classes.binary:
+        pos_weight = config.pos_weight or config.pos_weight_scale * n[0] / max(1, n[1])
+        log.info("class-weighted BCE: pos_weight %.4f (train %s)", pos_weight, described)
+        return (pos_weight,)
+    weights = tuple(sum(n) / (len(n) * max(1, c)) for c in n)
+    log.info("class-weighted cross-entropy: %s (train %s)", ", ".join(f"{w:.3f}" for w in weights), described)
+    return weights
 
 
 def _load_progress(folder: RunFolder, model: PneumoniaNet) -> dict:

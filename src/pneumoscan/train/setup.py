@@ -11,8 +11,9 @@ import numpy as np
 import torch
 
 from pneumoscan import settings as settings_io
+from pneumoscan.data.labels import ClassMap
 from pneumoscan.data.preprocess import Preprocessing
-from pneumoscan.data.records import Sample, find_unreadable, load_samples
+from pneumoscan.data.records import Sample, find_unreadable, load_samples, task_classes
 from pneumoscan.data.split import describe_split, patient_split, read_split, write_split
 from pneumoscan.evaluate.report import write_json
 from pneumoscan.models import PneumoniaNet, build_model
@@ -56,25 +57,61 @@ def log_to_file(path: Path) -> logging.Handler:
     return handler
 
 
-def load_split(config: TrainConfig, folder: RunFolder) -> tuple[list[Sample], dict[str, list[Sample]]]:
+def run_classes(folder: RunFolder, config: TrainConfig) -> ClassMap:
+    """The run's classes, kept in its folder: the training data's class folders (or CSV labels), merged as
+    ``config.classes`` says."""
+    if folder.classes.exists():
+        saved = json.loads(folder.classes.read_text())
+        return ClassMap(tuple(saved["names"]), saved["sources"])
+    classes = (task_classes(config.data, config.classes, config.train_split) if config.data
+               else class_map_of_split(config))
+    folder.classes.write_text(json.dumps({"names": list(classes.names), "sources": classes.sources}, indent=2) + "\n")
+    log.info("classes: %s", ", ".join(f"{i} = {name}" for i, name in enumerate(classes.names)))
+    return classes
+
+
+def class_map_of_split(config: TrainConfig) -> ClassMap:
+    """A run given only a split file: its labels are indices; two of them are the pneumonia task."""
+    from pneumoscan.data.labels import class_map
+
+    labels = {s.label for samples in read_split(config.split).values() for s in samples}
+    return class_map([str(i) for i in range(max(labels) + 1)], config.classes)
+
+
+def load_split(config: TrainConfig, folder: RunFolder,
+               classes: ClassMap) -> tuple[list[Sample], dict[str, list[Sample]]]:
     """(the readable train pool, {"train": ..., "val": ...}), reusing a saved split when there is one."""
     given = folder.split if folder.split.exists() else (Path(config.split) if config.split else None)
     if given is not None:
         splits = read_split(given)
         log.info("using split %s", given)
     else:
-        source = load_samples(config.data, "train" if Path(config.data).is_dir() else None)
+        source = load_samples(config.data, config.train_split if Path(config.data).is_dir() else None, classes)
         broken = find_unreadable(source, desc="checking train images")
         if broken:
             write_json(folder.unreadable, broken)
             log.warning("%d unreadable train images skipped (listed in %s)", len(broken), folder.unreadable.name)
         source = [s for s in source if s.path not in broken]
+        if config.group_by == "duplicates":
+            source = grouped_by_duplicates(source)
         train, val = patient_split(source, val_fraction=config.val_fraction, seed=config.seed)
         splits = {"train": train, "val": val}
     write_split(folder.split, splits)
     for name, samples in splits.items():
         log.info("%s split: %s", name, describe_split(samples))
     return pool_of(splits), splits
+
+
+def grouped_by_duplicates(samples: list[Sample]) -> list[Sample]:
+    """The samples with each group of exact or near duplicates as one "patient", so the split keeps it whole."""
+    from dataclasses import replace
+
+    from pneumoscan.data.duplicates import duplicate_groups
+
+    groups = duplicate_groups([s.path for s in samples])
+    log.info("%d images in %d duplicate groups (%d groups of two or more)", len(samples), len(set(groups)),
+             sum(n > 1 for n in np.bincount(groups)))
+    return [replace(s, patient=f"group{g}") for s, g in zip(samples, groups)]
 
 
 def pool_of(splits: dict[str, list[Sample]]) -> list[Sample]:
@@ -86,11 +123,11 @@ def labels_of(samples: list[Sample]) -> np.ndarray:
     return np.array([s.label for s in samples], dtype=np.float32)
 
 
-def build(config: TrainConfig) -> PneumoniaNet:
+def build(config: TrainConfig, classes: ClassMap) -> PneumoniaNet:
     """The untrained model ``config`` describes (ImageNet weights where asked; the head seeded)."""
     preprocessing = Preprocessing(image_size=config.image_size, intensity=config.intensity)
     kwargs = {"weights": config.weights_argument(), "preprocessing": preprocessing, "head_hidden": config.head_hidden,
-              "dropout_in": config.dropout_in, "dropout_hidden": config.dropout_hidden}
+              "dropout_in": config.dropout_in, "dropout_hidden": config.dropout_hidden, "outputs": classes.outputs}
     if config.model != "baseline_cnn":
         kwargs["allow_partial_weights"] = config.allow_partial_weights
     torch.manual_seed(config.seed)  # the head's (and any random layer's) initial weights
@@ -99,7 +136,8 @@ def build(config: TrainConfig) -> PneumoniaNet:
 
 def trained_model(run_dir: str | Path) -> PneumoniaNet:
     """The model of a run after its training stages (also a run stopped with ``finish=False``)."""
-    model = build(run_config(run_dir))
+    config = run_config(run_dir)
+    model = build(config, run_classes(RunFolder(run_dir), config))
     saved = torch.load(RunFolder(run_dir).progress, map_location="cpu", weights_only=True)
     model.load_state_dict(saved["model"])
     return model.eval()

@@ -29,21 +29,23 @@ class HeadOnPooled(nn.Module):
         self.head = head
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        return self.head(pooled[:, :, None, None]).squeeze(1)
+        return self.head(pooled[:, :, None, None]).squeeze(1)  # [B] for one logit, [B, K] for several
 
 
-def stage_settings(stage: str, config: TrainConfig, pos_weight: float, device) -> StageSettings:
+def stage_settings(stage: str, config: TrainConfig, weights: tuple[float, ...], device) -> StageSettings:
+    """``weights``: the class weights (one value: BCE's positive-class weight; several: cross-entropy's)."""
     return StageSettings(
         name=stage, epochs=getattr(config, f"{stage}_epochs"), lr=getattr(config, f"{stage}_lr"),
         lr_min=getattr(config, f"{stage}_lr_min"), weight_decay=config.weight_decay, patience=config.patience,
-        pos_weight=pos_weight, seed=config.seed, precision=config.precision, device=device)
+        pos_weight=weights[0] if len(weights) == 1 else 1.0, class_weights=weights if len(weights) > 1 else (),
+        seed=config.seed, precision=config.precision, device=device)
 
 
 def run_training_stage(stage: str, model: PneumoniaNet, config: TrainConfig, splits: dict[str, list[Sample]],
-                       pool: list[Sample], pos_weight: float, device, folder: RunFolder, history: list[dict],
-                       on_epoch=None) -> None:
+                       pool: list[Sample], weights: tuple[float, ...], device, folder: RunFolder,
+                       history: list[dict], on_epoch=None) -> None:
     """Train one stage in place, resuming from the folder's epoch state when a killed run left one."""
-    settings = stage_settings(stage, config, pos_weight, device)
+    settings = stage_settings(stage, config, weights, device)
     common = dict(state_path=folder.epoch_state, history=history,
                   global_epoch=history[-1]["global_epoch"] if history else 0, on_epoch=on_epoch)
     if stage == "full":

@@ -1,0 +1,146 @@
+"""Brain-tumour MRI, the second task: DenseNet121 on 4 classes and on tumour vs no tumour.
+
+    python -m bench.brain_mri [--model densenet121] [--seed 0]
+
+On ``shared/data/brain_tumor_mri``: validation carved out of Training by duplicate group (exact and
+near duplicates stay on one side), the official Testing split screened once at the end, with its own
+input check (modality "brain MRI"; chest X-rays from the Kermany training split given as images to
+refuse). Test metrics are reported on the official split and on the test images without a duplicate in
+Training. The tumour vs no tumour run uses the same split and activation cache. Writes
+``bench/results/brain_mri_<model>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import DATA, ROOT, SHARED, WEIGHTS, launch_commit, write_result
+from pneumoscan.data.duplicates import duplicates_of
+from pneumoscan.data.records import scan_kaggle_split
+from pneumoscan.data.split import evenly_spaced, read_split
+from pneumoscan.evaluate.metrics import binary_metrics
+from pneumoscan.evaluate.multiclass import multiclass_metrics
+from pneumoscan.input_checks import InputCheckSettings
+from pneumoscan.run_folder import RunFolder
+from pneumoscan.settings import load_settings
+from pneumoscan.train import TrainConfig, train
+from pneumoscan.train.recipes import recipe_settings
+
+MRI = SHARED / "data" / "brain_tumor_mri"
+WORK = ROOT / "bench" / "work" / "brain_mri"
+BINARY = "notumor=no tumour,glioma=tumour,meningioma=tumour,pituitary=tumour"
+# chosen before any run for a 30-minute budget on 2 cores: two cached augmented views (not four), 15 head
+# and 6 tail epochs (not 30 and 10), resampled copies for the shift score from 200 training images
+BUDGET = {"train_views": 2, "head_epochs": 15, "tail_epochs": 6, "patience": 4, "workers": 2}
+
+
+def refuse_list(count: int = 600) -> Path:
+    """A CSV of Kermany training chest X-rays: images the MRI model must refuse."""
+    chest = scan_kaggle_split(DATA, "train")
+    path = WORK / "refuse_chest_xray.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path"])
+        writer.writerows([[chest[i].path] for i in evenly_spaced(len(chest), count)])
+    return path
+
+
+def settings(model: str, seed: int, classes: str, out: Path) -> TrainConfig:
+    checks = InputCheckSettings(modality="brain MRI", population="brain MRI slices of the Kaggle Brain Tumor MRI "
+                                "set (figshare, SARTAJ, Br35H)", refuse=(str(refuse_list()),),
+                                resampled_examples=200)
+    overrides = {"data": str(MRI), "model": model, "seed": seed, "out": str(out), "classes": classes,
+                 "train_split": "Training", "test_split": "Testing", "group_by": "duplicates",
+                 "cache_dir": str(WORK / "cache"), "input_checks": checks.to_dict(), **BUDGET}
+    if model in WEIGHTS:
+        overrides.update(weights=str(WEIGHTS[model]), allow_partial_weights=model != "densenet121")
+    base = recipe_settings("densenet121-tuned") if model == "densenet121" else {}
+    return load_settings(TrainConfig, base=base, overrides=overrides)
+
+
+def test_rows(run: Path) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
+    """(paths, labels, probabilities [N, K], class names) of a run's screened test images."""
+    with RunFolder(run).predictions("test").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    names = json.loads(RunFolder(run).classes.read_text())["names"]
+    if "probability_" + names[0] in rows[0]:
+        prob = np.array([[float(r[f"probability_{n}"]) for n in names] for r in rows])
+    else:
+        positive = np.array([float(r["probability"]) for r in rows])
+        prob = np.stack([1 - positive, positive], axis=1)
+    return [r["path"] for r in rows], np.array([names.index(r["label"]) for r in rows]), prob, names
+
+
+def run_task(model: str, seed: int, classes: str, name: str, duplicated: set[str]) -> dict:
+    started = time.perf_counter()
+    out = WORK / f"{model}_{name}_seed{seed}"
+    folder = RunFolder(out)
+    if not folder.finished():
+        train(settings(model, seed, classes, out), resume=folder.config.exists())
+    metrics = json.loads(folder.metrics.read_text())
+    paths, y, prob, names = test_rows(out)
+    keep = np.array([p not in duplicated for p in paths])
+    result = {"run": str(out.relative_to(ROOT)), "classes": names,
+              "wall_seconds": round(time.perf_counter() - started, 1),
+              "train_seconds": metrics["timings"]["total_seconds"], "screening": metrics["test"]["screening"]}
+    if len(names) > 2:
+        result["test"] = {k: v for k, v in metrics["test"]["at_argmax"].items()}
+        result["test_dedup"] = multiclass_metrics(y[keep], prob[keep], tuple(names))
+    else:
+        threshold = metrics["threshold"]
+        result["threshold"] = threshold
+        result["test"] = metrics["test"]["at_threshold"]
+        result["test_dedup"] = binary_metrics(y[keep], prob[keep, 1], threshold)
+    result["test_dedup"]["images"] = int(keep.sum())
+    return result
+
+
+def main() -> None:
+    launch_commit()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="densenet121")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    started = time.perf_counter()
+    test = scan_kaggle_split(MRI, "Testing")
+    training = scan_kaggle_split(MRI, "Training")
+    found = duplicates_of([s.path for s in test], [s.path for s in training])
+    duplicated = {test[i].path for i in found}
+    hashing = round(time.perf_counter() - started, 1)
+    four = run_task(args.model, args.seed, "", "4class", duplicated)
+    binary = run_task(args.model, args.seed, BINARY, "binary", duplicated)
+    split = read_split(RunFolder(WORK / f"{args.model}_4class_seed{args.seed}").split)
+    result = {
+        "model": args.model, "seed": args.seed, "data": "shared/data/brain_tumor_mri (official Training / Testing)",
+        "protocol": "validation carved out of Training by duplicate group (data.duplicates: exact pixels, or "
+                    "perceptual hash within 6 bits confirmed by a pixel correlation >= 0.95); Testing screened once",
+        "budget": BUDGET, "recipe": "densenet121-tuned" if args.model == "densenet121" else "published",
+        "split": {k: len(v) for k, v in split.items()},
+        "test_duplicates": len(found),
+        "test_duplicates_exact": sum(v == "exact" for v in found.values()),
+        "test_duplicates_near": sum(v == "near" for v in found.values()),
+        "duplicate_hashing_seconds": hashing,
+        "test": four["test"], "test_dedup": four["test_dedup"], "four_class": four,
+        "binary": binary,
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }
+    write_result(f"brain_mri_{args.model}", result)
+    t, d = result["test"], result["test_dedup"]
+    print(f"4 classes: test accuracy {t['accuracy']:.4f} macro-F1 {t['macro_f1']:.4f}; without the "
+          f"{len(found)} duplicated test images: accuracy {d['accuracy']:.4f} macro-F1 {d['macro_f1']:.4f}; "
+          f"run {four['train_seconds']:.0f} s")
+    b = binary["test"]
+    print(f"tumour vs no tumour: accuracy {b['accuracy']:.4f} sensitivity {b['sensitivity']:.4f}")
+
+
+if __name__ == "__main__":
+    main()

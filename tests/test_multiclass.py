@@ -1,0 +1,143 @@
+"""Tests of N-class tasks: class names from the data, a tiny 3-class dataset trained, evaluated,
+explained, exported and served end to end, multi-class metrics, and duplicate grouping."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pneumoscan.checkpoint import load_model
+from pneumoscan.data.duplicates import duplicate_groups, duplicates_of
+from pneumoscan.data.labels import PNEUMONIA_TASK, class_map
+from pneumoscan.data.records import load_samples, task_classes
+from pneumoscan.data.split import patient_split
+from pneumoscan.evaluate.multiclass import multiclass_metrics, paired_comparison
+from pneumoscan.screen import load
+from pneumoscan.train import TrainConfig, train
+from pneumoscan.train.setup import grouped_by_duplicates
+
+SHAPES = ("bars", "circle", "cross")
+
+
+def _picture(kind: str, rng: np.random.Generator, size: int = 64) -> np.ndarray:
+    """A textured grey background with a bright shape that names the class, at a random place."""
+    y, x = np.mgrid[0:size, 0:size] / size
+    image = 0.35 + 0.1 * np.sin(8 * x + rng.uniform(0, 6)) + rng.normal(0, 0.04, (size, size))
+    cx, cy = rng.uniform(0.3, 0.7, 2)
+    if kind == "bars":
+        image[(np.abs(y - cy) < 0.05) & (np.abs(x - cx) < 0.25)] += 0.4
+    elif kind == "circle":
+        image[np.hypot(x - cx, y - cy) < 0.15] += 0.4
+    else:
+        image[((np.abs(x - cx) < 0.04) | (np.abs(y - cy) < 0.04)) & (np.hypot(x - cx, y - cy) < 0.2)] += 0.4
+    return np.clip(image, 0, 1)
+
+
+@pytest.fixture(scope="module")
+def shapes_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 40), ("test", 12)):
+        for kind in SHAPES:
+            (root / split / kind).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray((_picture(kind, rng) * 255).astype(np.uint8)).save(root / split / kind / f"{i}.png")
+    return root
+
+
+def test_class_names_come_from_the_folders_and_a_mapping_merges_them(shapes_root):
+    assert task_classes(shapes_root).names == SHAPES
+    merged = task_classes(shapes_root, "bars=0,circle=1,cross=1")
+    assert merged.names == ("bars", "circle+cross") and merged.binary
+    named = class_map(["notumor", "glioma", "pituitary"], "notumor=no tumour,glioma=tumour,pituitary=tumour")
+    assert named.names == ("no tumour", "tumour") and named.index("glioma") == 1 and named.index("notumor") == 0
+    assert class_map(["NORMAL", "PNEUMONIA"]) == PNEUMONIA_TASK
+    assert {s.label for s in load_samples(shapes_root, "test", merged)} == {0, 1}
+    with pytest.raises(ValueError, match="does not say where"):
+        task_classes(shapes_root, "bars=0,circle=1")
+
+
+def test_multiclass_metrics_and_paired_comparison():
+    y = np.array([0, 0, 1, 1, 2, 2, 2, 1])
+    good = np.eye(3)[y] * 0.7 + 0.1
+    worse = good.copy()
+    worse[[0, 4]] = np.eye(3)[[1, 0]] * 0.7 + 0.1  # two errors
+    m = multiclass_metrics(y, good, ("a", "b", "c"))
+    assert m["accuracy"] == 1.0 and m["macro_f1"] == 1.0 and m["confusion_matrix"][2] == [0, 0, 3]
+    w = multiclass_metrics(y, worse, ("a", "b", "c"))
+    assert w["accuracy"] == 0.75 and w["per_class"]["a"]["recall"] == 0.5 and w["balanced_accuracy"] < 0.8
+    pair = paired_comparison(y, good, worse, n_boot=200)
+    assert pair["accuracy_difference"] == 0.25 and pair["mcnemar"]["a_right_b_wrong"] == 2
+
+
+def test_tiny_three_class_run_trains_evaluates_explains_exports_and_serves(shapes_root, tmp_path):
+    config = TrainConfig(data=str(shapes_root), out=str(tmp_path / "run"), model="baseline_cnn", image_size=64,
+                         full_epochs=8, full_lr=3e-3, batch_size=16, workers=0, n_boot=50, val_fraction=0.25,
+                         cache_dir=str(tmp_path / "cache"), patience=8,
+                         input_checks=TrainConfig().input_checks.__class__(modality="shape picture",
+                                                                           made_per_kind=10, exposure_examples=20,
+                                                                           resampled_examples=20))
+    run = train(config)
+    metrics = json.loads((run / "metrics.json").read_text())
+    test = metrics["test"]["at_argmax"]
+    assert metrics["classes"] == list(SHAPES) and len(test["confusion_matrix"]) == 3
+    assert test["accuracy"] > 0.6 and set(test["per_class"]) == set(SHAPES)
+    assert (run / "plots" / "confusion_test.png").exists() and (run / "plots" / "roc_test.png").exists()
+    loaded = load_model(run)
+    assert loaded.classes.names == SHAPES and loaded.model.head[6].out_features == 3
+
+    paths = [str(p) for p in sorted((shapes_root / "test" / "circle").glob("*.png"))[:4]]
+    results = load(run).screen(paths, heatmaps=True)
+    assert all(set(r.probabilities) == set(SHAPES) for r in results)
+    assert all(abs(sum(r.probabilities.values()) - 1) < 1e-5 for r in results)
+    assert all(r.label == max(r.probabilities, key=r.probabilities.get) and r.threshold is None for r in results)
+    assert all(r.heatmap.shape == (64, 64) for r in results)
+
+    from pneumoscan.export import export_run
+
+    card = export_run(run, tmp_path / "export", parity_paths=paths)
+    assert card["onnx_parity"]["outcome_mismatches"] == 0 and card["onnx_parity"]["prob_max_abs_diff"] < 1e-4
+    exported = load(tmp_path / "export" / "model.onnx").screen(paths, heatmaps=True)
+    assert [r.label for r in exported] == [r.label for r in results]
+
+    from fastapi.testclient import TestClient
+
+    from pneumoscan.serve import create_app
+
+    client = TestClient(create_app(str(tmp_path / "export" / "model.onnx")))
+    with open(paths[0], "rb") as handle:
+        answer = client.post("/v1/predict", files={"file": ("x.png", handle, "image/png")}).json()
+    assert set(answer["probabilities"]) == set(SHAPES) and answer["label"] == exported[0].label
+
+
+def test_duplicate_groups_find_planted_copies_and_the_split_keeps_them_whole(tmp_path):
+    rng = np.random.default_rng(1)
+    originals = [_picture(SHAPES[i % 3], rng, size=96) for i in range(24)]
+    paths = []
+    for i, image in enumerate(originals):
+        path = tmp_path / f"img{i}.png"
+        Image.fromarray((image * 255).astype(np.uint8)).save(path)
+        paths.append(str(path))
+    exact = tmp_path / "exact_copy_of_3.png"
+    exact.write_bytes(open(paths[3], "rb").read())
+    near = tmp_path / "near_copy_of_7.jpg"  # re-encoded and resized: a near duplicate
+    Image.fromarray((originals[7] * 255).astype(np.uint8)).resize((80, 80)).save(near, quality=70)
+    all_paths = paths + [str(exact), str(near)]
+    groups = duplicate_groups(all_paths)
+    assert groups[-2] == groups[3] and groups[-1] == groups[7]
+    assert len(set(groups)) == 24  # nothing else joined
+    found = duplicates_of([str(exact), str(near), paths[0]], paths[1:])
+    assert found == {0: "exact", 1: "near"}
+
+    from pneumoscan.data.samples import Sample
+
+    samples = grouped_by_duplicates([Sample(p, 0, f"file{i}") for i, p in enumerate(all_paths)])
+    for seed in range(5):
+        train, val = patient_split(samples, val_fraction=0.3, seed=seed)
+        for group in (groups[3], groups[7]):
+            members = {all_paths[i] for i, g in enumerate(groups) if g == group}
+            sides = {"train" if s.path in {t.path for t in train} else "val" for s in samples if s.path in members}
+            assert len(sides) == 1
