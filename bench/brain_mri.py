@@ -1,6 +1,6 @@
 """Brain-tumour MRI, the second task: DenseNet121 on 4 classes and on tumour vs no tumour.
 
-    python -m bench.brain_mri [--model densenet121] [--seed 0]
+    python -m bench.brain_mri [--model densenet121] [--seed 0] [--tail-epochs 6]
 
 On ``shared/data/brain_tumor_mri``: validation carved out of Training by duplicate group (exact and
 near duplicates stay on one side), the official Testing split screened once at the end, with its own
@@ -53,13 +53,13 @@ def refuse_list(count: int = 600) -> Path:
     return path
 
 
-def settings(model: str, seed: int, classes: str, out: Path) -> TrainConfig:
+def settings(model: str, seed: int, classes: str, out: Path, budget: dict) -> TrainConfig:
     checks = InputCheckSettings(modality="brain MRI", population="brain MRI slices of the Kaggle Brain Tumor MRI "
                                 "set (figshare, SARTAJ, Br35H)", refuse=(str(refuse_list()),),
                                 resampled_examples=200)
     overrides = {"data": str(MRI), "model": model, "seed": seed, "out": str(out), "classes": classes,
                  "train_split": "Training", "test_split": "Testing", "group_by": "duplicates",
-                 "cache_dir": str(WORK / "cache"), "input_checks": checks.to_dict(), **BUDGET}
+                 "cache_dir": str(WORK / "cache"), "input_checks": checks.to_dict(), **budget}
     if model in WEIGHTS:
         overrides.update(weights=str(WEIGHTS[model]), allow_partial_weights=model != "densenet121")
     base = recipe_settings("densenet121-tuned") if model == "densenet121" else {}
@@ -79,16 +79,18 @@ def test_rows(run: Path) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
     return [r["path"] for r in rows], np.array([names.index(r["label"]) for r in rows]), prob, names
 
 
-def run_task(model: str, seed: int, classes: str, name: str, duplicated: set[str]) -> dict:
+def run_task(model: str, seed: int, classes: str, name: str, duplicated: set[str], budget: dict) -> dict:
     started = time.perf_counter()
-    out = WORK / f"{model}_{name}_seed{seed}"
+    suffix = "" if budget == BUDGET else f"_tail{budget['tail_epochs']}"
+    out = WORK / f"{model}_{name}_seed{seed}{suffix}"
     folder = RunFolder(out)
     if not folder.finished():
-        train(settings(model, seed, classes, out), resume=folder.config.exists())
+        train(settings(model, seed, classes, out, budget), resume=folder.config.exists())
     metrics = json.loads(folder.metrics.read_text())
     paths, y, prob, names = test_rows(out)
     keep = np.array([p not in duplicated for p in paths])
-    result = {"run": str(out.relative_to(ROOT)), "classes": names,
+    result = {"run": str(out.relative_to(ROOT)), "classes": names, "budget": budget,
+              "validation": metrics["validation"].get("at_argmax") or metrics["validation"]["at_threshold"],
               "wall_seconds": round(time.perf_counter() - started, 1),
               "train_seconds": metrics["timings"]["total_seconds"], "screening": metrics["test"]["screening"]}
     if len(names) > 2:
@@ -108,7 +110,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="densenet121")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tail-epochs", type=int, default=BUDGET["tail_epochs"])
+    parser.add_argument("--suffix", default="", help="appended to the result's name (brain_mri_<model><suffix>.json)")
+    parser.add_argument("--binary-from", default="", help="take the tumour vs no tumour task from this result file "
+                                                          "instead of training it")
     args = parser.parse_args()
+    budget = {**BUDGET, "tail_epochs": args.tail_epochs}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     started = time.perf_counter()
     test = scan_kaggle_split(MRI, "Testing")
@@ -116,14 +123,15 @@ def main() -> None:
     found = duplicates_of([s.path for s in test], [s.path for s in training])
     duplicated = {test[i].path for i in found}
     hashing = round(time.perf_counter() - started, 1)
-    four = run_task(args.model, args.seed, "", "4class", duplicated)
-    binary = run_task(args.model, args.seed, BINARY, "binary", duplicated)
-    split = read_split(RunFolder(WORK / f"{args.model}_4class_seed{args.seed}").split)
+    four = run_task(args.model, args.seed, "", "4class", duplicated, budget)
+    binary = (json.loads(Path(args.binary_from).read_text())["binary"] if args.binary_from
+              else run_task(args.model, args.seed, BINARY, "binary", duplicated, budget))
+    split = read_split(RunFolder(ROOT / four["run"]).split)
     result = {
         "model": args.model, "seed": args.seed, "data": "shared/data/brain_tumor_mri (official Training / Testing)",
         "protocol": "validation carved out of Training by duplicate group (data.duplicates: exact pixels, or "
                     "perceptual hash within 6 bits confirmed by a pixel correlation >= 0.95); Testing screened once",
-        "budget": BUDGET, "recipe": "densenet121-tuned" if args.model == "densenet121" else "published",
+        "budget": budget, "recipe": "densenet121-tuned" if args.model == "densenet121" else "published",
         "split": {k: len(v) for k, v in split.items()},
         "test_duplicates": len(found),
         "test_duplicates_exact": sum(v == "exact" for v in found.values()),
@@ -133,7 +141,7 @@ def main() -> None:
         "binary": binary,
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
-    write_result(f"brain_mri_{args.model}", result)
+    write_result(f"brain_mri_{args.model}{args.suffix}", result)
     t, d = result["test"], result["test_dedup"]
     print(f"4 classes: test accuracy {t['accuracy']:.4f} macro-F1 {t['macro_f1']:.4f}; without the "
           f"{len(found)} duplicated test images: accuracy {d['accuracy']:.4f} macro-F1 {d['macro_f1']:.4f}; "

@@ -187,7 +187,7 @@ def localization(runs: Path, work: Path) -> dict:
     boxes = read_lesion_boxes(root)
     positives = [s for s in scan_kaggle_split(root, "test") if s.label == 1]
     hits, ious = [], []
-    for item in explain_batches(loaded, [s.path for s in positives]):
+    for item in explain_batches(loaded, [s.path for s in positives], target="PNEUMONIA"):
         hits.append(pointing_game(item.heatmap, boxes[item.path]))
         ious.append(box_iou(item.heatmap, boxes[item.path]))
     border = {}
@@ -196,7 +196,7 @@ def localization(runs: Path, work: Path) -> dict:
     samples = scan_kaggle_split(DATA, "test")
     for arch in ARCHS:
         loaded_arch = load_model(runs / f"accuracy_{arch}")
-        maps = [item.heatmap for item in explain_batches(loaded_arch, [s.path for s in samples])]
+        maps = [item.heatmap for item in explain_batches(loaded_arch, [s.path for s in samples], target="PNEUMONIA")]
         maps_by_arch[arch] = maps
         border[arch] = float(np.nanmean(border_mass(np.stack(maps))))
     for a, b in zip(maps_by_arch["densenet121"], maps_by_arch["resnet50"]):
@@ -221,7 +221,7 @@ def memory(runs: Path, count: int = 1000) -> dict:
     paths = [s.path for s in scan_kaggle_split(DATA, "test")]
     paths = (paths * (count // len(paths) + 1))[:count]
     samples_mb = []
-    for i, _ in enumerate(explain_batches(loaded, paths, batch_size=16)):
+    for i, _ in enumerate(explain_batches(loaded, paths, batch_size=16, target="PNEUMONIA")):
         if i == 64:
             gc.collect()
             start = rss_mb()

@@ -60,3 +60,17 @@ def tiny_settings(tmp_path_factory) -> Path:
                                 "full_epochs": 2, "batch_size": 16, "workers": 0, "n_boot": 30,
                                 "val_fraction": 0.25, "shift_report": False}))
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A running PostgreSQL database for the duration of the tests (skips, with the reason, where none starts)."""
+    pytest.importorskip("psycopg2", reason="psycopg2 (pip install pneumoscan[postgres]) talks to PostgreSQL")
+    from bench.postgres import start_server
+
+    try:
+        url, stop = start_server()
+    except RuntimeError as err:
+        pytest.skip(f"no PostgreSQL server: {err}")
+    yield url
+    stop()

@@ -146,3 +146,17 @@ def test_two_workers_share_one_study(phantom_root, tiny_settings, tmp_path):
     finished = [t for t in trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
     assert len({t.params["head_lr"] for t in finished}) == len(finished)  # no trial was run twice
     assert multiprocessing.active_children() == []
+
+
+def test_two_workers_share_one_study_in_postgresql(phantom_root, tiny_settings, tmp_path, postgres_url):
+    config = _tiny_tune(phantom_root, tiny_settings, tmp_path / "pg", tmp_path / "cache", trials=4, workers=2,
+                        storage=postgres_url)
+    summary = tune(config)
+    assert summary["storage"].startswith("postgresql") and summary["n_trials"] >= 4
+    trials = open_study(config).get_trials(deepcopy=False)
+    numbers = [t.number for t in trials]
+    assert sorted(numbers) == list(range(len(trials)))  # every trial number once: none lost, none twice
+    finished = [t for t in trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    assert len({t.params["head_lr"] for t in finished}) == len(finished)
+    best = load_settings(TrainConfig, file=summary["best_config"])  # train --config takes the best settings
+    assert best.head_lr == pytest.approx(summary["best_params"]["head_lr"])

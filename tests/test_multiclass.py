@@ -60,6 +60,27 @@ def test_class_names_come_from_the_folders_and_a_mapping_merges_them(shapes_root
         task_classes(shapes_root, "bars=0,circle=1")
 
 
+def test_a_map_scaled_by_probability_is_dark_for_a_class_the_model_rules_out():
+    import torch
+
+    from pneumoscan.data import Preprocessing
+    from pneumoscan.explain import gradcam
+    from pneumoscan.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("baseline_cnn", preprocessing=Preprocessing(image_size=64), outputs=3, width=4, blocks=3).eval()
+    images = torch.randn(4, 3, 64, 64)
+    predicted = gradcam(model, images, classes=SHAPES)
+    assert predicted.probabilities.shape == (4, 3)
+    np.testing.assert_array_equal(predicted.explained, predicted.probabilities.argmax(1))
+    least = SHAPES[int(predicted.probabilities.mean(0).argmin())]
+    plain = gradcam(model, images, classes=SHAPES, target=least)
+    scaled = gradcam(model, images, classes=SHAPES, target=least, scale="probability")
+    np.testing.assert_allclose(scaled.heatmaps, plain.heatmaps * plain.explained_probability()[:, None, None],
+                               rtol=1e-5, atol=1e-6)
+    assert scaled.heatmaps.max() <= plain.explained_probability().max() + 1e-6
+
+
 def test_multiclass_metrics_and_paired_comparison():
     y = np.array([0, 0, 1, 1, 2, 2, 2, 1])
     good = np.eye(3)[y] * 0.7 + 0.1
@@ -95,6 +116,17 @@ def test_tiny_three_class_run_trains_evaluates_explains_exports_and_serves(shape
     assert all(abs(sum(r.probabilities.values()) - 1) < 1e-5 for r in results)
     assert all(r.label == max(r.probabilities, key=r.probabilities.get) and r.threshold is None for r in results)
     assert all(r.heatmap.shape == (64, 64) for r in results)
+
+    from pneumoscan.cli import main
+
+    assert main(["explain", *paths, "--model", str(run), "--out", str(tmp_path / "why"), "--scale", "probability"]) == 0
+    rows = (tmp_path / "why" / "explanations.csv").read_text()
+    assert "circle" in rows and all(label in SHAPES for label in [r.label for r in results])
+    assert main(["explain", paths[0], "--model", str(run), "--out", str(tmp_path / "why_cross"), "--target",
+                 "cross"]) == 0 and ",cross," in (tmp_path / "why_cross" / "explanations.csv").read_text()
+    assert main(["explain", "--model", str(run), "--review", "test", "--data", str(shapes_root), "--out",
+                 str(tmp_path / "review"), "--confident", "2"]) == 0
+    assert {p.name for p in (tmp_path / "review").iterdir()} >= {"index.html", "correct_circle", "errors_circle"}
 
     from pneumoscan.export import export_run
 

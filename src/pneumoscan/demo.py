@@ -67,13 +67,15 @@ def explain_test(run_dir: Path, data: Path, out_dir: Path) -> dict:
     boxes = read_lesion_boxes(data)
     out_dir.mkdir(parents=True, exist_ok=True)
     gallery, hits = [], []
-    for sample, item in zip(samples, explain_batches(loaded, [s.path for s in samples], desc="explaining test")):
+    for sample, item in zip(samples, explain_batches(loaded, [s.path for s in samples], target="PNEUMONIA",
+                                                     desc="explaining test")):
         if isinstance(item, tuple):
             continue  # refused or unreadable: listed in metrics_test.json
         called = int(item.probability >= loaded.threshold)
         panel = out_dir / f"{Path(item.path).stem}.png"
         save_panel(panel, item.gray, item.heatmap, empty=item.empty,
-                   title=panel_title(item.probability, loaded.threshold, true_label=CLASSES[sample.label]))
+                   title=panel_title(item.label, item.probability, threshold=loaded.threshold,
+                                     true_label=CLASSES[sample.label], explained="PNEUMONIA"))
         hit = pointing_game(item.heatmap, boxes[sample.path]) if sample.label == 1 else None
         if hit is not None:
             hits.append(hit)

@@ -101,7 +101,13 @@ def cmd_predict(args) -> int:
     paths = expand_inputs(args.inputs)
     if not paths:
         raise ValueError(f"no images found in {args.inputs}")
-    results = screener.screen(paths, batch_size=args.batch_size)
+    if args.engine == "ray":
+        from pneumoscan.ray_scoring import screen_with_ray
+
+        results = screen_with_ray(args.model, paths, address=args.address, actors=args.actors,
+                                  batch_size=args.batch_size, runtime=args.runtime, precision=args.precision)
+    else:
+        results = screener.screen(paths, batch_size=args.batch_size)
     if args.out:
         write_screenings_csv(args.out, results, screener.classes)
         print(f"{len(results)} screenings written to {args.out}")
@@ -154,9 +160,11 @@ def cmd_explain(args) -> int:
         samples = load_samples(args.data, args.review if Path(args.data).is_dir() else None)
         results = load(args.model).screen([s.path for s in samples], desc=f"screening {args.review}")
         keep = [i for i, r in enumerate(results) if r.scored]
+        names = list(loaded.classes.names)
         counts = explain_run.review_gallery(loaded, [samples[i] for i in keep],
                                             np.array([results[i].probability for i in keep]), args.out,
-                                            method=args.method, confident=args.confident)
+                                            method=args.method, confident=args.confident,
+                                            predicted=np.array([names.index(results[i].label) for i in keep]))
         print(f"review of {len(keep)} images written to {args.out}/index.html: " +
               ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
         return 0
@@ -170,7 +178,7 @@ def cmd_explain(args) -> int:
               f"IoU {summary['mean_top_iou']:.3f}; see {args.out}/index.html")
         return 0
     rows = explain_run.explain_files(loaded, paths, args.out, method=args.method, target=args.target,
-                                     save_arrays=args.save_arrays, batch_size=args.batch_size)
+                                     save_arrays=args.save_arrays, batch_size=args.batch_size, scale=args.scale)
     failed = sum(bool(r["error"]) for r in rows)
     unreadable = f"; {failed} files unreadable" if failed else ""
     print(f"{len(rows) - failed} explanations written to {args.out}{unreadable}")

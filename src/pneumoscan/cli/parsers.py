@@ -58,6 +58,11 @@ def _add_predict(sub) -> None:
     p.add_argument("--out", help="write a CSV (path,status,label,probability,...,flagged,reason,warning) "
                                  "instead of printing")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="ray: screen on a Ray cluster (pip install 'pneumoscan[ray]'), in stateful actors")
+    p.add_argument("--address", default="", help="with --engine ray: a running cluster's address (default: a local "
+                                                 "Ray instance)")
+    p.add_argument("--actors", type=int, default=2, help="with --engine ray: model replicas screening in parallel")
     _add_runtime_options(p)
 
 
@@ -77,7 +82,8 @@ def _add_checks(sub) -> None:
 
 
 def _add_explain(sub) -> None:
-    from pneumoscan.explain import METHODS, TARGETS
+    from pneumoscan.explain import METHODS
+    from pneumoscan.explain.gradcam import SCALES
 
     p = sub.add_parser("explain", help="heatmaps: for images, a split's misclassification review, or two models",
                        description="Explain predictions with a heatmap (Grad-CAM by default). Give images, folders "
@@ -86,8 +92,11 @@ def _add_explain(sub) -> None:
     p.add_argument("inputs", nargs="*", help="image files, folders or CSVs")
     p.add_argument("--model", required=True, help="run folder or model.pt")
     p.add_argument("--method", default="gradcam", choices=METHODS)
-    p.add_argument("--target", default="pneumonia", choices=TARGETS,
-                   help="evidence for PNEUMONIA (default), for NORMAL, or for the predicted class")
+    p.add_argument("--target", default="predicted",
+                   help="the class whose evidence is shown: predicted (default) or a class name, e.g. PNEUMONIA")
+    p.add_argument("--scale", default="image", choices=SCALES,
+                   help="image: each map min-max scaled; probability: also times the explained class's probability, "
+                        "so maps compare across images")
     p.add_argument("--out", required=True, help="output folder (panels, CSV, index.html)")
     p.add_argument("--save-arrays", action="store_true", help="also save each heatmap as a .npy array in [0, 1]")
     p.add_argument("--batch-size", type=int, default=16)

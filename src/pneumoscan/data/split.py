@@ -68,8 +68,8 @@ def evenly_spaced(total: int, count: int) -> np.ndarray:
     return np.unique(np.linspace(0, total - 1, count).round().astype(int))
 
 
-def describe_split(samples: list[Sample]) -> str:
-    """A one-line summary: images, patients and images per class."""
+def describe_split(samples: list[Sample], names: tuple[str, ...] = ("NORMAL", "PNEUMONIA")) -> str:
+    """A one-line summary: images, patients (or duplicate groups) and images per class."""
     counts = Counter(s.label for s in samples)
     return (f"{len(samples)} images, {len({s.patient for s in samples})} patients, "
-            f"NORMAL {counts.get(0, 0)} / PNEUMONIA {counts.get(1, 0)}")
+            + " / ".join(f"{name} {counts.get(i, 0)}" for i, name in enumerate(names)))

@@ -1,4 +1,5 @@
-"""Fast Grad-CAM for a single-logit ``PneumoniaNet``, with no hooks and no backbone backward pass.
+"""Fast Grad-CAM for a ``PneumoniaNet`` (one logit or one per class), with no hooks and no backbone
+backward pass.
 
 Grad-CAM needs the gradient of the explained score only with respect to the last feature map A.
 The score depends on A through the head alone (GAP -> dropout -> linear -> ReLU -> dropout ->
@@ -9,6 +10,11 @@ gradient is written as plain operations of the head (``ClosedFormGradCAM``), wit
 Maps follow pytorch-grad-cam's conventions so the two agree to float precision: ReLU of the
 weighted sum, min-max scaled per image, bilinearly resized to the input size, min-max scaled again.
 A map that is zero everywhere (all evidence negative) stays zeros, flagged ``empty``, never NaN.
+
+The explained class is the predicted one by default, or any named class (``target``). Min-max scaling
+makes every map span [0, 1] whatever the model believes; ``scale="probability"`` multiplies each map by
+the probability of the class it explains, so that maps compare across images (a class the model rules
+out gets a dark map, not a bright spot).
 """
 
 from __future__ import annotations
@@ -20,10 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pneumoscan.data.labels import CLASSES
 from pneumoscan.device import autocast_for
 from pneumoscan.models import ClassifierHead, PneumoniaNet
 
-TARGETS = ("pneumonia", "normal", "predicted")
+TARGETS = ("predicted", "pneumonia", "normal")  # or any class name of the model
+SCALES = ("image", "probability")
 EPS = 1e-7  # pytorch-grad-cam's guard in its min-max scaling
 
 
@@ -32,21 +40,48 @@ class Explanation:
     """Heatmaps ``[B, H, W]`` in [0, 1] at input resolution, with the model's probabilities."""
 
     heatmaps: np.ndarray
-    probabilities: np.ndarray
-    signs: np.ndarray           # +1 where the PNEUMONIA logit was explained, -1 for NORMAL
+    probabilities: np.ndarray   # [B]: the positive class's (one logit), or [B, K]
+    signs: np.ndarray           # one logit: +1 where the positive class was explained, -1 the other; else +1
     empty: np.ndarray           # True where the map is zero everywhere (no positive evidence)
     method: str
+    explained: np.ndarray | None = None  # the class index each map explains
+
+    def explained_probability(self) -> np.ndarray:
+        """The probability of the class each map explains."""
+        if self.probabilities.ndim == 1:
+            return np.where(self.explained == 1, self.probabilities, 1 - self.probabilities)
+        return self.probabilities[np.arange(len(self.probabilities)), self.explained]
 
 
-def target_signs(target: str, logits: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """+1 (explain PNEUMONIA) or -1 (explain NORMAL) per image."""
-    if target not in TARGETS:
-        raise ValueError(f"target {target!r}: choose one of {TARGETS}")
-    if target == "pneumonia":
-        return torch.ones_like(logits)
-    if target == "normal":
-        return -torch.ones_like(logits)
-    return torch.where(torch.sigmoid(logits) >= threshold, 1.0, -1.0).to(logits.dtype)
+def explained_classes(target: str, logits: torch.Tensor, classes: tuple[str, ...] = CLASSES,
+                      threshold: float = 0.5) -> torch.Tensor:
+    """The class index to explain per image: the predicted class, or the named one (for the pneumonia
+    models ``pneumonia`` and ``normal`` name theirs)."""
+    names = [c.lower() for c in classes]
+    if target == "predicted":
+        if logits.ndim == 1:
+            return (torch.sigmoid(logits) >= threshold).long()
+        return logits.argmax(dim=1)
+    if target.lower() not in names:
+        raise ValueError(f"target {target!r}: choose predicted or a class of the model: {list(classes)}")
+    return torch.full((len(logits),), names.index(target.lower()), dtype=torch.long)
+
+
+def target_signs(target: str, logits: torch.Tensor, threshold: float = 0.5,
+                 classes: tuple[str, ...] = CLASSES) -> torch.Tensor:
+    """One logit: +1 (explain the positive class) or -1 (the other) per image."""
+    return (2 * explained_classes(target, logits, classes, threshold) - 1).to(logits.dtype)
+
+
+def explained_score(logits: torch.Tensor, explained: torch.Tensor) -> torch.Tensor:
+    """The logit whose gradient is explained: +-the single logit, or the explained class's logit."""
+    if logits.ndim == 1:
+        return torch.where(explained == 1, logits, -logits)
+    return logits.gather(1, explained[:, None]).squeeze(1)
+
+
+def probabilities_of(logits: torch.Tensor) -> torch.Tensor:
+    return torch.sigmoid(logits) if logits.ndim == 1 else torch.softmax(logits, dim=1)
 
 
 def scale_maps(cams: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -58,27 +93,35 @@ def scale_maps(cams: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return minmax(resized)
 
 
-def gradcam(model: PneumoniaNet, images: torch.Tensor, *, target: str = "pneumonia", threshold: float = 0.5,
-            precision: str = "fp32") -> Explanation:
+def gradcam(model: PneumoniaNet, images: torch.Tensor, *, target: str = "predicted", threshold: float = 0.5,
+            precision: str = "fp32", classes: tuple[str, ...] = CLASSES, scale: str = "image") -> Explanation:
     """Grad-CAM of ``model`` (in eval mode) on a batch ``[B, C, H, W]``; gradients through the head only."""
     with torch.no_grad(), autocast_for(images.device, precision):
         fmap = model.feature_map(images)
     fmap = fmap.float().requires_grad_(True)
     with torch.enable_grad():
         logits = model.head(fmap).squeeze(1)
-        signs = target_signs(target, logits.detach(), threshold)
-        (grads,) = torch.autograd.grad((signs * logits).sum(), fmap)
+        explained = explained_classes(target, logits.detach(), classes, threshold)
+        (grads,) = torch.autograd.grad(explained_score(logits, explained).sum(), fmap)
     with torch.no_grad():
         weights = grads.mean(dim=(2, 3), keepdim=True)
         cams = torch.relu((weights * fmap).sum(dim=1))
-        return _explanation(cams, logits.detach(), signs, images.shape[-2:], "gradcam")
+        return explanation_of(cams, logits.detach(), explained, images.shape[-2:], "gradcam", scale)
 
 
-def _explanation(cams, logits, signs, size, method) -> Explanation:
-    heatmaps = scale_maps(cams.float(), tuple(size))
-    return Explanation(heatmaps=heatmaps.cpu().numpy(), probabilities=torch.sigmoid(logits).cpu().numpy(),
-                       signs=signs.cpu().numpy(), empty=(cams.flatten(1).amax(1) <= 0).cpu().numpy(),
-                       method=method)
+def explanation_of(cams: torch.Tensor, logits: torch.Tensor, explained: torch.Tensor, size, method: str,
+                   scale: str = "image") -> Explanation:
+    """Scaled maps with the probabilities and explained classes they go with."""
+    if scale not in SCALES:
+        raise ValueError(f"scale {scale!r}: choose one of {SCALES}")
+    heatmaps = scale_maps(cams.float(), tuple(size)).cpu().numpy()
+    signs = (2 * explained - 1) if logits.ndim == 1 else torch.ones_like(explained)
+    result = Explanation(heatmaps=heatmaps, probabilities=probabilities_of(logits.float()).cpu().numpy(),
+                         signs=signs.float().cpu().numpy(), empty=(cams.flatten(1).amax(1) <= 0).cpu().numpy(),
+                         method=method, explained=explained.cpu().numpy())
+    if scale == "probability":
+        result.heatmaps = result.heatmaps * result.explained_probability()[:, None, None].astype(np.float32)
+    return result
 
 
 class ClosedFormGradCAM(nn.Module):

@@ -11,11 +11,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM, XGradCAM
-from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
+from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget, ClassifierOutputTarget
 from torchvision.transforms.v2 import functional as TF
 
+from pneumoscan.data.labels import CLASSES
 from pneumoscan.device import autocast_for
-from pneumoscan.explain.gradcam import Explanation, gradcam, scale_maps, target_signs
+from pneumoscan.explain.gradcam import Explanation, explained_classes, explanation_of, gradcam
 from pneumoscan.models import PneumoniaNet
 
 LIBRARY_CAMS = {
@@ -30,31 +31,33 @@ LIBRARY_CAMS = {
 METHODS = ("gradcam", *LIBRARY_CAMS, "integrated_gradients")
 
 
-def explain(model: PneumoniaNet, images: torch.Tensor, *, method: str = "gradcam", target: str = "pneumonia",
-            threshold: float = 0.5, precision: str = "fp32") -> Explanation:
-    """Heatmaps of ``method`` for a batch of network inputs; ``target`` picks the explained class."""
+def explain(model: PneumoniaNet, images: torch.Tensor, *, method: str = "gradcam", target: str = "predicted",
+            threshold: float = 0.5, precision: str = "fp32", classes: tuple[str, ...] = CLASSES,
+            scale: str = "image") -> Explanation:
+    """Heatmaps of ``method`` for a batch of network inputs; ``target`` picks the explained class
+    (``predicted`` or a class name), ``scale`` how maps are scaled (``explain.gradcam.SCALES``)."""
     if method not in METHODS:
         raise ValueError(f"unknown explanation method {method!r}: choose one of {list(METHODS)}")
     model.eval()
     if method == "gradcam":
-        return gradcam(model, images, target=target, threshold=threshold, precision=precision)
+        return gradcam(model, images, target=target, threshold=threshold, precision=precision, classes=classes,
+                       scale=scale)
     with torch.no_grad(), autocast_for(images.device, precision):
         logits = model(images).float()
-    signs = target_signs(target, logits, threshold)
+    explained = explained_classes(target, logits, classes, threshold)
     if method == "integrated_gradients":
-        cams = _integrated_gradients(model, images, signs)
+        cams = _integrated_gradients(model, images, explained)
     else:
         with LIBRARY_CAMS[method](model=model, target_layers=[model.tail]) as cam:
             if method == "scorecam":
                 cam.batch_size = 64
-            targets = [BinaryClassifierOutputTarget(int(s > 0)) for s in signs.tolist()]
+            targets = [BinaryClassifierOutputTarget(k) if logits.ndim == 1 else ClassifierOutputTarget(k)
+                       for k in explained.tolist()]
             cams = torch.from_numpy(cam(input_tensor=images, targets=targets))
-    heatmaps = scale_maps(cams.float(), tuple(images.shape[-2:]))
-    return Explanation(heatmaps=heatmaps.numpy(), probabilities=torch.sigmoid(logits).numpy(),
-                       signs=signs.numpy(), empty=(cams.flatten(1).amax(1) <= 0).numpy(), method=method)
+    return explanation_of(cams, logits, explained, images.shape[-2:], method, scale)
 
 
-def _integrated_gradients(model: PneumoniaNet, images: torch.Tensor, signs: torch.Tensor, *,
+def _integrated_gradients(model: PneumoniaNet, images: torch.Tensor, explained: torch.Tensor, *,
                           steps: int = 24) -> torch.Tensor:
     """Positive Integrated-Gradients evidence, summed over channels and smoothed (sigma 3 px).
 
@@ -65,12 +68,12 @@ def _integrated_gradients(model: PneumoniaNet, images: torch.Tensor, signs: torc
 
     baseline = TF.gaussian_blur(images, kernel_size=61, sigma=20.0)
 
-    def both_scores(x):  # column 0: evidence for NORMAL (-logit), column 1: for PNEUMONIA (logit)
+    def class_scores(x):  # one logit: column 0 the other class's evidence (-logit), 1 the positive's; else logits
         logit = model(x)
-        return torch.stack([-logit, logit], dim=1)
+        return torch.stack([-logit, logit], dim=1) if logit.ndim == 1 else logit
 
-    target = (signs > 0).long().tolist()
-    attributions = IntegratedGradients(both_scores).attribute(images, baselines=baseline, target=target,
+    target = explained.tolist()
+    attributions = IntegratedGradients(class_scores).attribute(images, baselines=baseline, target=target,
                                                               n_steps=steps, internal_batch_size=len(images) * 8)
     evidence = attributions.sum(dim=1).clamp_min(0)
     return TF.gaussian_blur(evidence[:, None], kernel_size=19, sigma=3.0)[:, 0].detach()

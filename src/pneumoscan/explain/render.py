@@ -21,13 +21,14 @@ def overlay(gray: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.4, cmap: 
     return (255 * ((1 - alpha) * base + alpha * colour)).round().astype(np.uint8)
 
 
-def panel_title(probability: float, threshold: float, *, true_label: str | None = None, method: str = "gradcam",
-                explained: str = "PNEUMONIA") -> str:
-    predicted = "PNEUMONIA" if probability >= threshold else "NORMAL"
-    title = f"predicted {predicted} (p={probability:.3f}, threshold {threshold:.3f})"
+def panel_title(label: str, probability: float, *, threshold: float | None = None, true_label: str | None = None,
+                method: str = "gradcam", explained: str = "") -> str:
+    """``probability``: the positive class's with a ``threshold`` (two classes), else the label's."""
+    title = (f"predicted {label} (p={probability:.3f}, threshold {threshold:.3f})" if threshold is not None
+             else f"predicted {label} (p={probability:.3f})")
     if true_label:
         title += f", true {true_label}"
-    return f"{title}\n{method}, evidence for {explained}"
+    return f"{title}\n{method}, evidence for {explained or label}"
 
 
 def save_panel(path: str | Path, gray: np.ndarray, heatmap: np.ndarray, *, title: str, empty: bool = False) -> Path:

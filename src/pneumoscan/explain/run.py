@@ -17,7 +17,6 @@ import torch
 from tqdm.auto import tqdm
 
 from pneumoscan.checkpoint import LoadedModel
-from pneumoscan.data.labels import CLASSES
 from pneumoscan.data.records import Sample
 from pneumoscan.explain.methods import explain, heatmap_agreement
 from pneumoscan.explain.render import overlay, panel_title, save_grid, save_panel
@@ -32,43 +31,46 @@ class Explained:
     path: str
     gray: np.ndarray          # the resized grayscale input in [0, 1]
     heatmap: np.ndarray       # [S, S] in [0, 1]
-    probability: float
+    probability: float        # two classes: the positive class's; more: the predicted class's
     empty: bool
+    label: str = ""           # the model's decision (screen.Screener's)
+    explained: str = ""       # the class the map explains
 
 
-def explain_batches(loaded: LoadedModel, paths: list[str], *, method: str = "gradcam", target: str = "pneumonia",
-                    batch_size: int = 16, precision: str = "fp32", desc: str = "explaining"):
+def explain_batches(loaded: LoadedModel, paths: list[str], *, method: str = "gradcam", target: str = "predicted",
+                    batch_size: int = 16, precision: str = "fp32", desc: str = "explaining", scale: str = "image"):
     """Yield, in input order, ``Explained`` per scored path and ``(path, reason)`` per unreadable or refused one."""
     from pneumoscan.screen import load
 
-    model, pre = loaded.model.eval(), loaded.preprocessing
+    model, pre, names = loaded.model.eval(), loaded.preprocessing, loaded.classes.names
     screener = load(loaded)
     for start in tqdm(range(0, len(paths), batch_size), desc=desc, unit="batch", leave=False):
         chunk = paths[start:start + batch_size]
-        grays, errors = {}, {}
+        grays, errors, screened = {}, {}, {}
         for result in screener.screen(chunk, heatmaps=True, batch_size=batch_size, progress=False):
             if result.scored:
                 grays[result.source] = torch.as_tensor(result.image)
+                screened[result.source] = result
             else:
                 log.warning("skipping %s (%s): %s", result.source, result.status, result.reason)
                 errors[result.source] = f"{result.status}: {result.reason}"
         if grays:
             images = torch.stack([pre.normalize(g[None]) for g in grays.values()])
             result = explain(model, images, method=method, target=target, threshold=loaded.threshold,
-                             precision=precision)
+                             precision=precision, classes=names, scale=scale)
             position = {path: i for i, path in enumerate(grays)}
         for path in chunk:
             if path in errors:
                 yield path, errors[path]
                 continue
-            i = position[path]
-            yield Explained(path, grays[path].numpy(), result.heatmaps[i], float(result.probabilities[i]),
-                            bool(result.empty[i]))
+            i, screening = position[path], screened[path]
+            yield Explained(path, grays[path].numpy(), result.heatmaps[i], float(screening.probability),
+                            bool(result.empty[i]), label=screening.label, explained=names[int(result.explained[i])])
 
 
 def explain_files(loaded: LoadedModel, paths: list[str], out_dir: str | Path, *, method: str = "gradcam",
-                  target: str = "pneumonia", labels: dict[str, int] | None = None, save_arrays: bool = False,
-                  batch_size: int = 16, overlays: list | None = None) -> list[dict]:
+                  target: str = "predicted", labels: dict[str, int] | None = None, save_arrays: bool = False,
+                  batch_size: int = 16, overlays: list | None = None, scale: str = "image") -> list[dict]:
     """A panel PNG (and optionally the map as .npy) per image, plus ``explanations.csv`` and ``index.html``.
 
     When ``overlays`` is a list, ``(overlay RGB, caption)`` of every explained image is appended to it.
@@ -76,25 +78,24 @@ def explain_files(loaded: LoadedModel, paths: list[str], out_dir: str | Path, *,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
-    for item in explain_batches(loaded, paths, method=method, target=target, batch_size=batch_size):
+    names = loaded.classes.names
+    threshold = loaded.threshold if loaded.classes.binary else None
+    for item in explain_batches(loaded, paths, method=method, target=target, batch_size=batch_size, scale=scale):
         if isinstance(item, tuple):
             rows.append({"path": item[0], "error": item[1]})
             continue
         stem = _unique_stem(out_dir, item.path)
-        true = CLASSES[labels[item.path]] if labels and item.path in labels else None
-        explained = "NORMAL" if target == "normal" or (target == "predicted" and item.probability < loaded.threshold) \
-            else "PNEUMONIA"
+        true = names[labels[item.path]] if labels and item.path in labels else None
         save_panel(out_dir / f"{stem}.png", item.gray, item.heatmap, empty=item.empty,
-                   title=panel_title(item.probability, loaded.threshold, true_label=true, method=method,
-                                     explained=explained))
+                   title=panel_title(item.label, item.probability, threshold=threshold, true_label=true,
+                                     method=method, explained=item.explained))
         if save_arrays:
             np.save(out_dir / f"{stem}.npy", item.heatmap.astype(np.float32))
         if overlays is not None:
             overlays.append((overlay(item.gray, item.heatmap),
                              f"{Path(item.path).name}\np={item.probability:.3f}" + (f", true {true}" if true else "")))
-        rows.append({"path": item.path, "probability": round(item.probability, 6),
-                     "label": CLASSES[int(item.probability >= loaded.threshold)], "empty_map": item.empty,
-                     "panel": f"{stem}.png", "error": ""})
+        rows.append({"path": item.path, "probability": round(item.probability, 6), "label": item.label,
+                     "explained": item.explained, "empty_map": item.empty, "panel": f"{stem}.png", "error": ""})
     _write_rows(out_dir / "explanations.csv", rows)
     _write_index(out_dir / "index.html", f"pneumoscan explanations ({method})", {"images": rows})
     return rows
@@ -122,12 +123,30 @@ def review_cases(samples: list[Sample], probabilities: np.ndarray, threshold: fl
     return {"true_positives": tp, "true_negatives": tn, "false_positives": fp, "false_negatives": fn}
 
 
+def review_cases_by_class(samples: list[Sample], predicted: np.ndarray, confidence: np.ndarray,
+                          names: tuple[str, ...], *, confident: int = 8) -> dict[str, list[int]]:
+    """More than two classes: per class its most confident correct images and every image of it taken for
+    another class (``confidence``: the probability of the predicted class)."""
+    y = np.array([s.label for s in samples])
+    order = np.argsort(-confidence)
+    cases = {}
+    for k, name in enumerate(names):
+        cases[f"correct_{name}"] = [i for i in order if y[i] == k and predicted[i] == k][:confident]
+        cases[f"errors_{name}"] = [i for i in order if y[i] == k and predicted[i] != k]
+    return cases
+
+
 def review_gallery(loaded: LoadedModel, samples: list[Sample], probabilities: np.ndarray, out_dir: str | Path, *,
-                   method: str = "gradcam", confident: int = 8, per_grid: int = 24) -> dict[str, int]:
-    """PNG grids of the confident hits and every error, with panels and an ``index.html``."""
+                   method: str = "gradcam", confident: int = 8, per_grid: int = 24,
+                   predicted: np.ndarray | None = None) -> dict[str, int]:
+    """PNG grids of the confident hits and every error, with panels and an ``index.html``. Two classes:
+    ``probabilities`` of the positive class; more: of the ``predicted`` class indices."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cases = review_cases(samples, probabilities, loaded.threshold, confident=confident)
+    if loaded.classes.binary:
+        cases = review_cases(samples, probabilities, loaded.threshold, confident=confident)
+    else:
+        cases = review_cases_by_class(samples, predicted, probabilities, loaded.classes.names, confident=confident)
     sections = {}
     for category, indices in cases.items():
         chosen = [samples[i] for i in indices]
@@ -137,8 +156,9 @@ def review_gallery(loaded: LoadedModel, samples: list[Sample], probabilities: np
                              target="predicted", labels=labels, overlays=pictures)
         for page, start in enumerate(range(0, len(pictures), per_grid)):
             chunk = pictures[start:start + per_grid]
+            limit = f", threshold {loaded.threshold:.3f}" if loaded.classes.binary else ""
             save_grid(out_dir / f"{category}_{page + 1}.png", [p for p, _ in chunk], [c for _, c in chunk],
-                      title=f"{category.replace('_', ' ')} ({len(pictures)}), threshold {loaded.threshold:.3f}")
+                      title=f"{category.replace('_', ' ')} ({len(pictures)}){limit}")
         for row in rows:
             if row.get("panel"):
                 row["panel"] = f"{category}/{row['panel']}"

@@ -3,8 +3,10 @@ cross-entropy (more), early stopping on validation ROC-AUC (one-vs-rest macro av
 two classes), and a resumable state saved atomically after every epoch.
 
 A stage trains ``module`` (called on a batch of inputs, returning logits ``[B]`` or ``[B, K]``) on
-batches from a ``BatchSource``. All randomness of an epoch (batch order, view choice, dropout) derives from
-(seed, stage, epoch), so a run resumed after a kill ends exactly where an uninterrupted one would.
+batches from a ``BatchSource``. Under torchrun each rank trains on its slice of every global batch
+(``distributed``); a step is that of one process on the whole batch. All randomness of an epoch (batch
+order, view choice, dropout) derives from (seed, stage, epoch), so a run resumed after a kill ends
+exactly where an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -26,16 +28,18 @@ from tqdm.auto import tqdm
 
 from pneumoscan.checkpoint import atomic_save
 from pneumoscan.device import autocast_for
+from pneumoscan.distributed import SINGLE, Ranks, from_main, gathered, wrapped
 
 log = logging.getLogger(__name__)
 
 
 class BatchSource(Protocol):
-    """Anything that yields an epoch of ``(inputs, labels)`` batches, reproducibly per epoch."""
+    """Anything that yields an epoch of ``(inputs, labels, global batch size)``, reproducibly per epoch: this
+    rank's slice of each global batch (the whole batch in one process)."""
 
     def __len__(self) -> int: ...
 
-    def epoch(self, epoch: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]: ...
+    def epoch(self, epoch: int) -> Iterable[tuple[torch.Tensor, torch.Tensor, int]]: ...
 
 
 @dataclass
@@ -71,59 +75,71 @@ class ArraySource:
     """
 
     def __init__(self, features: np.ndarray, labels: np.ndarray, *, views: int, batch_size: int,
-                 seed: int, stage: str, shape: tuple[int, ...] | None = None):
+                 seed: int, stage: str, shape: tuple[int, ...] | None = None, ranks: Ranks = SINGLE):
         self.features, self.labels, self.views = features, np.asarray(labels), views
-        self.batch_size, self.seed, self.stage, self.shape = batch_size, seed, stage, shape
+        self.batch_size, self.seed, self.stage, self.shape, self.ranks = batch_size, seed, stage, shape, ranks
 
     def __len__(self) -> int:
         return math.ceil(len(self.labels) / self.batch_size)
 
-    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
         rng = np.random.default_rng(epoch_seed(self.seed, self.stage, epoch))
         order = rng.permutation(len(self.labels))
         view = rng.integers(0, self.views, size=len(self.labels))
         for start in range(0, len(order), self.batch_size):
-            images = order[start:start + self.batch_size]
+            batch = order[start:start + self.batch_size]
+            images = batch[self.ranks.local_rows(len(batch))]
             rows = images * self.views + view[images]
             sorted_rows = np.argsort(rows)  # memory-mapped reads are faster in file order
             x = torch.from_numpy(np.asarray(self.features[rows[sorted_rows]], dtype=np.float32))
             if self.shape is not None:
                 x = x.view(len(rows), *self.shape)
-            yield x, torch.from_numpy(self.labels[images[sorted_rows]]).float()
+            yield x, torch.from_numpy(self.labels[images[sorted_rows]]).float(), len(batch)
 
 
 class LoaderSource:
-    """Batches of freshly augmented images: epoch ``e`` uses augmentation view ``e`` of each image."""
+    """Batches of freshly augmented images: epoch ``e`` uses augmentation view ``e`` of each image. Each
+    rank decodes only its slice of every global batch."""
 
-    def __init__(self, dataset, *, batch_size: int, workers: int, seed: int, stage: str):
+    def __init__(self, dataset, *, batch_size: int, workers: int, seed: int, stage: str, ranks: Ranks = SINGLE):
         self.dataset, self.batch_size, self.workers = dataset, batch_size, workers
-        self.seed, self.stage = seed, stage
+        self.seed, self.stage, self.ranks = seed, stage, ranks
 
     def __len__(self) -> int:
         return math.ceil(len(self.dataset) / self.batch_size)
 
-    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
         from torch.utils.data import DataLoader
 
         self.dataset.view_offset = epoch
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.stage, epoch))
-        loader = DataLoader(self.dataset, batch_size=self.batch_size, shuffle=True, generator=generator,
-                            num_workers=self.workers, drop_last=False)
-        for x, y, _ in loader:
-            yield x, y.float()
+        order = torch.randperm(len(self.dataset), generator=generator).tolist()
+        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        local = [batch[self.ranks.local_rows(len(batch))] for batch in batches]
+        loaded = iter(DataLoader(self.dataset, batch_sampler=[rows for rows in local if rows],
+                                 num_workers=self.workers))
+        for rows, batch in zip(local, batches):
+            if not rows:  # a last batch smaller than the number of ranks: this rank has nothing to add
+                size = self.dataset.preprocessing.image_size
+                yield torch.zeros(0, self.dataset.preprocessing.channels, size, size), torch.zeros(0), len(batch)
+                continue
+            x, y, _ = next(loaded)
+            yield x, y.float(), len(batch)
 
 
 def run_stage(module: nn.Module, params: list[nn.Parameter], train: BatchSource,
               validate: Callable[[nn.Module], tuple[np.ndarray, np.ndarray]], settings: StageSettings, *,
               state_path: Path, history: list[dict], global_epoch: int = 0,
-              on_epoch: Callable[[dict], None] | None = None) -> nn.Module:
+              on_epoch: Callable[[dict], None] | None = None, ranks: Ranks = SINGLE) -> nn.Module:
     """Train ``module`` for one stage; returns it with the weights of its best validation epoch.
 
-    ``validate(module)`` returns (labels, logits) on the validation set. ``history`` gets one row
-    per epoch, also passed to ``on_epoch`` (which may raise to stop, as a pruned tuning trial does).
-    When ``state_path`` holds an unfinished state of this stage, training resumes there.
+    ``validate(module)`` returns (labels, logits) on the validation set (rank 0 calls it; every rank gets
+    its result). ``history`` gets one row per epoch, also passed to ``on_epoch`` (which may raise to
+    stop, as a pruned tuning trial does). When ``state_path`` holds an unfinished state of this stage,
+    training resumes there; rank 0 alone writes it.
     """
     device = settings.device
+    trained = wrapped(module, ranks, device)
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     steps = max(1, settings.epochs * len(train))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=settings.lr_min)
@@ -145,9 +161,10 @@ def run_stage(module: nn.Module, params: list[nn.Parameter], train: BatchSource,
             break
         started = time.perf_counter()
         torch.manual_seed(epoch_seed(settings.seed, settings.name + "/dropout", epoch))
-        train_stats = _train_one_epoch(module, train.epoch(epoch), optimizer, scheduler, loss_fn, settings,
-                                       desc=f"{settings.name} {epoch + 1}/{settings.epochs}", total=len(train))
-        y_val, logits_val = validate(module)
+        train_stats = _train_one_epoch(trained, train.epoch(epoch), optimizer, scheduler, loss_fn, settings,
+                                       desc=f"{settings.name} {epoch + 1}/{settings.epochs}", total=len(train),
+                                       ranks=ranks)
+        y_val, logits_val = from_main(ranks, validate(module) if ranks.main else None)
         val_stats = _stats(y_val, logits_val, loss_fn)
         row = {"stage": settings.name, "epoch": epoch + 1, "global_epoch": global_epoch + epoch + 1,
                "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - started, 2),
@@ -164,9 +181,10 @@ def run_stage(module: nn.Module, params: list[nn.Parameter], train: BatchSource,
         log.info("stage %s epoch %d: train loss %.4f auc %.4f | val loss %.4f acc %.4f auc %.4f%s (%.1fs)",
                  settings.name, epoch + 1, train_stats["loss"], train_stats["auc"], val_stats["loss"],
                  val_stats["accuracy"], val_stats["auc"], " *" if improved else "", row["seconds"])
-        atomic_save({"stage": settings.name, "epoch": epoch, "module": module.state_dict(),
-                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "best": best, "bad_epochs": bad_epochs, "history": history}, state_path)
+        if ranks.main:
+            atomic_save({"stage": settings.name, "epoch": epoch, "module": module.state_dict(),
+                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                         "best": best, "bad_epochs": bad_epochs, "history": history}, state_path)
         if on_epoch is not None:
             on_epoch(row)
     if bad_epochs >= settings.patience:
@@ -176,23 +194,29 @@ def run_stage(module: nn.Module, params: list[nn.Parameter], train: BatchSource,
     return module
 
 
-def _train_one_epoch(module, batches, optimizer, scheduler, loss_fn, settings: StageSettings, *, desc, total):
+def _train_one_epoch(module, batches, optimizer, scheduler, loss_fn, settings: StageSettings, *, desc, total,
+                     ranks: Ranks = SINGLE):
     module.train()
     labels, logits, losses = [], [], []
-    for x, y in tqdm(batches, desc=desc, total=total, leave=False, unit="batch"):
+    for x, y, global_size in tqdm(batches, desc=desc, total=total, leave=False, unit="batch",
+                                  disable=not ranks.main):
         x, y = x.to(settings.device, non_blocking=True), y.to(settings.device)
         with autocast_for(settings.device, settings.precision):
             out = module(x)
-        loss = loss_fn(out.float(), _targets(y, out))
+        # weighted by this rank's share of the global batch: DDP's gradient average is then the global mean's
+        if len(y):
+            loss = loss_fn(out.float(), _targets(y, out)) * (len(y) * ranks.world / global_size)
+        else:  # no rows here this step: a zero loss still takes part in the gradient average
+            loss = out.float().sum() * 0.0
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
-        losses.append(loss.item() * len(y))
+        losses.append(loss.item() * global_size / ranks.world)
         labels.append(y.cpu().numpy())
         logits.append(out.detach().float().cpu().numpy())
-    y, z = np.concatenate(labels), np.concatenate(logits)
-    return {"loss": float(np.sum(losses) / len(y)), **_accuracy_auc(y, z)}
+    y, z = gathered(ranks, np.concatenate(labels)), gathered(ranks, np.concatenate(logits))
+    return {"loss": float(np.sum(gathered(ranks, np.array(losses))) / len(y)), **_accuracy_auc(y, z)}
 
 
 def _targets(y: torch.Tensor, out: torch.Tensor) -> torch.Tensor:

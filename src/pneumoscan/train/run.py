@@ -3,7 +3,8 @@
 Order of work (each step in its module): the run folder, the patient split and the model
 (``train.setup``) -> the stages, head then tail or full, on cached frozen-trunk activations
 (``train.stages``) -> the input checks, the threshold on validation, the saved model and the test
-evaluation (``train.finish``). A killed run resumes from its last finished epoch.
+evaluation (``train.finish``). A killed run resumes from its last finished epoch. Under ``torchrun``
+the stages run on every rank (``distributed``) and rank 0 writes and finishes the run.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from pneumoscan.checkpoint import atomic_save
 from pneumoscan.data.labels import ClassMap
 from pneumoscan.data.records import class_counts
 from pneumoscan.device import describe_device, effective_precision, pick_device
+from pneumoscan.distributed import Ranks, main_first
+from pneumoscan.distributed import start as start_ranks
+from pneumoscan.distributed import stop as stop_ranks
 from pneumoscan.evaluate.plots import plot_history
 from pneumoscan.evaluate.report import write_json
 from pneumoscan.models import PneumoniaNet
@@ -40,26 +44,41 @@ def train(config: TrainConfig, *, resume: bool = False, finish: bool = True,
     """
     config = config.resolved()
     folder = RunFolder(config.out)
-    prepare_run_folder(folder, config, resume)
-    handler = log_to_file(folder.log)
+    ranks = Ranks.from_environment()  # several under torchrun
+    device = rank_device(pick_device(config.device), ranks)
+    start_ranks(ranks, device)
+    with main_first(ranks):
+        if ranks.main:
+            prepare_run_folder(folder, config, resume)
+    handler = log_to_file(folder.log) if ranks.main else None
     try:
-        _train(config, folder, finish, on_epoch)
+        _train(config, folder, finish, on_epoch, ranks, device)
         return folder.root
     finally:
-        logging.getLogger("pneumoscan").removeHandler(handler)
-        handler.close()
+        if handler is not None:
+            logging.getLogger("pneumoscan").removeHandler(handler)
+            handler.close()
 
 
-def _train(config: TrainConfig, folder: RunFolder, finish: bool, on_epoch) -> None:
+def rank_device(device: torch.device, ranks: Ranks) -> torch.device:
+    """Each rank's GPU (its local rank) when training on CUDA with several processes."""
+    if device.type == "cuda" and ranks.distributed:
+        torch.cuda.set_device(ranks.local_rank)
+        return torch.device("cuda", ranks.local_rank)
+    return device
+
+
+def _train(config: TrainConfig, folder: RunFolder, finish: bool, on_epoch, ranks: Ranks, device) -> None:
     started = time.perf_counter()
-    device = pick_device(config.device)
     if config.threads:
         torch.set_num_threads(config.threads)
-    log.info("pneumoscan train: model %s, stages %s, device %s, %d threads", config.model,
-             "+".join(config.stages), device, torch.get_num_threads())
+    log.info("pneumoscan train: model %s, stages %s, device %s, %d threads%s", config.model,
+             "+".join(config.stages), device, torch.get_num_threads(),
+             f", rank {ranks.rank} of {ranks.world}" if ranks.distributed else "")
     log.info("precision %s", effective_precision(config.precision, device))
-    classes = run_classes(folder, config)
-    pool, splits = load_split(config, folder, classes)
+    with main_first(ranks):  # rank 0 writes the classes and the split; the others read them
+        classes = run_classes(folder, config)
+        pool, splits = load_split(config, folder, classes)
     weights = class_weights(config, splits, classes)
     model = build(config, classes).to(device)
     progress = _load_progress(folder, model)
@@ -72,10 +91,14 @@ def _train(config: TrainConfig, folder: RunFolder, finish: bool, on_epoch) -> No
             continue
         stage_started = time.perf_counter()
         run_training_stage(stage, model, config, splits, pool, weights, device, folder, progress["history"],
-                           on_epoch)
+                           on_epoch, ranks=ranks)
         progress["completed"].append(stage)
         timings[stage] = round(time.perf_counter() - stage_started, 1)
-        atomic_save({**progress, "model": model.state_dict()}, folder.progress)
+        if ranks.main:
+            atomic_save({**progress, "model": model.state_dict()}, folder.progress)
+    stop_ranks(ranks)  # the training is done; rank 0 alone finishes the run
+    if not ranks.main:
+        return
     write_json(folder.history, progress["history"])
     if not finish:
         return

@@ -98,7 +98,7 @@ def load_split(config: TrainConfig, folder: RunFolder,
         splits = {"train": train, "val": val}
     write_split(folder.split, splits)
     for name, samples in splits.items():
-        log.info("%s split: %s", name, describe_split(samples))
+        log.info("%s split: %s", name, describe_split(samples, classes.names))
     return pool_of(splits), splits
 
 

@@ -13,6 +13,7 @@ from torch import nn
 from pneumoscan.cache import batched_logits, cached_activations, cached_outputs
 from pneumoscan.data.dataset import XRayDataset
 from pneumoscan.data.records import Sample
+from pneumoscan.distributed import SINGLE, Ranks, main_first
 from pneumoscan.models import PneumoniaNet, TailAndHead
 from pneumoscan.predict import predict_logits
 from pneumoscan.run_folder import RunFolder
@@ -43,27 +44,27 @@ def stage_settings(stage: str, config: TrainConfig, weights: tuple[float, ...], 
 
 def run_training_stage(stage: str, model: PneumoniaNet, config: TrainConfig, splits: dict[str, list[Sample]],
                        pool: list[Sample], weights: tuple[float, ...], device, folder: RunFolder,
-                       history: list[dict], on_epoch=None) -> None:
+                       history: list[dict], on_epoch=None, ranks: Ranks = SINGLE) -> None:
     """Train one stage in place, resuming from the folder's epoch state when a killed run left one."""
     settings = stage_settings(stage, config, weights, device)
     common = dict(state_path=folder.epoch_state, history=history,
-                  global_epoch=history[-1]["global_epoch"] if history else 0, on_epoch=on_epoch)
+                  global_epoch=history[-1]["global_epoch"] if history else 0, on_epoch=on_epoch, ranks=ranks)
     if stage == "full":
-        module, source, validate = _full_stage(model, config, splits, device)
+        module, source, validate = _full_stage(model, config, splits, device, ranks)
     else:
-        module, source, validate = _cached_stage(stage, model, config, splits, pool, device)
+        module, source, validate = _cached_stage(stage, model, config, splits, pool, device, ranks)
     params = [p for p in module.parameters() if p.requires_grad]
     run_stage(module, params, source, validate, settings, **common)
     model.tail.requires_grad_(True)
     model.frozen_tail_units = 0
 
 
-def _full_stage(model: PneumoniaNet, config: TrainConfig, splits, device):
+def _full_stage(model: PneumoniaNet, config: TrainConfig, splits, device, ranks: Ranks):
     """Every layer, on augmented images read by a DataLoader; validation on the clean images."""
     model.freeze_trunk(False)
     dataset = XRayDataset(splits["train"], model.preprocessing, augmentation=config.augmentation, seed=config.seed)
     source = LoaderSource(dataset, batch_size=config.batch_size, workers=config.workers, seed=config.seed,
-                          stage="full")
+                          stage="full", ranks=ranks)
     val_y, val_paths = labels_of(splits["val"]), [s.path for s in splits["val"]]
 
     def validate(module):
@@ -73,25 +74,29 @@ def _full_stage(model: PneumoniaNet, config: TrainConfig, splits, device):
     return model, source, validate
 
 
-def _cached_stage(stage: str, model: PneumoniaNet, config: TrainConfig, splits, pool, device):
-    """``head`` on cached pooled features, or ``tail`` on cached trunk activations (augmented views)."""
+def _cached_stage(stage: str, model: PneumoniaNet, config: TrainConfig, splits, pool, device, ranks: Ranks):
+    """``head`` on cached pooled features, or ``tail`` on cached trunk activations (augmented views). Rank 0
+    computes the caches; the other ranks read them."""
     model.freeze_trunk(True)
-    augmented, clean = trunk_activations(model, config, pool, device)
+    with main_first(ranks):
+        augmented, clean = trunk_activations(model, config, pool, device)
     train_rows, val_rows = cache_rows(pool, splits["train"], config.train_views), cache_rows(pool, splits["val"], 1)
     train_y, val_y = labels_of(splits["train"]), labels_of(splits["val"])
     if stage == "head":
         model.tail.requires_grad_(False)
         common = dict(precision=config.precision, device=device)
-        pooled_train = cached_outputs(pooling(model), augmented, folder=Path(augmented.filename).parent,
-                                      **common)[train_rows]
-        val_inputs = cached_outputs(pooling(model), clean, folder=Path(clean.filename).parent, **common)[val_rows]
+        with main_first(ranks):
+            pooled_train = cached_outputs(pooling(model), augmented, folder=Path(augmented.filename).parent,
+                                          **common)[train_rows]
+            val_inputs = cached_outputs(pooling(model), clean, folder=Path(clean.filename).parent,
+                                        **common)[val_rows]
         module, train_inputs = HeadOnPooled(model.head), pooled_train
     else:
         model.tail.requires_grad_(True)
         model.train_tail_fraction(config.tail_fraction)
         module, train_inputs, val_inputs = TailAndHead(model), augmented[train_rows], clean[val_rows]
     source = ArraySource(train_inputs, train_y, views=config.train_views, batch_size=config.batch_size,
-                         seed=config.seed, stage=stage)
+                         seed=config.seed, stage=stage, ranks=ranks)
 
     def validate(module):
         return val_y, batched_logits(module, val_inputs, batch_size=128, precision=config.precision, device=device)

@@ -1,0 +1,40 @@
+"""Tests of pneumoscan.ray_scoring: a local Ray instance screens like the local path, past broken files."""
+
+from __future__ import annotations
+
+import pytest
+
+from pneumoscan.cli import main
+from pneumoscan.data import scan_kaggle_split
+
+
+def test_ray_screens_a_folder_like_the_local_path(tiny_run, phantom_root, tmp_path):
+    pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'pneumoscan[ray]'")
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    for sample in scan_kaggle_split(phantom_root, "test")[:10]:
+        (folder / f"{sample.label}_{sample.path.split('/')[-1]}").write_bytes(open(sample.path, "rb").read())
+    (folder / "broken.png").write_bytes(b"not an image")
+    local, ray = tmp_path / "local.csv", tmp_path / "ray.csv"
+    assert main(["-q", "predict", str(tiny_run), str(folder), "--out", str(local)]) == 1  # 1: a file was unreadable
+    assert main(["-q", "predict", str(tiny_run), str(folder), "--out", str(ray), "--engine", "ray", "--actors", "2",
+                 "--batch-size", "4"]) == 1
+    assert ray.read_text() == local.read_text()  # same rows, same order, same probabilities
+    assert "unreadable" in ray.read_text()
+
+
+def test_without_ray_the_switch_says_how_to_install_it(tiny_run, tmp_path, monkeypatch, capsys):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("no ray here")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    image = tmp_path / "x.png"
+    image.write_bytes(b"")
+    assert main(["predict", str(tiny_run), str(image), "--engine", "ray"]) == 2
+    assert "pip install 'pneumoscan[ray]'" in capsys.readouterr().err
