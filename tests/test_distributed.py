@@ -8,13 +8,17 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
+from pneumoscan.checkpoint import load_model
 from pneumoscan.distributed import Ranks
 
-TINY = ["--model", "densenet121", "--weights", "none", "--set", "image_size=64", "train_views=2", "head_epochs=2",
-        "tail_epochs=2", "batch_size=16", "workers=0", "n_boot=30", "val_fraction=0.25", "shift_report=false",
-        "threshold_on=val", "precision=fp32", "input_checks.made_per_kind=10", "input_checks.exposure_examples=20",
-        "input_checks.resampled_examples=20"]
+# the head stage without dropout: nothing random differs between one process and two (the tail stage's
+# BatchNorm statistics and dropout masks do, by a little: bench/scale.py measures that on real data)
+TINY = ["--model", "densenet121", "--weights", "none", "--set", "image_size=64", "train_views=2", "stages=head",
+        "head_epochs=3", "dropout_in=0", "dropout_hidden=0", "batch_size=16", "workers=0", "n_boot=30",
+        "val_fraction=0.25", "shift_report=false", "threshold_on=val", "precision=fp32",
+        "input_checks.made_per_kind=10", "input_checks.exposure_examples=20", "input_checks.resampled_examples=20"]
 
 
 def test_every_rank_takes_its_own_rows_of_a_global_batch():
@@ -39,11 +43,13 @@ def test_two_gloo_processes_train_like_one_with_the_same_global_batch(phantom_ro
     assert one.returncode == 0, one.stderr[-2000:]
     two = _train(2, phantom_root, tmp_path / "two", tmp_path / "cache")
     assert two.returncode == 0, two.stderr[-2000:]
-    metrics = {name: json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("one", "two")}
-    aucs = [m["validation"]["at_threshold"]["auc"] for m in metrics.values()]
-    assert abs(aucs[0] - aucs[1]) <= 0.002
     history = {name: json.loads((tmp_path / name / "history.json").read_text()) for name in ("one", "two")}
-    assert len(history["one"]) == len(history["two"])
+    for a, b in zip(history["one"], history["two"], strict=True):  # every epoch's losses and metrics
+        for key in ("train_loss", "train_auc", "val_loss", "val_auc"):
+            assert a[key] == pytest.approx(b[key], abs=1e-5), key
+    weights = [load_model(tmp_path / name).model.head.state_dict() for name in ("one", "two")]
+    for key in weights[0]:
+        torch.testing.assert_close(weights[0][key], weights[1][key], rtol=1e-3, atol=1e-4)  # summation order
     # the same split, written once by rank 0
     assert (tmp_path / "one" / "split.csv").read_text() == (tmp_path / "two" / "split.csv").read_text()
     assert (tmp_path / "two" / "train.log").read_text().count("pneumoscan train:") == 1

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 ENGINES = ("auto", "torch", "onnxruntime")
 ONNX_MIN_VIEWS = 1024  # below this, exporting the trunk (about 12 s for DenseNet121) costs more than it saves
-FORMAT_VERSION = 2  # 2: augmented views computed in float32 (version 1 ran them under autocast)
+FORMAT_VERSION = 3  # 2: augmented views computed in float32 (1 ran them under autocast); 3: the engine in every key
 FLUSH_EVERY = 20  # batches between progress saves
 LOG_EVERY_SECONDS = 60.0  # at most this long between saved-progress log lines, so a killed run's log
 # (train.log, whose spans time a resumed run) also covers the caching it did
@@ -82,11 +82,10 @@ def activation_key(module: nn.Module, samples: list[Sample], preprocessing: Prep
         "format": FORMAT_VERSION, "module": module_fingerprint(module), "files": files_fingerprint(samples),
         "preprocessing": preprocessing.to_dict(), "views": views, "view_seed": view_seed,
         "augmentation": augmentation.to_dict() if augmentation else None, "precision": precision,
+        "engine": engine,
     }
     if shifts:
         fields["shifts"] = list(shifts)
-    if engine != "torch":  # PyTorch's caches keep the keys they had before there was a choice
-        fields["engine"] = engine
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24], fields
 
 

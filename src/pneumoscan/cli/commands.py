@@ -34,8 +34,11 @@ def cmd_train(args) -> int:
         return 0
     if not config.data and not config.split:
         raise ValueError("no training data: pass --data ROOT_OR_CSV (or a split in --config)")
+    from pneumoscan.distributed import Ranks
+
     run_dir = train(config, resume=args.resume)
-    _print_summary(run_dir)
+    if Ranks.from_environment().main:  # under torchrun, rank 0 finishes the run and reports it
+        _print_summary(run_dir)
     return 0
 
 

@@ -72,6 +72,9 @@ def scan_kaggle_split(root: str | Path, split: str, classes: ClassMap | None = N
     """The samples of ``ROOT/<split>/<class>/*``; ``classes`` maps the folders (default: one class per folder)."""
     split_dir = Path(root) / split
     folders = class_folders(split_dir)
+    if classes is None and len(folders) < 2:
+        raise FileNotFoundError(f"{split_dir}: only the class folder {folders}; a task needs one folder per class "
+                                "(the pneumonia task: NORMAL and PNEUMONIA)")
     classes = classes or class_map(folders)
     samples = []
     for folder in folders:
