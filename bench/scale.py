@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -182,6 +183,7 @@ def postgres_part(trials: int = 20) -> dict:
         return {"workers": 2, "trials": len(finished), "trials_asked": trials, "trial_numbers_unique":
                 len(numbers) == len(set(numbers)) == max(numbers) + 1, "duplicate_trials": len(draws) - len(set(draws)),
                 "states": {s: sum(t.state.name == s for t in every) for s in {t.state.name for t in every}},
+                "trials_per_worker": sorted(Counter(t.user_attrs.get("worker") for t in finished).values()),
                 "best_value": study.best_value, "best_config_loads": best.head_lr == study.best_params["head_lr"],
                 "seconds": round(seconds, 1), "storage": "PostgreSQL " + server_version(url)}
     finally:
@@ -203,11 +205,11 @@ def main() -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     parts = {"ddp": ddp_part, "ray": ray_part, "postgres": postgres_part}
-    previous = ROOT / "bench" / "results" / "scale.json"
-    result = {k: v for k, v in (json.loads(previous.read_text()) if previous.exists() else {}).items()
-              if k in parts}
+    previous = json.loads((ROOT / "bench" / "results" / "scale.json").read_text()) \
+        if (ROOT / "bench" / "results" / "scale.json").exists() else {}
+    result = {k: {"commit": previous.get("commit"), **v} for k, v in previous.items() if k in parts}  # kept parts
     for name in args.parts:
-        result[name] = parts[name]()
+        result[name] = {"commit": launch_commit(), **parts[name]()}
         print(name, json.dumps(result[name])[:400], flush=True)
     result["wall_seconds"] = round(time.perf_counter() - started, 1)
     write_result("scale", result)

@@ -17,7 +17,9 @@ import json
 import logging
 import math
 import multiprocessing
+import os
 import shutil
+import socket
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -108,6 +110,7 @@ def objective(trial: optuna.Trial, config: TuneConfig) -> float:
     """Validation ROC-AUC of the trial's trained model (clean validation AUC is reported per epoch
     for pruning)."""
     params = suggest(trial, config)
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # which process ran it
     settings = trial_config(base_settings(config), params, Path(config.out) / "trials" / f"trial_{trial.number:04d}")
 
     def report(row: dict) -> None:
@@ -191,6 +194,7 @@ def tune(config: TuneConfig) -> dict:
     started = time.time()
     deadline = started + 60 * config.timeout_minutes if config.timeout_minutes else None
     if config.workers > 1:
+        open_study(config)  # the storage's tables are made once, before workers race to make them
         context = multiprocessing.get_context("spawn")
         processes = [context.Process(target=work, args=(config, deadline, worker))
                      for worker in range(config.workers)]
