@@ -164,12 +164,16 @@ def work(config: TuneConfig, deadline: float | None = None, worker: int = 0) -> 
     if config.workers > 1:
         torch.set_num_threads(max(1, torch.get_num_threads() // config.workers))
     study = open_study(config, worker)
-    if _finished(study) >= config.trials:
+    remaining = config.trials - _finished(study)
+    if remaining <= 0:
         return
+    # each worker takes its share of what is left, so the study ends at its trial count exactly (a count
+    # checked after each trial lets every worker start one more)
+    share = remaining // config.workers + (worker < remaining % config.workers)
     callback = optuna.study.MaxTrialsCallback(config.trials, states=(optuna.trial.TrialState.COMPLETE,
                                                                      optuna.trial.TrialState.PRUNED))
     timeout = None if deadline is None else max(1.0, deadline - time.time())
-    study.optimize(lambda trial: objective(trial, config), n_trials=config.trials, timeout=timeout,
+    study.optimize(lambda trial: objective(trial, config), n_trials=share, timeout=timeout,
                    callbacks=[callback], catch=(RuntimeError, ValueError))
 
 
