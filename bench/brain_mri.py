@@ -105,6 +105,16 @@ def run_task(model: str, seed: int, classes: str, name: str, duplicated: set[str
     return result
 
 
+def chest_xrays_refused(run: Path) -> dict:
+    """The MRI model's own input check on chest X-rays (the Kermany test split, never fitted on)."""
+    from pneumoscan.evaluate.report import screening_counts
+    from pneumoscan.screen import load
+
+    paths = [s.path for s in scan_kaggle_split(DATA, "test")]
+    counts = screening_counts(load(run).screen(paths, desc="chest X-rays to the MRI model"))
+    return {"data": "shared/data/chest_xray_224/test", **counts}
+
+
 def main() -> None:
     launch_commit()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -139,6 +149,7 @@ def main() -> None:
         "duplicate_hashing_seconds": hashing,
         "test": four["test"], "test_dedup": four["test_dedup"], "four_class": four,
         "binary": binary,
+        "chest_xrays_sent_to_the_mri_model": chest_xrays_refused(ROOT / four["run"]),
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
     write_result(f"brain_mri_{args.model}{args.suffix}", result)
