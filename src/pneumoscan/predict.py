@@ -89,12 +89,3 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     z = np.asarray(logits, dtype=np.float64)
     z = np.exp(z - z.max(axis=1, keepdims=True))
     return z / z.sum(axis=1, keepdims=True)
-
-
-def class_probabilities(logits: np.ndarray) -> np.ndarray:
-    """``[N, K]`` probabilities from a model's logits: ``[N]`` (two classes, the positive's) or ``[N, K]``."""
-    logits = np.asarray(logits)
-    if logits.ndim == 1:
-        positive = sigmoid(logits)
-        return np.stack([1 - positive, positive], axis=1)
-    return softmax(logits)

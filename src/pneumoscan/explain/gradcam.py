@@ -67,12 +67,6 @@ def explained_classes(target: str, logits: torch.Tensor, classes: tuple[str, ...
     return torch.full((len(logits),), names.index(target.lower()), dtype=torch.long)
 
 
-def target_signs(target: str, logits: torch.Tensor, threshold: float = 0.5,
-                 classes: tuple[str, ...] = CLASSES) -> torch.Tensor:
-    """One logit: +1 (explain the positive class) or -1 (the other) per image."""
-    return (2 * explained_classes(target, logits, classes, threshold) - 1).to(logits.dtype)
-
-
 def explained_score(logits: torch.Tensor, explained: torch.Tensor) -> torch.Tensor:
     """The logit whose gradient is explained: +-the single logit, or the explained class's logit."""
     if logits.ndim == 1:
