@@ -6,6 +6,8 @@ import json
 import logging
 import os
 import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -155,6 +157,25 @@ def test_cache_is_reused_and_a_killed_fill_resumes(phantom_root, tmp_path, monke
                                               **{**args, "cache_dir": other})
     np.testing.assert_array_equal(reference, resumed)
     assert len(list(tmp_path.glob("activations-*"))) == 1
+
+
+def test_two_processes_wanting_one_cache_fill_it_once(phantom_root, tmp_path, monkeypatch):
+    samples = scan_kaggle_split(phantom_root, "train")[:8]
+    trunk = build_model("densenet121", preprocessing=Preprocessing(image_size=64)).trunk
+    real_fill, fills = cache_module._fill_folder, []
+
+    def slow_fill(*args):
+        fills.append(args[0])
+        time.sleep(1.0)  # the other caller arrives while this one fills
+        return real_fill(*args)
+
+    monkeypatch.setattr(cache_module, "_fill_folder", slow_fill)
+    args = dict(views=1, cache_dir=tmp_path, batch_size=4, workers=0)
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: np.array(cache_module.cached_activations(
+            trunk, samples, Preprocessing(image_size=64), **args)), range(2)))
+    assert len(fills) == 1  # the second waited for the first, then read its cache
+    np.testing.assert_array_equal(results[0], results[1])
 
 
 def test_cache_key_follows_file_content_not_modification_time(phantom_root, tmp_path):
