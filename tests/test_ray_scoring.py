@@ -45,3 +45,25 @@ def test_without_ray_the_switch_says_how_to_install_it(tiny_run, tmp_path, monke
     image.write_bytes(b"")
     assert main(["predict", str(tiny_run), str(image), "--engine", "ray"]) == 2
     assert "pip install 'pneumoscan[ray]'" in capsys.readouterr().err
+
+
+def test_each_actor_runs_the_exported_model_on_its_share_of_the_cores(tmp_path):
+    import torch
+
+    from pneumoscan.checkpoint import LoadedModel
+    from pneumoscan.data import Preprocessing
+    from pneumoscan.export import export_onnx
+    from pneumoscan.models import build_model
+    from pneumoscan.ray_scoring import ScreenBatches
+
+    loaded = LoadedModel(model=build_model("baseline_cnn", preprocessing=Preprocessing(image_size=64)).eval(),
+                         threshold=0.5)
+    path = export_onnx(loaded, tmp_path / "m.onnx")
+    before = torch.get_num_threads()
+    try:
+        onnx = ScreenBatches(str(path), "onnxruntime", "fp32", 1)  # two actors on two cores: one thread each
+        assert onnx.screener.engine.session.get_session_options().intra_op_num_threads == 1
+        openvino = ScreenBatches(str(path), "openvino", "fp32", 1)
+        assert openvino.screener.engine.compiled.get_property("INFERENCE_NUM_THREADS") == 1
+    finally:
+        torch.set_num_threads(before)

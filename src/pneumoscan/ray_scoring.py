@@ -29,8 +29,8 @@ class ScreenBatches:
     def __init__(self, model: str, runtime: str, precision: str, threads: int):
         import torch
 
-        torch.set_num_threads(threads)
-        self.screener = load(model, runtime=runtime, precision=precision)
+        torch.set_num_threads(threads)  # PyTorch's threads, and those of the runtime below: one actor per share
+        self.screener = load(model, runtime=runtime, precision=precision, threads=threads)
 
     def __call__(self, batch: dict) -> dict:
         results = self.screener.screen(list(batch["path"]), batch_size=len(batch["path"]), progress=False)

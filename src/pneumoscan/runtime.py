@@ -160,13 +160,14 @@ def _read_metadata(model, path: Path, custom: dict) -> None:
 RUNTIMES = ("auto", "pytorch", "onnxruntime", "openvino")
 
 
-def load_runtime(path: str | Path, *, precision: str = "fp32",
-                 runtime: str = "auto") -> TorchModel | OnnxModel | OpenVinoModel:
+def load_runtime(path: str | Path, *, precision: str = "fp32", runtime: str = "auto",
+                 threads: int = 0) -> TorchModel | OnnxModel | OpenVinoModel:
     """The model at ``path`` behind one interface.
 
     ``runtime="auto"``: onnxruntime for ``*.onnx``, OpenVINO for an OpenVINO ``*.xml`` (the int8 export),
     PyTorch for a run folder or checkpoint. ``"openvino"`` also runs a ``*.onnx``; ``precision`` applies to
-    PyTorch and OpenVINO.
+    PyTorch and OpenVINO. ``threads``: what onnxruntime and OpenVINO may use (0: every core); PyTorch uses
+    ``torch.get_num_threads()``, set for the whole process.
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime={runtime!r}: use one of {RUNTIMES}")
@@ -182,7 +183,7 @@ def load_runtime(path: str | Path, *, precision: str = "fp32",
     if runtime == "pytorch" and (is_onnx or is_openvino):
         raise ValueError(f"{path}: the pytorch runtime needs a run folder or model.pt, not an exported file")
     if runtime == "openvino" or is_openvino:
-        return OpenVinoModel(path, precision=precision)
+        return OpenVinoModel(path, precision=precision, threads=threads)
     if is_onnx:
-        return OnnxModel(path)
+        return OnnxModel(path, threads=threads)
     return TorchModel(path, precision=precision)

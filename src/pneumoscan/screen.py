@@ -152,7 +152,9 @@ def _name(source: Source) -> str:
     return source[0] if isinstance(source, tuple) else str(source)
 
 
-def load(path: str | Path, *, runtime: str = "auto", precision: str = "fp32", max_pixels: int = MAX_PIXELS) -> Screener:
+def load(path: str | Path, *, runtime: str = "auto", precision: str = "fp32", threads: int = 0,
+         max_pixels: int = MAX_PIXELS) -> Screener:
     """The screener of a run folder, ``model.pt``, exported ``.onnx`` or OpenVINO ``.xml``
-    (``runtime``: one of ``runtime.RUNTIMES``; ``precision`` applies to PyTorch and OpenVINO)."""
-    return Screener(load_runtime(path, precision=precision, runtime=runtime), max_pixels=max_pixels)
+    (``runtime``: one of ``runtime.RUNTIMES``; ``precision`` applies to PyTorch and OpenVINO; ``threads``
+    caps onnxruntime's and OpenVINO's threads, 0 for every core)."""
+    return Screener(load_runtime(path, precision=precision, runtime=runtime, threads=threads), max_pixels=max_pixels)
