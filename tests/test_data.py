@@ -284,6 +284,19 @@ def test_every_acquisition_shift_is_deterministic_and_in_range():
         apply_shift(image, "fog")
 
 
+def test_a_reencoded_film_keeps_its_anatomy_at_another_size():
+    from pneumoscan.data.shifts import reencoded
+    from pneumoscan.data.synthetic import make_phantom
+
+    gray = make_phantom(np.random.default_rng(3), pneumonia=True, size=128)[0]
+    copy = reencoded(gray, index=5)
+    assert copy.shape[0] == 256 and 256 <= copy.shape[1] <= round(256 * 1.4) and copy.dtype == np.float32
+    np.testing.assert_array_equal(copy, reencoded(gray, index=5))  # seeded
+    assert reencoded(gray, index=6).shape != copy.shape or not np.array_equal(reencoded(gray, index=6), copy)
+    back = Preprocessing(image_size=gray.shape[0]).resize(copy)[0].numpy()
+    assert np.corrcoef(back.ravel(), gray.ravel())[0, 1] > 0.98 and not np.array_equal(back, gray)
+
+
 def test_dataset_with_shifts_gives_one_view_per_shift(phantom_root):
     samples = scan_kaggle_split(phantom_root, "test")[:2]
     dataset = XRayDataset(samples, Preprocessing(image_size=64), shifts=("blur_1", "gamma_1.5", "zoom_in_0.8"))

@@ -106,15 +106,20 @@ def exposure_variants(grays: list[np.ndarray]) -> list[np.ndarray]:
 
 
 def resampled_copies(model, paths: list[str]) -> list[np.ndarray]:
-    """Each image at the model's input size under every shift of ``RESAMPLINGS``."""
-    from pneumoscan.data.shifts import apply_shift
+    """Each image at the model's input size under every shift of ``RESAMPLINGS``, and re-encoded as another
+    site's pipeline would (``data.shifts.reencoded``): how a film was resampled and compressed is no
+    population."""
+    from pneumoscan.data.shifts import apply_shift, reencoded
 
-    images = [model.preprocessing.resize(load_image(p)) for p in paths]
-    return [apply_shift(image, name, index=i)[0].numpy() for name in RESAMPLINGS for i, image in enumerate(images)]
+    grays = [load_image(p) for p in paths]
+    images = [model.preprocessing.resize(gray) for gray in grays]
+    copies = [apply_shift(image, name, index=i)[0].numpy() for name in RESAMPLINGS for i, image in enumerate(images)]
+    return copies + [model.preprocessing.resize(reencoded(gray, index=i))[0].numpy() for i, gray in enumerate(grays)]
 
 
 def resampled_features(model, paths: list[str], count: int, precision: str, device) -> tuple[np.ndarray, np.ndarray]:
-    """(trunk, last) pooled features of ``count`` of ``paths`` (evenly spaced), each under every ``RESAMPLINGS``."""
+    """(trunk, last) pooled features of ``count`` of ``paths`` (evenly spaced), each under every
+    ``RESAMPLINGS`` and re-encoded."""
     chosen = [paths[i] for i in evenly_spaced(len(paths), count)]
     return model_features(model, resampled_copies(model, chosen), precision=precision, device=device)
 

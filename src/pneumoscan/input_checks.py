@@ -54,7 +54,7 @@ class InputCheckSettings:
     examples_per_source: int = 600     # at most this many images are read from each accept/refuse source
     made_per_kind: int = 80            # made non-X-ray images of each kind of data.not_xray.KINDS
     exposure_examples: int = 200       # training images also given over- and under-exposed, as positives
-    resampled_examples: int = 500      # training images also resampled (RESAMPLINGS) for the shift score's Gaussian
+    resampled_examples: int = 500      # training images also resampled (RESAMPLINGS) and re-encoded for the shift score
     flag_quantile: float = 0.995       # novelty limit without accept examples: this quantile of validation's
     novelty_quantile: float = 0.999    # novelty limit with accept examples: this quantile of validation and of
                                        # resampled copies of validation images

@@ -84,3 +84,16 @@ def apply_shift(image: torch.Tensor, name: str, *, index: int = 0) -> torch.Tens
         raise ValueError(f"unknown shift {name!r}: choose from {sorted(SHIFTS)}")
     generator = torch.Generator().manual_seed(index)
     return SHIFTS[name](image, generator).clamp(0, 1)
+
+
+def reencoded(gray: np.ndarray, *, index: int = 0, short_side: int = 256) -> np.ndarray:
+    """``gray`` (2-D, [0, 1]) as another site's export would hand the same film over: resized with LANCZOS
+    to ``short_side`` x W (W / ``short_side`` a seeded aspect ratio from 1.0 to 1.4), saved as JPEG
+    (quality 85 or 90, seeded) and decoded. The model's own resize then squashes it like any file, so
+    the copy carries another pipeline's resampling and JPEG grid, and the same anatomy."""
+    rng = np.random.default_rng(index)
+    width = round(short_side * rng.uniform(1.0, 1.4))
+    image = Image.fromarray((np.clip(gray, 0, 1) * 255).round().astype(np.uint8))
+    buffer = io.BytesIO()
+    image.resize((width, short_side), Image.LANCZOS).save(buffer, "JPEG", quality=int(rng.choice([85, 90])))
+    return np.asarray(Image.open(buffer), np.float32) / 255
