@@ -173,3 +173,26 @@ def test_duplicate_groups_find_planted_copies_and_the_split_keeps_them_whole(tmp
             members = {all_paths[i] for i, g in enumerate(groups) if g == group}
             sides = {"train" if s.path in {t.path for t in train} else "val" for s in samples if s.path in members}
             assert len(sides) == 1
+
+
+
+def test_two_models_compared_on_three_classes_get_multiclass_metrics_and_paired_tests(shapes_root, tmp_path):
+    from pneumoscan.compare import CompareConfig, compare
+
+    settings = tmp_path / "tiny.json"
+    settings.write_text(json.dumps({"image_size": 64, "full_epochs": 3, "full_lr": 3e-3, "batch_size": 16,
+                                    "workers": 0, "n_boot": 30, "val_fraction": 0.25, "shift_report": False,
+                                    "stages": ["full"], "patience": 3}))
+    config = CompareConfig(data=str(shapes_root), out=str(tmp_path / "cmp"), models=("baseline_cnn", "densenet121"),
+                           weights=("densenet121=none",), base_config=str(settings), cache_dir=str(tmp_path / "cache"))
+    result = compare(config)
+    assert result["metrics"] == ["accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "macro_auc"]
+    for model in config.models:
+        run = json.loads((tmp_path / "cmp" / model / "seed0" / "metrics.json").read_text())["test"]["at_argmax"]
+        assert result["models"][model]["macro_f1"]["values"] == [run["macro_f1"]]  # the run's own test metrics
+    pair = result["pairs"]["baseline_cnn_vs_densenet121"]
+    low, high = pair["accuracy_difference_ci95_per_seed"][0]
+    assert 0 <= pair["mcnemar_p"] <= 1 and low <= pair["accuracy_difference_per_seed"][0] <= high
+    lines = (tmp_path / "cmp" / "comparison.md").read_text().splitlines()
+    header = next(line for line in lines if line.startswith("| model |"))
+    assert "| macro-F1 |" in header and "| AUC |" not in header and any("accuracy difference" in x for x in lines)

@@ -3,7 +3,8 @@
 Every model is trained with the same settings (same patient-level split for a given seed, same
 augmentation, epoch budget and threshold rule) and evaluated on the same test images. With several
 seeds, each metric is reported as mean +- std; each pair of models gets DeLong's test of their AUCs
-and McNemar's test of their errors at the chosen thresholds, per seed. An optional ablation trains
+and McNemar's test of their errors at the chosen thresholds, per seed (more than two classes: McNemar's
+test of the arg-max errors and a paired bootstrap interval of the accuracy difference). An optional ablation trains
 DenseNet121 end to end from ImageNet weights and from random init at a reduced budget.
 """
 
@@ -22,7 +23,9 @@ import numpy as np
 import torch
 
 from pneumoscan.checkpoint import load_model
+from pneumoscan.compare_report import BINARY_METRICS, comparison_markdown
 from pneumoscan.device import pick_device
+from pneumoscan.evaluate.multiclass import paired_comparison, read_multiclass_predictions
 from pneumoscan.evaluate.plots import plot_roc
 from pneumoscan.evaluate.report import read_predictions, write_json
 from pneumoscan.evaluate.stats import delong_test, mcnemar_test
@@ -33,7 +36,8 @@ from pneumoscan.train import TrainConfig, train
 
 log = logging.getLogger(__name__)
 
-METRICS = ("auc", "accuracy", "sensitivity", "specificity", "f1", "average_precision")
+METRICS = BINARY_METRICS  # two classes
+MULTICLASS_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "macro_auc")
 
 
 @dataclass(frozen=True)
@@ -101,27 +105,39 @@ def run_one(config: TrainConfig) -> dict:
     started = time.perf_counter()
     finished_earlier = train_or_reuse(config)
     metrics = json.loads(folder.metrics.read_text())
-    paths, y, prob = read_predictions(folder.predictions("test"))
-    called = (prob >= metrics["threshold"]).astype(int)  # the run's calls at its validation threshold
+    binary = "at_threshold" in metrics["test"]
+    if binary:
+        paths, y, prob = read_predictions(folder.predictions("test"))
+        called = (prob >= metrics["threshold"]).astype(int)  # the run's calls at its validation threshold
+    else:
+        paths, y, prob = read_multiclass_predictions(folder.predictions("test"), tuple(metrics["classes"]))
+        called = prob.argmax(1)
+    keys = METRICS if binary else MULTICLASS_METRICS
     model = load_model(folder.root).model
-    test = metrics["test"]["at_threshold"]
-    return {"run": str(folder.root), "seed": config.seed, "threshold": metrics["threshold"],
-            **{k: test[k] for k in METRICS}, "ci95": {k: test["ci95"][k] for k in METRICS},
+    test = metrics["test"]["at_threshold" if binary else "at_argmax"]
+    return {"run": str(folder.root), "seed": config.seed, "threshold": metrics.get("threshold"),  # None: arg-max
+            **{k: test[k] for k in keys}, "ci95": {k: test["ci95"][k] for k in keys},
             "train_seconds": metrics["timings"]["total_seconds"],  # of the invocation that finished it
             "wall_seconds": round(time.perf_counter() - started, 1),
             "finished_earlier": finished_earlier, "resumed": bool(metrics["timings"].get("resumed")),
             "device": metrics.get("device"), "precision": metrics.get("precision"),
             "parameters": count_parameters(model),
             "inference_ms_per_image": _inference_ms(model, paths[:64], metrics.get("precision") or "bf16"),
-            "y": y, "prob": prob, "called": called}
+            "paths": paths, "y": y, "prob": prob, "called": called}
+
+
+def metrics_of(run: dict) -> tuple[str, ...]:
+    """The metrics a run's summary reports: two classes have an AUC, more have macro averages."""
+    return METRICS if "auc" in run else MULTICLASS_METRICS
 
 
 def seed_summary(runs: list[dict]) -> dict:
     out = {k: {"mean": float(np.mean([r[k] for r in runs])), "std": float(np.std([r[k] for r in runs], ddof=1))
-               if len(runs) > 1 else 0.0, "values": [r[k] for r in runs]} for k in METRICS}
+               if len(runs) > 1 else 0.0, "values": [r[k] for r in runs]} for k in metrics_of(runs[0])}
     out["ci95_seed0"] = runs[0]["ci95"]
     for key in ("parameters", "inference_ms_per_image", "threshold"):
-        out[key] = float(np.mean([r[key] for r in runs]))
+        values = [r[key] for r in runs if r.get(key) is not None]
+        out[key] = float(np.mean(values)) if values else None
     # a seed that finds the model's activation cache already on disk skips the view caching, so the slowest seed is
     # the cost of a run from a cold cache and the mean understates it; a run whose time is not known (None) is
     # left out of both
@@ -133,9 +149,25 @@ def seed_summary(runs: list[dict]) -> dict:
     return out
 
 
+def same_images(a: dict, b: dict) -> tuple[dict, dict]:
+    """Two runs' test predictions restricted to the images both scored, in one order (a run's input
+    checks may refuse an image the other scores)."""
+    if "paths" not in a or "paths" not in b:  # records kept before paths were: every image, in one order
+        return ({k: np.asarray(a[k]) for k in ("y", "prob", "called")},
+                {k: np.asarray(b[k]) for k in ("y", "prob", "called")})
+    index_b = {p: i for i, p in enumerate(b["paths"])}
+    rows_a = [i for i, p in enumerate(a["paths"]) if p in index_b]
+    rows_b = [index_b[a["paths"][i]] for i in rows_a]
+    return ({k: np.asarray(a[k])[rows_a] for k in ("y", "prob", "called")},
+            {k: np.asarray(b[k])[rows_b] for k in ("y", "prob", "called")})
+
+
 def _pair_tests(a_runs: list[dict], b_runs: list[dict]) -> dict:
-    delong = [delong_test(a["y"], a["prob"], b["prob"]) for a, b in zip(a_runs, b_runs)]
-    mcnemar = [mcnemar_test(a["y"], a["called"], b["called"]) for a, b in zip(a_runs, b_runs)]
+    pairs = [same_images(a, b) for a, b in zip(a_runs, b_runs)]
+    if "auc" not in a_runs[0]:
+        return _multiclass_pair_tests(pairs)
+    delong = [delong_test(a["y"], a["prob"], b["prob"]) for a, b in pairs]
+    mcnemar = [mcnemar_test(a["y"], a["called"], b["called"]) for a, b in pairs]
     return {"delong_p": float(np.median([d["p_value"] for d in delong])),
             "delong_p_per_seed": [d["p_value"] for d in delong],
             "auc_difference_per_seed": [d["difference"] for d in delong],
@@ -143,6 +175,16 @@ def _pair_tests(a_runs: list[dict], b_runs: list[dict]) -> dict:
             "mcnemar_p_per_seed": [m["p_value"] for m in mcnemar],
             "significant_seeds_0.05": {"delong": sum(d["p_value"] < 0.05 for d in delong),
                                        "mcnemar": sum(m["p_value"] < 0.05 for m in mcnemar)}}
+
+
+def _multiclass_pair_tests(pairs: list[tuple[dict, dict]]) -> dict:
+    tests = [paired_comparison(a["y"], a["prob"], b["prob"]) for a, b in pairs]
+    return {"mcnemar_p": float(np.median([t["mcnemar"]["p_value"] for t in tests])),
+            "mcnemar_p_per_seed": [t["mcnemar"]["p_value"] for t in tests],
+            "accuracy_difference_per_seed": [t["accuracy_difference"] for t in tests],
+            "accuracy_difference_ci95_per_seed": [t["accuracy_difference_ci95"] for t in tests],
+            "macro_f1_difference_ci95_per_seed": [t["macro_f1_difference_ci95"] for t in tests],
+            "significant_seeds_0.05": {"mcnemar": sum(t["mcnemar"]["p_value"] < 0.05 for t in tests)}}
 
 
 def ablation_budget(config: CompareConfig, device: torch.device) -> tuple[int, int]:
@@ -206,6 +248,7 @@ def compare(config: CompareConfig, summarize: Summarize = summarize_now) -> dict
                            "base_config": config.base_config or "TrainConfig defaults",
                            "note": "same patient-level split per seed, same augmentation, epoch budget and "
                                    "threshold rule for every model; test used only for this report"},
+              "metrics": list(metrics_of(next(iter(runs.values()))[0])),
               "models": {m: seed_summary(r) for m, r in runs.items()},
               "pairs": {f"{a}_vs_{b}": _pair_tests(runs[a], runs[b])
                         for a, b in itertools.combinations(config.models, 2)}}
@@ -221,8 +264,10 @@ def compare(config: CompareConfig, summarize: Summarize = summarize_now) -> dict
                               "after a kill sums its invocations' spans in its train.log); wall_seconds is the "
                               "whole comparison: every run's train_seconds, the ablation's included, plus the "
                               "rest of this invocation (invocation_seconds, which reuses runs finished earlier)"}
-    curves = {f"{m} (AUC {r[0]['auc']:.3f})": (r[0]["y"], r[0]["prob"]) for m, r in runs.items()}  # seed 0's curve
-    plot_roc(curves, out / "roc_all.png", title="ROC on the test split (seed 0)")
+    if all("auc" in r[0] for r in runs.values()):  # two classes: one ROC curve per model (each multi-class run
+        # has its per-class curves in its own plots)
+        curves = {f"{m} (AUC {r[0]['auc']:.3f})": (r[0]["y"], r[0]["prob"]) for m, r in runs.items()}  # seed 0's
+        plot_roc(curves, out / "roc_all.png", title="ROC on the test split (seed 0)")
     write_json(out / "comparison.json", result)
     (out / "comparison.md").write_text(comparison_markdown(result))
     return result
@@ -235,34 +280,3 @@ def total_seconds(runs: list[dict], started: float) -> tuple[float, float]:
     trained_now = sum(r["train_seconds"] or 0.0 for r in runs if not r["finished_earlier"])
     total = sum(r["train_seconds"] or 0.0 for r in runs) + max(invocation - trained_now, 0.0)
     return round(invocation, 1), round(total, 1)
-
-
-def _seconds(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.0f}"
-
-
-def comparison_markdown(result: dict) -> str:
-    seeds = result["protocol"]["seeds"]
-    lines = ["# Model comparison", "", f"{seeds} seed(s) per model; mean ± std over seeds "
-             "(95% bootstrap CI of seed 0 in brackets). Test split, threshold chosen on validation. Train s is the "
-             "slowest seed: later seeds can reuse the first one's frozen-trunk activation cache; seeds whose time is "
-             "not known are left out.", "",
-             "| model | AUC | accuracy | sensitivity | specificity | F1 | AP | parameters | train s | ms/image |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for name, m in result["models"].items():
-        cells = [f"{m[k]['mean']:.4f} ± {m[k]['std']:.4f} [{m['ci95_seed0'][k][0]:.3f}, {m['ci95_seed0'][k][1]:.3f}]"
-                 for k in METRICS]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {m['parameters']:,.0f} | "
-                     f"{_seconds(m['train_seconds_max'])} | {m['inference_ms_per_image']:.1f} |")
-    lines += ["", "## Paired tests (median p over seeds; seeds with p < 0.05)", "",
-              "| pair | DeLong p (AUC) | McNemar p (errors) |", "|---|---|---|"]
-    for pair, t in result["pairs"].items():
-        lines.append(f"| {pair.replace('_vs_', ' vs ')} | {t['delong_p']:.3g} ({t['significant_seeds_0.05']['delong']}/"
-                     f"{seeds}) | {t['mcnemar_p']:.3g} ({t['significant_seeds_0.05']['mcnemar']}/{seeds}) |")
-    if "pretraining_ablation" in result:
-        a = result["pretraining_ablation"]
-        lines += ["", "## Pretraining ablation (DenseNet121)", "", a["budget"], "",
-                  "| init | AUC | accuracy | sensitivity | specificity | train s |", "|---|---|---|---|---|---|"]
-        lines += [f"| {k} | {v['auc']:.4f} | {v['accuracy']:.4f} | {v['sensitivity']:.4f} | {v['specificity']:.4f} "
-                  f"| {v['train_seconds']:.0f} |" for k, v in a.items() if isinstance(v, dict)]
-    return "\n".join(lines) + "\n"

@@ -120,3 +120,11 @@ def write_multiclass_predictions(path: str | Path, paths: list[str], y, prob, na
         for i, (p, label, row) in enumerate(zip(paths, y, np.asarray(prob))):
             writer.writerow([p, names[int(label)], names[int(row.argmax())], *[repr(float(v)) for v in row]]
                             + ([int(flagged[i])] if flagged else []))
+
+
+def read_multiclass_predictions(path: str | Path, names: tuple[str, ...]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """``(paths, class indices, probabilities [N, K])`` from a CSV written by ``write_multiclass_predictions``."""
+    with Path(path).open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return ([r["path"] for r in rows], np.array([list(names).index(r["label"]) for r in rows], dtype=int),
+            np.array([[float(r[f"probability_{n}"]) for n in names] for r in rows]).reshape(len(rows), len(names)))
