@@ -119,11 +119,8 @@ def cached_activations(module: nn.Module, samples: list[Sample], preprocessing: 
         return cached
     used, run = _runner(engine, asked_by_name=engine_asked != "auto", module=module.to(device).eval(),
                         dataset=dataset, device=device, precision=precision, desc=desc)
-    if used != engine:  # fell back to PyTorch: its own key, perhaps already cached
+    if used != engine:  # fell back to PyTorch: its own key, perhaps already cached (looked at below)
         folder, key_fields = _keyed_folder(module, samples, preprocessing, cache_dir, engine=used, **key_args)
-        cached = _load_if_complete(folder, len(dataset), desc)
-        if cached is not None:
-            return cached
     folder.mkdir(parents=True, exist_ok=True)
     with FileLock(folder / "fill.lock"):  # two processes (tuning workers, ranks) wanting one cache: one fills it
         cached = _load_if_complete(folder, len(dataset), desc)
@@ -177,14 +174,8 @@ def cached_outputs(module: nn.Module, inputs: np.ndarray, *, folder: Path, preci
     path = folder / f"outputs-{module_fingerprint(module)}.npy"
     if path.exists():
         return np.load(path, mmap_mode="r")
-    module = module.to(device).eval()
-    outputs = []
-    with torch.inference_mode():
-        for start in tqdm(range(0, len(inputs), batch_size), desc="pooling features", unit="batch", leave=False):
-            x = torch.as_tensor(np.asarray(inputs[start:start + batch_size], dtype=np.float32)).to(device)
-            with autocast_for(device, precision):
-                outputs.append(module(x).float().cpu().numpy())
-    result = np.concatenate(outputs)
+    result = batched_logits(module, inputs, batch_size=batch_size, precision=precision, device=device,
+                            desc="pooling features")
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npy")
     np.save(tmp, result)
     tmp.replace(path)
@@ -193,11 +184,12 @@ def cached_outputs(module: nn.Module, inputs: np.ndarray, *, folder: Path, preci
 
 @torch.inference_mode()
 def batched_logits(module: nn.Module, inputs: np.ndarray | torch.Tensor, *, batch_size: int, precision: str,
-                   device: torch.device, shape: tuple[int, ...] | None = None) -> np.ndarray:
-    """``module``'s outputs (eval mode, moved to ``device``) over an array of inputs, in batches."""
+                   device: torch.device, shape: tuple[int, ...] | None = None, desc: str = "") -> np.ndarray:
+    """``module``'s outputs (eval mode, moved to ``device``) over an array of inputs, in batches (with a
+    progress bar when ``desc`` names the work)."""
     module = module.to(device).eval()
     outputs = []
-    for start in range(0, len(inputs), batch_size):
+    for start in tqdm(range(0, len(inputs), batch_size), desc=desc, unit="batch", leave=False, disable=not desc):
         x = torch.as_tensor(np.asarray(inputs[start:start + batch_size], dtype=np.float32)).to(device)
         if shape is not None:
             x = x.view(len(x), *shape)
