@@ -112,7 +112,7 @@ def run_one(config: TrainConfig) -> dict:
     else:
         paths, y, prob = read_multiclass_predictions(folder.predictions("test"), tuple(metrics["classes"]))
         called = prob.argmax(1)
-    keys = METRICS if binary else MULTICLASS_METRICS
+    keys = METRICS if binary else MULTICLASS_METRICS  # what metrics_of reads back from the summary
     model = load_model(folder.root).model
     test = metrics["test"]["at_threshold" if binary else "at_argmax"]
     return {"run": str(folder.root), "seed": config.seed, "threshold": metrics.get("threshold"),  # None: arg-max
@@ -152,19 +152,18 @@ def seed_summary(runs: list[dict]) -> dict:
 def same_images(a: dict, b: dict) -> tuple[dict, dict]:
     """Two runs' test predictions restricted to the images both scored, in one order (a run's input
     checks may refuse an image the other scores)."""
-    if "paths" not in a or "paths" not in b:  # records kept before paths were: every image, in one order
-        return ({k: np.asarray(a[k]) for k in ("y", "prob", "called")},
-                {k: np.asarray(b[k]) for k in ("y", "prob", "called")})
-    index_b = {p: i for i, p in enumerate(b["paths"])}
-    rows_a = [i for i, p in enumerate(a["paths"]) if p in index_b]
-    rows_b = [index_b[a["paths"][i]] for i in rows_a]
+    rows_a = rows_b = slice(None)  # records kept before paths were: every image, in one order
+    if "paths" in a and "paths" in b:
+        index_b = {p: i for i, p in enumerate(b["paths"])}
+        rows_a = [i for i, p in enumerate(a["paths"]) if p in index_b]
+        rows_b = [index_b[a["paths"][i]] for i in rows_a]
     return ({k: np.asarray(a[k])[rows_a] for k in ("y", "prob", "called")},
             {k: np.asarray(b[k])[rows_b] for k in ("y", "prob", "called")})
 
 
 def _pair_tests(a_runs: list[dict], b_runs: list[dict]) -> dict:
     pairs = [same_images(a, b) for a, b in zip(a_runs, b_runs)]
-    if "auc" not in a_runs[0]:
+    if metrics_of(a_runs[0]) is MULTICLASS_METRICS:
         return _multiclass_pair_tests(pairs)
     delong = [delong_test(a["y"], a["prob"], b["prob"]) for a, b in pairs]
     mcnemar = [mcnemar_test(a["y"], a["called"], b["called"]) for a, b in pairs]
@@ -264,8 +263,8 @@ def compare(config: CompareConfig, summarize: Summarize = summarize_now) -> dict
                               "after a kill sums its invocations' spans in its train.log); wall_seconds is the "
                               "whole comparison: every run's train_seconds, the ablation's included, plus the "
                               "rest of this invocation (invocation_seconds, which reuses runs finished earlier)"}
-    if all("auc" in r[0] for r in runs.values()):  # two classes: one ROC curve per model (each multi-class run
-        # has its per-class curves in its own plots)
+    if result["metrics"] == list(METRICS):  # two classes: one ROC curve per model (each multi-class run has its
+        # per-class curves in its own plots)
         curves = {f"{m} (AUC {r[0]['auc']:.3f})": (r[0]["y"], r[0]["prob"]) for m, r in runs.items()}  # seed 0's
         plot_roc(curves, out / "roc_all.png", title="ROC on the test split (seed 0)")
     write_json(out / "comparison.json", result)
