@@ -63,12 +63,17 @@ def test_predict_returns_probability_label_and_timing(client, xray_bytes):
 
 @pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
 def test_dicom_in_and_secondary_capture_out(client, xray_bytes, photometric):
-    gray = np.asarray(Image.open(io.BytesIO(xray_bytes)).convert("L"), np.float64) * 16
-    pixels = gray if photometric == "MONOCHROME2" else 4080 - gray
-    data = dicom_bytes(pixels, photometric)
+    # a DICOM without a window is shown over its full range of values, an 8-bit image over 0-255: the same
+    # picture stored both ways, spanning 0-255 (0-4080 in 12 bits), must get the same probability
+    gray = np.asarray(Image.open(io.BytesIO(xray_bytes)).convert("L"), np.float64)
+    full_range = np.round(255 * (gray - gray.min()) / np.ptp(gray)).astype(np.uint8)
+    as_png = io.BytesIO()
+    Image.fromarray(full_range).save(as_png, format="PNG")
+    stored = full_range * 16.0
+    data = dicom_bytes(stored if photometric == "MONOCHROME2" else 4080 - stored, photometric)
     body = post(client, data, name="study.dcm", content_type="application/dicom").json()
-    png = post(client, xray_bytes).json()
-    assert body["probability"] == pytest.approx(png["probability"], abs=0.02)
+    png = post(client, as_png.getvalue(), name="x.png", content_type="image/png").json()
+    assert body["probability"] == pytest.approx(png["probability"], abs=1e-4)
     response = post(client, data, name="study.dcm", content_type="application/dicom", output="dicom")
     assert response.status_code == 200 and response.headers["content-type"] == "application/dicom"
     capture = pydicom.dcmread(io.BytesIO(response.content))
