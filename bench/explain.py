@@ -126,7 +126,7 @@ def sanity(runs: Path) -> dict:
 def faithfulness(model, count: int = 200) -> dict:
     images, _ = test_images(model, count, seed=2)
     result = {}
-    signs = None
+    explained_by_gradcam = None
     for method in (*FAITHFULNESS_METHODS, "random", "center"):
         started = time.perf_counter()
         deletion, insertion = [], []
@@ -135,16 +135,17 @@ def faithfulness(model, count: int = 200) -> dict:
             if method in ("random", "center"):
                 maps = random_maps((len(batch), 224, 224), seed=start) if method == "random" else center_maps(
                     (len(batch), 224, 224))
-                batch_signs = signs[start:start + 20]
+                batch_explained = explained_by_gradcam[start:start + 20]
             else:
                 explained = explain(model, batch, method=method, target="predicted",
                                     precision="bf16" if method == "integrated_gradients" else "fp32")
-                maps, batch_signs = explained.heatmaps, explained.signs
-            scores = deletion_insertion(model, batch, maps, batch_signs)
+                maps, batch_explained = explained.heatmaps, explained.explained
+            scores = deletion_insertion(model, batch, maps, batch_explained)
             deletion += list(scores["deletion_auc"])
             insertion += list(scores["insertion_auc"])
             if method == "gradcam":
-                signs = np.concatenate([signs, batch_signs]) if signs is not None else batch_signs
+                explained_by_gradcam = (batch_explained if explained_by_gradcam is None
+                                        else np.concatenate([explained_by_gradcam, batch_explained]))
         result[method] = {"deletion_auc": float(np.mean(deletion)), "insertion_auc": float(np.mean(insertion)),
                           "seconds": round(time.perf_counter() - started, 1)}
         logging.info("faithfulness %s: %s", method, result[method])

@@ -17,6 +17,7 @@ from pneumoscan.explain.checks import (
     cascading_randomization,
     center_maps,
     deletion_insertion,
+    explained_probability,
     pointing_game,
     random_maps,
 )
@@ -113,13 +114,40 @@ def test_randomizing_the_model_changes_gradcam(batch):
     assert all(-1 <= row["rank_corr"] <= 1 for row in curve)
 
 
-def test_deletion_of_the_evidence_lowers_the_probability():
+class TopLeftDetector(torch.nn.Module):
+    """Three classes; the last one's logit grows with the brightness of the top-left quadrant."""
+
+    def forward(self, images):
+        evidence = images[:, 0, :32, :32].mean(dim=(1, 2))
+        other = torch.zeros_like(evidence)
+        return torch.stack([other, other, 24 * evidence - 18], dim=1)  # positive above a brightness of 0.75
+
+
+def quadrant_map(rows: slice, cols: slice) -> np.ndarray:
+    heatmap = np.zeros((1, 64, 64), np.float32)
+    heatmap[0, rows, cols] = 1.0
+    heatmap += np.linspace(0, 1e-3, 64 * 64, dtype=np.float32).reshape(1, 64, 64)  # no ties in the ranking
+    return heatmap
+
+
+def test_deleting_the_evidence_first_lowers_the_explained_class_probability_sooner():
+    images = torch.zeros(1, 3, 64, 64)
+    images[:, :, :32, :32] = 1.0
+    on_evidence = deletion_insertion(TopLeftDetector(), images, quadrant_map(slice(0, 32), slice(0, 32)),
+                                     np.array([2]), steps=8, precision="fp32")
+    elsewhere = deletion_insertion(TopLeftDetector(), images, quadrant_map(slice(32, 64), slice(32, 64)),
+                                   np.array([2]), steps=8, precision="fp32")
+    assert on_evidence["deletion_auc"][0] < elsewhere["deletion_auc"][0] - 0.2
+    assert on_evidence["insertion_auc"][0] > elsewhere["insertion_auc"][0] + 0.2
+
+
+def test_a_one_logit_model_explains_either_class_by_its_probability():
     model = small_model("baseline_cnn")
-    images = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(2))
-    maps = gradcam(model, images).heatmaps
-    scores = deletion_insertion(model, images, maps, np.ones(3), steps=4, precision="fp32")
-    assert scores["deletion_auc"].shape == (3,)
-    assert ((0 <= scores["insertion_auc"]) & (scores["insertion_auc"] <= 1)).all()
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        positive = torch.sigmoid(model(images)).numpy()
+    explained = explained_probability(model, images, torch.tensor([1, 0]))
+    assert explained == pytest.approx([positive[0], 1 - positive[1]], abs=1e-6)
 
 
 def test_localization_measures_on_known_maps():

@@ -18,6 +18,7 @@ from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
 from pneumoscan.device import autocast_for
+from pneumoscan.explain.gradcam import probabilities_of
 from pneumoscan.explain.methods import explain, rank_correlation
 from pneumoscan.models import PneumoniaNet
 
@@ -78,21 +79,27 @@ def cascading_randomization(model: PneumoniaNet, images: torch.Tensor, *, method
     return curve
 
 
-def _class_probability(model, images, signs, precision) -> np.ndarray:
+def explained_probability(model: nn.Module, images: torch.Tensor, explained: torch.Tensor,
+                          precision: str = "fp32") -> np.ndarray:
+    """The probability of class ``explained[i]`` for image i: sigmoid of one logit (class 1, or 0 as its
+    complement) or the softmax over several."""
     with torch.inference_mode(), autocast_for(images.device, precision):
-        logits = model(images).float()
-    return torch.sigmoid(logits * signs).cpu().numpy()
+        probabilities = probabilities_of(model(images).float())
+    if probabilities.ndim == 1:
+        return torch.where(explained == 1, probabilities, 1 - probabilities).cpu().numpy()
+    return probabilities.gather(1, explained[:, None])[:, 0].cpu().numpy()
 
 
-def deletion_insertion(model: PneumoniaNet, images: torch.Tensor, heatmaps: np.ndarray, signs: np.ndarray, *,
+def deletion_insertion(model: nn.Module, images: torch.Tensor, heatmaps: np.ndarray, explained: np.ndarray, *,
                        steps: int = 10, precision: str = "bf16", blur_sigma: float = 10.0) -> dict[str, np.ndarray]:
     """Per-image deletion and insertion AUCs (probability of the explained class vs share of pixels).
 
-    Deletion replaces the most salient pixels by a blurred copy first (lower AUC is better);
-    insertion starts from the blurred copy and reveals the most salient first (higher is better).
+    ``explained``: the class index each map explains (``Explanation.explained``). Deletion replaces the most
+    salient pixels by a blurred copy first (lower AUC is better); insertion starts from the blurred copy and
+    reveals the most salient first (higher is better).
     """
     blurred = TF.gaussian_blur(images, kernel_size=int(6 * blur_sigma) | 1, sigma=blur_sigma)
-    signs_t = torch.as_tensor(signs, dtype=torch.float32, device=images.device)
+    classes = torch.as_tensor(np.asarray(explained), dtype=torch.long, device=images.device)
     batch, height, width = heatmaps.shape
     ranks = np.argsort(np.argsort(-heatmaps.reshape(batch, -1), axis=1), axis=1)  # 0 = most salient
     fractions = np.linspace(0, 1, steps + 1)
@@ -100,8 +107,8 @@ def deletion_insertion(model: PneumoniaNet, images: torch.Tensor, heatmaps: np.n
     for k, fraction in enumerate(fractions):
         top = torch.as_tensor(ranks < fraction * height * width, device=images.device)
         top = top.view(batch, 1, height, width)
-        deletion[:, k] = _class_probability(model, torch.where(top, blurred, images), signs_t, precision)
-        insertion[:, k] = _class_probability(model, torch.where(top, images, blurred), signs_t, precision)
+        deletion[:, k] = explained_probability(model, torch.where(top, blurred, images), classes, precision)
+        insertion[:, k] = explained_probability(model, torch.where(top, images, blurred), classes, precision)
     return {"deletion_auc": np.trapezoid(deletion, fractions, axis=1),
             "insertion_auc": np.trapezoid(insertion, fractions, axis=1)}
 
