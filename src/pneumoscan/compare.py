@@ -186,6 +186,14 @@ def _multiclass_pair_tests(pairs: list[tuple[dict, dict]]) -> dict:
             "significant_seeds_0.05": {"mcnemar": sum(t["mcnemar"]["p_value"] < 0.05 for t in tests)}}
 
 
+def side_by_side(runs: dict[str, list[dict]]) -> dict:
+    """The metrics, each model's summary over its seeds and the paired tests of every two models, from
+    ``run_one`` summaries (seed ``i`` of one model paired with seed ``i`` of another)."""
+    return {"metrics": list(metrics_of(next(iter(runs.values()))[0])),
+            "models": {m: seed_summary(r) for m, r in runs.items()},
+            "pairs": {f"{a}_vs_{b}": _pair_tests(runs[a], runs[b]) for a, b in itertools.combinations(runs, 2)}}
+
+
 def ablation_budget(config: CompareConfig, device: torch.device) -> tuple[int, int]:
     """(image size, epochs) of the ablation: the recipe's with a GPU, a reduced one on a CPU, unless set."""
     gpu = device.type == "cuda"
@@ -247,10 +255,7 @@ def compare(config: CompareConfig, summarize: Summarize = summarize_now) -> dict
                            "base_config": config.base_config or "TrainConfig defaults",
                            "note": "same patient-level split per seed, same augmentation, epoch budget and "
                                    "threshold rule for every model; test used only for this report"},
-              "metrics": list(metrics_of(next(iter(runs.values()))[0])),
-              "models": {m: seed_summary(r) for m, r in runs.items()},
-              "pairs": {f"{a}_vs_{b}": _pair_tests(runs[a], runs[b])
-                        for a, b in itertools.combinations(config.models, 2)}}
+              **side_by_side(runs)}
     if config.ablation:
         result["pretraining_ablation"] = pretraining_ablation(config, out, summarize)
     every_run = [r for model_runs in runs.values() for r in model_runs]

@@ -1,0 +1,58 @@
+"""Brain MRI, 4 classes: DenseNet121, ResNet50 and the baseline CNN side by side.
+
+    python -m bench.brain_mri_compare [--seeds 3] [--models densenet121 resnet50 baseline_cnn]
+
+Each model is trained as ``bench.brain_mri`` trains it (its default recipe, the same budget, validation
+carved out of Training by duplicate group, the same split for every model of a seed) and screened once on
+the official Testing split; the runs are the same folders as ``bench.brain_mri``'s, so either benchmark
+reuses the other's. Seed ``i`` of one model is paired with seed ``i`` of another (McNemar, paired bootstrap
+of the accuracy and macro-F1 differences). A finished run keeps a record in
+``bench/results/brain_mri_compare_runs/`` and is not trained again, so the comparison can be spread over
+sessions. Writes ``bench/results/brain_mri_comparison.json`` and ``brain_mri_comparison.md`` with the
+models and seeds that have records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from functools import partial
+
+from bench.brain_mri import BUDGET, MRI, run_folder, settings
+from bench.common import RESULTS, launch_commit, write_result
+from bench.compare import ALL_MODELS, provenance
+from bench.records import RunRecords
+from pneumoscan.compare import run_one, side_by_side
+from pneumoscan.compare_report import comparison_markdown
+
+RECORDS = RESULTS / "brain_mri_compare_runs"
+
+
+def main() -> None:
+    launch_commit()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--models", nargs="+", default=list(ALL_MODELS), choices=ALL_MODELS)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    records = RunRecords(RECORDS, provenance())
+    runs = {model: [] for model in args.models}
+    for seed in range(args.seeds):  # seed by seed, so an interrupted comparison has every model's seed 0
+        for model in args.models:
+            config = settings(model, seed, "", run_folder(model, "4class", seed, BUDGET), BUDGET)
+            runs[model].append(records(f"{model}_seed{seed}", config, partial(run_one, config)))
+    result = {"protocol": {"models": args.models, "seeds": args.seeds, "budget": BUDGET,
+                           "data": f"shared/data/{MRI.name}: validation carved out of Training by duplicate group, "
+                                   "the official Testing split screened once",
+                           "recipes": "each model's default: densenet121-tuned for DenseNet121, published for the "
+                                      "others",
+                           "note": "ResNet50: ImageNet weights through layer3 only (partial file); layer4 and the "
+                                   "head trained from scratch"},
+              **side_by_side(runs)}
+    write_result("brain_mri_comparison", result)
+    (RESULTS / "brain_mri_comparison.md").write_text(
+        comparison_markdown(result).replace("# Model comparison", "# Brain MRI, 4 classes: model comparison", 1))
+
+
+if __name__ == "__main__":
+    main()
