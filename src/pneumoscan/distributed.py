@@ -8,6 +8,12 @@ equals one process's step on the whole batch. Rank 0 alone writes the run folder
 checkpoints, the finished model) and validates on the whole validation set; the others wait for it at
 a barrier, read what it wrote, and receive its validation result. A killed run resumes from rank 0's
 last checkpoint like a single-process one.
+
+Two layers would still train differently on a slice of the batch: BatchNorm (statistics of the slice)
+and dropout (a mask drawn for the slice). While a stage trains under DDP they are replaced
+(``batch_wide``) by versions that see the whole batch: torch's ``SyncBatchNorm`` on GPUs, and on CPUs,
+where it does not run, ``BatchNormOverRanks`` (statistics summed over the ranks); ``DropoutOverRanks``
+draws the mask one process would draw for the whole batch and keeps this rank's rows.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +109,7 @@ def gathered(ranks: Ranks, array: np.ndarray) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def wrapped(module: torch.nn.Module, ranks: Ranks, device: torch.device) -> torch.nn.Module:
+def wrapped(module: nn.Module, ranks: Ranks, device: torch.device) -> nn.Module:
     """``module`` under DistributedDataParallel when there are several ranks (itself otherwise)."""
     if not ranks.distributed:
         return module
@@ -110,3 +117,73 @@ def wrapped(module: torch.nn.Module, ranks: Ranks, device: torch.device) -> torc
 
     ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(module, device_ids=ids)
+
+
+class BatchNormOverRanks(nn.BatchNorm2d):
+    """BatchNorm2d that trains with the statistics of the global batch: per-channel sums are added up over
+    the ranks (a differentiable all-reduce, so gradients flow through them as in one process)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return super().forward(x)
+        from torch.distributed._functional_collectives import all_reduce  # differentiable (torch's advice)
+
+        values = x.float()
+        channels = values.shape[1]
+        count = torch.full((1,), values.numel() / channels, device=x.device)
+        totals = all_reduce(torch.cat([count, values.sum(dim=(0, 2, 3))]), "sum", dist.group.WORLD)
+        n, mean = totals[0], totals[1:] / totals[0]
+        centred = values - mean[None, :, None, None]  # two passes, as BatchNorm2d: no cancellation in E[x^2]-E[x]^2
+        variance = all_reduce((centred * centred).sum(dim=(0, 2, 3)), "sum", dist.group.WORLD) / n
+        if self.track_running_stats:
+            self._track(mean.detach(), variance.detach() * n.detach() / (n.detach() - 1).clamp_min(1))
+        out = centred * torch.rsqrt(variance + self.eps)[None, :, None, None]
+        if self.affine:
+            out = out * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        return out.to(x.dtype)
+
+    def _track(self, mean: torch.Tensor, unbiased_variance: torch.Tensor) -> None:
+        self.num_batches_tracked += 1
+        momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+        self.running_mean.mul_(1 - momentum).add_(momentum * mean)
+        self.running_var.mul_(1 - momentum).add_(momentum * unbiased_variance)
+
+
+class DropoutOverRanks(nn.Dropout):
+    """Dropout whose mask is this rank's rows of the mask one process draws for the whole batch (F.dropout on
+    a CPU: a Bernoulli draw shaped like its input); every rank's generator is seeded alike and draws it all."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        sizes = [torch.zeros(1, dtype=torch.long) for _ in range(dist.get_world_size())]
+        dist.all_gather(sizes, torch.tensor([len(x)]))
+        start = int(sum(sizes[:dist.get_rank()]))
+        noise = torch.empty((int(sum(sizes)), *x.shape[1:]), dtype=x.dtype).bernoulli_(1 - self.p)
+        noise.div_(1 - self.p)
+        return x * noise[start:start + len(x)].to(x.device)
+
+
+def batch_wide(module: nn.Module, ranks: Ranks, device: torch.device, *, undo: bool = False) -> nn.Module:
+    """Replace, in place, ``module``'s BatchNorm2d and dropout layers by versions that see the whole batch
+    across ranks (``undo``: back to the plain layers). The new layers hold the same parameters and buffers,
+    so an optimizer made earlier keeps working and the state dict is unchanged. Nothing to do on one rank."""
+    if not ranks.distributed:
+        return module
+    for name, child in module.named_children():
+        setattr(module, name, _layer_for(child, device, undo) or batch_wide(child, ranks, device, undo=undo))
+    return module
+
+
+def _layer_for(layer: nn.Module, device: torch.device, undo: bool) -> nn.Module | None:
+    """The replacement of one layer, or None when it is not one to replace."""
+    if type(layer) in ((nn.SyncBatchNorm, BatchNormOverRanks) if undo else (nn.BatchNorm2d,)):
+        cls = nn.BatchNorm2d if undo else nn.SyncBatchNorm if device.type == "cuda" else BatchNormOverRanks
+        new = cls(layer.num_features, layer.eps, layer.momentum, layer.affine, layer.track_running_stats)
+        new.weight, new.bias = layer.weight, layer.bias
+        new.running_mean, new.running_var = layer.running_mean, layer.running_var
+        new.num_batches_tracked = layer.num_batches_tracked
+        return new.train(layer.training)
+    if type(layer) is (DropoutOverRanks if undo else nn.Dropout):
+        return (nn.Dropout if undo else DropoutOverRanks)(layer.p, layer.inplace).train(layer.training)
+    return None

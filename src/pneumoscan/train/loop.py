@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from pneumoscan.checkpoint import atomic_save
 from pneumoscan.device import autocast_for
-from pneumoscan.distributed import SINGLE, Ranks, from_main, gathered, wrapped
+from pneumoscan.distributed import SINGLE, Ranks, batch_wide, from_main, gathered, wrapped
 
 log = logging.getLogger(__name__)
 
@@ -88,13 +88,15 @@ class ArraySource:
         view = rng.integers(0, self.views, size=len(self.labels))
         for start in range(0, len(order), self.batch_size):
             batch = order[start:start + self.batch_size]
-            images = batch[self.ranks.local_rows(len(batch))]
+            # the global batch in file order (memory-mapped reads are faster so), then this rank's slice: the
+            # ranks' slices, concatenated, are the one-process batch row for row
+            in_file_order = np.argsort(batch * self.views + view[batch])
+            images = batch[in_file_order][self.ranks.local_rows(len(batch))]
             rows = images * self.views + view[images]
-            sorted_rows = np.argsort(rows)  # memory-mapped reads are faster in file order
-            x = torch.from_numpy(np.asarray(self.features[rows[sorted_rows]], dtype=np.float32))
+            x = torch.from_numpy(np.asarray(self.features[rows], dtype=np.float32))
             if self.shape is not None:
                 x = x.view(len(rows), *self.shape)
-            yield x, torch.from_numpy(self.labels[images[sorted_rows]]).float(), len(batch)
+            yield x, torch.from_numpy(self.labels[images]).float(), len(batch)
 
 
 class LoaderSource:
@@ -139,7 +141,7 @@ def run_stage(module: nn.Module, params: list[nn.Parameter], train: BatchSource,
     training resumes there; rank 0 alone writes it.
     """
     device = settings.device
-    trained = wrapped(module, ranks, device)
+    trained = wrapped(batch_wide(module, ranks, device), ranks, device)
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     steps = max(1, settings.epochs * len(train))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=settings.lr_min)
@@ -191,7 +193,7 @@ def run_stage(module: nn.Module, params: list[nn.Parameter], train: BatchSource,
         log.info("stage %s: early stop, best validation AUC %.4f at epoch %d", settings.name, best["auc"],
                  best["epoch"])
     module.load_state_dict(best["state"])
-    return module
+    return batch_wide(module, ranks, device, undo=True)
 
 
 def _train_one_epoch(module, batches, optimizer, scheduler, loss_fn, settings: StageSettings, *, desc, total,
