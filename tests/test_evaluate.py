@@ -97,6 +97,15 @@ def test_evaluate_split_writes_plots(scores, tmp_path):
         assert (tmp_path / name).stat().st_size > 1000
 
 
+def test_a_two_class_task_of_other_names_reports_under_its_own_names(scores, tmp_path):
+    y, prob = scores
+    result = evaluate_split(y, prob, threshold=0.5, name="unit", out_dir=tmp_path, n_boot=20,
+                            names=("no tumour", "tumour"))
+    report = result["at_threshold"]["classification_report"]
+    assert {"no tumour", "tumour"} <= set(report) and "PNEUMONIA" not in report
+    assert report["tumour"]["recall"] == pytest.approx(result["at_threshold"]["sensitivity"])
+
+
 def test_robustness_report_summarises_every_shift():
     from pneumoscan.evaluate.robustness import robustness_report
 

@@ -108,9 +108,9 @@ def _add_explain(sub) -> None:
 
 def _add_export(sub) -> None:
     p = sub.add_parser("export", help="export a trained model (ONNX or TorchScript) with its model card",
-                       description="Export a model whose graph returns the PNEUMONIA probability, the Grad-CAM "
-                                   "heatmap and the out-of-distribution score; checks ONNX against PyTorch on "
-                                   "--parity-images images and writes a model card (Markdown + JSON).")
+                       description="Export a model whose graph returns the class probabilities, the Grad-CAM "
+                                   "heatmap of the predicted class and the input-check scores; checks ONNX against "
+                                   "PyTorch on --parity-images images and writes a model card (Markdown + JSON).")
     p.add_argument("model", help="run folder or model.pt")
     p.add_argument("--format", default="onnx", choices=["onnx", "torchscript"])
     p.add_argument("--out", required=True, help="output folder")

@@ -48,8 +48,9 @@ def _ranking_metrics(y_true: np.ndarray, prob: np.ndarray) -> dict[str, float]:
             "average_precision": float(average_precision_score(y_true, prob))}
 
 
-def binary_metrics(y_true, prob, threshold: float) -> dict:
-    """Every metric at ``threshold``, plus the threshold-free AUC and average precision."""
+def binary_metrics(y_true, prob, threshold: float, *, names: tuple[str, ...] = CLASSES) -> dict:
+    """Every metric at ``threshold``, plus the threshold-free AUC and average precision (the per-class report
+    keyed by ``names``, negative class first)."""
     y_true, prob = np.asarray(y_true).astype(int), np.asarray(prob, dtype=float)
     tn, fp, fn, tp = confusion_counts(y_true, prob >= threshold)
     metrics = {k: float(v) for k, v in _rates(tn, fp, fn, tp).items()}
@@ -58,7 +59,7 @@ def binary_metrics(y_true, prob, threshold: float) -> dict:
     metrics.update(threshold=float(threshold), n=int(len(y_true)), n_positive=int(y_true.sum()),
                    confusion_matrix=[[tn, fp], [fn, tp]])
     metrics["classification_report"] = classification_report(
-        y_true, (prob >= threshold).astype(int), labels=[0, 1], target_names=list(CLASSES),
+        y_true, (prob >= threshold).astype(int), labels=[0, 1], target_names=list(names),
         output_dict=True, zero_division=0)
     return metrics
 

@@ -64,25 +64,26 @@ def plot_confusion(matrix, path: Path, *, title: str, names: tuple[str, ...] = C
     return _save(fig, path)
 
 
-def plot_calibration(y, prob, path: Path, *, title: str = "Calibration") -> Path:
+def plot_calibration(y, prob, path: Path, *, title: str = "Calibration", names: tuple[str, ...] = CLASSES) -> Path:
     frac_pos, mean_pred = calibration_curve(y, prob, n_bins=10, strategy="quantile")
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot(mean_pred, frac_pos, "o-", label="model")
     ax.plot([0, 1], [0, 1], ":", color="grey", label="perfectly calibrated")
-    ax.set(xlabel="mean predicted probability", ylabel="fraction PNEUMONIA", title=title)
+    ax.set(xlabel="mean predicted probability", ylabel=f"fraction {names[1]}", title=title)
     ax.legend(loc="upper left", fontsize=8)
     return _save(fig, path)
 
 
-def plot_score_histogram(y, prob, threshold: float, path: Path, *, title: str) -> Path:
-    """Per-class histograms of the PNEUMONIA probability, with the decision threshold."""
+def plot_score_histogram(y, prob, threshold: float, path: Path, *, title: str,
+                         names: tuple[str, ...] = CLASSES) -> Path:
+    """Per-class histograms of the positive class's probability, with the decision threshold."""
     y, prob = np.asarray(y), np.asarray(prob)
     fig, ax = plt.subplots(figsize=(6, 3.5))
     bins = np.linspace(0, 1, 41)
-    for label, name in enumerate(CLASSES):
+    for label, name in enumerate(names):
         ax.hist(prob[y == label], bins=bins, alpha=0.6, label=name)
     ax.axvline(threshold, color="black", ls="--", label=f"threshold {threshold:.3f}")
-    ax.set(xlabel="PNEUMONIA probability", ylabel="images", title=title)
+    ax.set(xlabel=f"{names[1]} probability", ylabel="images", title=title)
     ax.legend(fontsize=8)
     return _save(fig, path)
 

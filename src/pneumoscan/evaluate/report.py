@@ -23,8 +23,8 @@ def evaluate_split(y_true, prob, *, threshold: float, name: str, out_dir: str | 
     """Metrics at ``threshold`` and at 0.5, each with bootstrap 95% CIs; plots written to ``out_dir``."""
     y_true, prob = np.asarray(y_true).astype(int), np.asarray(prob, dtype=float)
     result = {
-        "at_threshold": binary_metrics(y_true, prob, threshold),
-        "at_0.5": binary_metrics(y_true, prob, 0.5),
+        "at_threshold": binary_metrics(y_true, prob, threshold, names=names),
+        "at_0.5": binary_metrics(y_true, prob, 0.5, names=names),
     }
     result["at_threshold"]["ci95"] = bootstrap_ci(y_true, prob, threshold, n_boot=n_boot, seed=seed)
     result["at_0.5"]["ci95"] = bootstrap_ci(y_true, prob, 0.5, n_boot=n_boot, seed=seed)
@@ -51,9 +51,10 @@ def write_plots(y_true, prob, threshold: float, name: str, out_dir: Path,
                       title=f"Precision-recall, {name}"),
         plots.plot_confusion(at_t["confusion_matrix"], plot_file(out_dir, "confusion", name),
                              title=f"{name}, threshold {threshold:.3f}", names=names),
-        plots.plot_calibration(y_true, prob, plot_file(out_dir, "calibration", name), title=f"Calibration, {name}"),
+        plots.plot_calibration(y_true, prob, plot_file(out_dir, "calibration", name), title=f"Calibration, {name}",
+                               names=names),
         plots.plot_score_histogram(y_true, prob, threshold, plot_file(out_dir, "scores", name),
-                                   title=f"Scores, {name}"),
+                                   title=f"Scores, {name}", names=names),
     ]
     return [str(p.name) for p in written]
 
