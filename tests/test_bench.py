@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import numpy as np
 import torch
+from bench.brain_mri_explain import head_mask, mass_outside
 from bench.inference import quantize_int8
 from bench.records import RunRecords, protocol_settings, read_record
 from bench.robustness import FlipAveraged
@@ -149,3 +150,16 @@ def test_how_the_activations_were_computed_does_not_define_a_run():
     from_before_the_setting = {k: v for k, v in to_dict(config).items() if k != "cache_engine"}
     assert protocol_settings(from_before_the_setting) == protocol_settings(replace(config, cache_engine="torch"))
     assert protocol_settings(config) != protocol_settings(replace(config, tail_epochs=3))
+
+
+def test_the_head_mask_of_an_mri_slice_is_its_largest_bright_region_with_holes_filled():
+    yy, xx = np.mgrid[0:64, 0:64]
+    head = (yy - 32) ** 2 + (xx - 30) ** 2 < 20 ** 2
+    gray = np.where(head, 0.7, 0.02).astype(np.float32)
+    gray[28:36, 26:34] = 0.05  # a dark lesion inside the head: a hole, still the head
+    gray[2:5, 58:62] = 0.9     # a bright label in the corner: not the largest region
+    mask = head_mask(gray)
+    assert (mask == head).mean() > 0.99 and not mask[3, 60]
+    inside, outside = np.where(head, 1.0, 0.0), np.where(head, 0.0, 1.0)
+    assert mass_outside(inside, mask) < 0.01 and mass_outside(outside, mask) > 0.99
+    assert np.isnan(mass_outside(np.zeros((64, 64)), mask))
