@@ -8,8 +8,8 @@ the official Testing split; the runs are the same folders as ``bench.brain_mri``
 reuses the other's. Seed ``i`` of one model is paired with seed ``i`` of another (McNemar, paired bootstrap
 of the accuracy and macro-F1 differences). A finished run keeps a record in
 ``bench/results/brain_mri_compare_runs/`` and is not trained again, so the comparison can be spread over
-sessions. Writes ``bench/results/brain_mri_comparison.json`` and ``brain_mri_comparison.md`` with the
-models and seeds that have records.
+sessions; what disturbed a run's training time is noted by hand in ``TIMING_NOTES.txt`` there. Writes
+``bench/results/brain_mri_comparison.json`` and ``brain_mri_comparison.md``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from functools import partial
 
 from bench.brain_mri import BUDGET, MRI, run_folder, settings
 from bench.common import RESULTS, launch_commit, write_result
-from bench.compare import ALL_MODELS, provenance
+from bench.compare import ALL_MODELS, provenance, timing_note
 from bench.records import RunRecords
 from pneumoscan.compare import run_one, side_by_side
 from pneumoscan.compare_report import comparison_markdown
@@ -49,9 +49,11 @@ def main() -> None:
                            "note": "ResNet50: ImageNet weights through layer3 only (partial file); layer4 and the "
                                    "head trained from scratch"},
               **side_by_side(runs)}
-    write_result("brain_mri_comparison", result)
+    notes = timing_note(RECORDS)
+    write_result("brain_mri_comparison", {**result, "timing_note": notes})
     (RESULTS / "brain_mri_comparison.md").write_text(
-        comparison_markdown(result).replace("# Model comparison", "# Brain MRI, 4 classes: model comparison", 1))
+        comparison_markdown(result).replace("# Model comparison", "# Brain MRI, 4 classes: model comparison", 1)
+        + "\n## What the training times came from\n\n" + notes + "\n")
 
 
 if __name__ == "__main__":
