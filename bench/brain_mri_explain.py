@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import logging
 import time
 from pathlib import Path
@@ -123,12 +124,12 @@ def gallery(model: str, run: Path) -> dict:
     """Each class's confident hits and every error of the Testing split, with the run's own predictions."""
     loaded = load_model(run)
     names = loaded.classes.names
-    with RunFolder(run).predictions("test").open(newline="") as handle:
-        rows = [r for r in csv.DictReader(handle) if r.get("label") in names]
+    with RunFolder(run).predictions("test").open(newline="") as handle:  # label: the truth; predicted: the call
+        rows = [r for r in csv.DictReader(handle) if r.get("predicted") in names]
     by_path = {s.path: s for s in scan_kaggle_split(MRI, "Testing")}
     samples = [by_path[r["path"]] for r in rows]
-    predicted = np.array([names.index(r["label"]) for r in rows])
-    confidence = np.array([float(r[f"probability_{r['label']}"]) for r in rows])
+    predicted = np.array([names.index(r["predicted"]) for r in rows])
+    confidence = np.array([float(r[f"probability_{r['predicted']}"]) for r in rows])
     counts = review_gallery(loaded, samples, confidence, WORK / model, predicted=predicted, confident=4)
     overview(model, loaded, samples, predicted, confidence)
     return counts
@@ -146,7 +147,7 @@ def overview(model: str, loaded, samples, predicted: np.ndarray, confidence: np.
     items = [i for i in explain_batches(loaded, [samples[i].path for i in chosen]) if isinstance(i, Explained)]
     true_of = {samples[i].path: names[truth[i]] for i in chosen}
     save_grid(RESULTS / f"brain_mri_gallery_{model}.png", [overlay(i.gray, i.heatmap) for i in items],
-              [f"true {true_of[i.path]}\ncalled {i.label} {i.probability:.2f}" for i in items],
+              [f"true {true_of[i.path]}, called {i.label} {i.probability:.2f}" for i in items],
               title=f"{model}: Grad-CAM of the predicted class, per true class its hits and errors", columns=8)
 
 
@@ -155,10 +156,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=160)
     parser.add_argument("--runs", nargs=2, default=[f"{m}={p}" for m, p in RUNS.items()])
+    parser.add_argument("--gallery-only", action="store_true",
+                        help="only make the galleries again, keeping the numbers of brain_mri_explain.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     started = time.perf_counter()
     runs = {m: Path(p) for m, p in (item.split("=", 1) for item in args.runs)}
+    if args.gallery_only:
+        result = json.loads((RESULTS / "brain_mri_explain.json").read_text())
+        for model, run in runs.items():
+            result[model]["gallery"] = gallery(model, run)
+        result["numbers_commit"] = result.get("numbers_commit", result["commit"])  # the galleries: ``commit``
+        write_result("brain_mri_explain", {k: v for k, v in result.items() if k not in ("commit", "machine")})
+        return
     test = scan_kaggle_split(MRI, "Testing")
     names = load_model(next(iter(runs.values()))).classes.names
     chosen = [test[i] for i in evenly_spaced(len(test), args.images)]
