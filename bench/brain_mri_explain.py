@@ -15,7 +15,7 @@ predicts:
   prior explaining the same class as baselines;
 - per model, a gallery of each class's most confident hits and every error of the whole Testing split
   (``review_gallery``), in ``bench/work/brain_mri_explain/<model>/``; one overview grid per model goes to
-  ``bench/results/brain_mri_gallery_<model>.png``.
+  ``bench/results/brain_mri_gallery_<model>.jpg``.
 
 Writes ``bench/results/brain_mri_explain.json``.
 """
@@ -146,9 +146,18 @@ def overview(model: str, loaded, samples, predicted: np.ndarray, confidence: np.
         chosen += hits[:per_class] + errors[:per_class]
     items = [i for i in explain_batches(loaded, [samples[i].path for i in chosen]) if isinstance(i, Explained)]
     true_of = {samples[i].path: names[truth[i]] for i in chosen}
-    save_grid(RESULTS / f"brain_mri_gallery_{model}.png", [overlay(i.gray, i.heatmap) for i in items],
-              [f"true {true_of[i.path]}, called {i.label} {i.probability:.2f}" for i in items],
-              title=f"{model}: Grad-CAM of the predicted class, per true class its hits and errors", columns=8)
+    grid = save_grid(WORK / f"overview_{model}.png", [overlay(i.gray, i.heatmap) for i in items],
+                     [f"true {true_of[i.path]}, called {i.label} {i.probability:.2f}" for i in items],
+                     title=f"{model}: Grad-CAM of the predicted class, per true class its hits and errors", columns=8)
+    small_copy(grid, RESULTS / f"brain_mri_gallery_{model}.jpg")
+
+
+def small_copy(picture: Path, out: Path, width: int = 1600) -> None:
+    """A JPEG of ``picture`` at ``width`` px, small enough to keep with the results."""
+    from PIL import Image
+
+    image = Image.open(picture).convert("RGB")
+    image.resize((width, round(image.height * width / image.width)), Image.LANCZOS).save(out, quality=85)
 
 
 def main() -> None:
