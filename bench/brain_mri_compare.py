@@ -52,7 +52,7 @@ def main() -> None:
     notes = timing_note(RECORDS)
     write_result("brain_mri_comparison", {**result, "timing_note": notes})
     (RESULTS / "brain_mri_comparison.md").write_text(
-        comparison_markdown(result).replace("# Model comparison", "# Brain MRI, 4 classes: model comparison", 1)
+        comparison_markdown(result, title="Brain MRI, 4 classes: model comparison")
         + "\n## What the training times came from\n\n" + notes + "\n")
 
 

@@ -34,21 +34,20 @@ import torch
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
-from bench.common import RESULTS, ROOT, SHARED, launch_commit, write_result
-from pneumoscan.checkpoint import load_model
-from pneumoscan.data.records import scan_kaggle_split
+from bench.brain_mri import BUDGET, MRI, run_folder
+from bench.common import RESULTS, ROOT, launch_commit, write_result
+from pneumoscan.checkpoint import LoadedModel, load_model
+from pneumoscan.data.records import Sample, scan_kaggle_split
 from pneumoscan.data.split import evenly_spaced
 from pneumoscan.device import effective_precision
-from pneumoscan.explain.checks import center_maps, deletion_insertion, random_maps
+from pneumoscan.explain.checks import baseline_maps, deletion_insertion
 from pneumoscan.explain.methods import heatmap_agreement
 from pneumoscan.explain.render import overlay, save_grid
 from pneumoscan.explain.run import Explained, explain_batches, review_gallery
 from pneumoscan.run_folder import RunFolder
 
-MRI = SHARED / "data" / "brain_tumor_mri"
 WORK = ROOT / "bench" / "work" / "brain_mri_explain"
-RUNS = {"densenet121": ROOT / "bench" / "work" / "brain_mri" / "densenet121_4class_seed0",
-        "resnet50": ROOT / "bench" / "work" / "brain_mri" / "resnet50_4class_seed0"}
+RUNS = {model: run_folder(model, "4class", 0, BUDGET) for model in ("densenet121", "resnet50")}
 
 
 def head_mask(gray: np.ndarray) -> np.ndarray:
@@ -68,16 +67,14 @@ def mass_outside(heatmap: np.ndarray, mask: np.ndarray) -> float:
     return float(heatmap[~mask].sum() / total) if total > 0 else float("nan")
 
 
-def explained_items(run: Path, paths: list[str]) -> dict[str, Explained]:
+def explained_items(loaded: LoadedModel, paths: list[str], name: str) -> dict[str, Explained]:
     """Grad-CAM of the predicted class, by path, for every scored image."""
-    loaded = load_model(run)
-    items = explain_batches(loaded, paths, desc=f"Grad-CAM {run.name}")
+    items = explain_batches(loaded, paths, desc=f"Grad-CAM {name}")
     return {item.path: item for item in items if isinstance(item, Explained)}
 
 
-def faithfulness(run: Path, items: list[Explained], batch: int = 16) -> dict:
+def faithfulness(loaded: LoadedModel, items: list[Explained], batch: int = 16) -> dict:
     """Mean deletion / insertion AUCs of Grad-CAM and of the two baselines explaining the same class."""
-    loaded = load_model(run)
     names, pre = loaded.classes.names, loaded.preprocessing
     precision = effective_precision("bf16", "cpu")
     scores = {m: {"deletion_auc": [], "insertion_auc": []} for m in ("gradcam", "random", "center")}
@@ -85,9 +82,8 @@ def faithfulness(run: Path, items: list[Explained], batch: int = 16) -> dict:
         chunk = items[start:start + batch]
         images = torch.stack([pre.normalize(torch.as_tensor(i.gray)[None]) for i in chunk])
         explained = np.array([names.index(i.explained) for i in chunk])
-        shape = (len(chunk), *chunk[0].heatmap.shape)
-        maps = {"gradcam": np.stack([i.heatmap for i in chunk]), "random": random_maps(shape, seed=start),
-                "center": center_maps(shape)}
+        gradcam_maps = np.stack([i.heatmap for i in chunk])
+        maps = {"gradcam": gradcam_maps, **baseline_maps(gradcam_maps.shape, seed=start)}
         for method, heatmaps in maps.items():
             curve = deletion_insertion(loaded.model.eval(), images, heatmaps, explained, precision=precision)
             for key, values in curve.items():
@@ -104,12 +100,12 @@ def outside_the_head(items: list[Explained], truth: dict[str, str]) -> dict:
     masks = [head_mask(i.gray) for i in items]
     outside = np.array([mass_outside(i.heatmap, m) for i, m in zip(items, masks)])
     area = np.array([1 - m.mean() for m in masks])
-    classes = sorted(set(truth.values()))
+    true_class = np.array([truth[i.path] for i in items])
     return {"mean": float(np.nanmean(outside)), "area_outside_mean": float(area.mean()),
             "images_with_most_mass_outside": int(np.sum(outside > 0.5)),
-            "per_class": {c: {"mean": float(np.nanmean([o for o, i in zip(outside, items) if truth[i.path] == c])),
-                              "area_outside_mean": float(np.mean([a for a, i in zip(area, items)
-                                                                  if truth[i.path] == c]))} for c in classes}}
+            "per_class": {c: {"mean": float(np.nanmean(outside[true_class == c])),
+                              "area_outside_mean": float(area[true_class == c].mean())}
+                          for c in sorted(set(true_class))}}
 
 
 def agreement(a: dict[str, Explained], b: dict[str, Explained]) -> dict:
@@ -120,14 +116,12 @@ def agreement(a: dict[str, Explained], b: dict[str, Explained]) -> dict:
             "mean_top_iou": float(np.mean([v["top_iou"] for v in values]))}
 
 
-def gallery(model: str, run: Path) -> dict:
+def gallery(model: str, loaded: LoadedModel, run: Path, testing: dict[str, Sample]) -> dict:
     """Each class's confident hits and every error of the Testing split, with the run's own predictions."""
-    loaded = load_model(run)
     names = loaded.classes.names
     with RunFolder(run).predictions("test").open(newline="") as handle:  # label: the truth; predicted: the call
         rows = [r for r in csv.DictReader(handle) if r.get("predicted") in names]
-    by_path = {s.path: s for s in scan_kaggle_split(MRI, "Testing")}
-    samples = [by_path[r["path"]] for r in rows]
+    samples = [testing[r["path"]] for r in rows]
     predicted = np.array([names.index(r["predicted"]) for r in rows])
     confidence = np.array([float(r[f"probability_{r['predicted']}"]) for r in rows])
     counts = review_gallery(loaded, samples, confidence, WORK / model, predicted=predicted, confident=4)
@@ -171,25 +165,28 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     started = time.perf_counter()
     runs = {m: Path(p) for m, p in (item.split("=", 1) for item in args.runs)}
+    models = {m: load_model(run) for m, run in runs.items()}
+    test = scan_kaggle_split(MRI, "Testing")
+    testing = {s.path: s for s in test}
     if args.gallery_only:
         result = json.loads((RESULTS / "brain_mri_explain.json").read_text())
         for model, run in runs.items():
-            result[model]["gallery"] = gallery(model, run)
+            result[model]["gallery"] = gallery(model, models[model], run, testing)
         result["numbers_commit"] = result.get("numbers_commit", result["commit"])  # the galleries: ``commit``
         write_result("brain_mri_explain", {k: v for k, v in result.items() if k not in ("commit", "machine")})
         return
-    test = scan_kaggle_split(MRI, "Testing")
-    names = load_model(next(iter(runs.values()))).classes.names
+    names = next(iter(models.values())).classes.names
     chosen = [test[i] for i in evenly_spaced(len(test), args.images)]
     truth = {s.path: names[s.label] for s in chosen}
-    explained = {m: explained_items(run, [s.path for s in chosen]) for m, run in runs.items()}
+    explained = {m: explained_items(models[m], [s.path for s in chosen], run.name) for m, run in runs.items()}
     result = {"data": f"shared/data/brain_tumor_mri Testing, {args.images} images evenly spaced",
               "runs": {m: str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p) for m, p in runs.items()},
               "method": "gradcam of each model's predicted class"}
     for model, run in runs.items():
         items = list(explained[model].values())
         result[model] = {"explained": len(items), "mass_outside_head": outside_the_head(items, truth),
-                         "faithfulness": faithfulness(run, items), "gallery": gallery(model, run)}
+                         "faithfulness": faithfulness(models[model], items),
+                         "gallery": gallery(model, models[model], run, testing)}
         logging.info("%s: %s", model, {k: v for k, v in result[model].items() if k != "gallery"})
     first, second = list(runs)
     result["agreement"] = {"models": [first, second], **agreement(explained[first], explained[second])}

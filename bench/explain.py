@@ -24,13 +24,12 @@ from pneumoscan.data import XRayDataset, scan_kaggle_split  # noqa: E402
 from pneumoscan.data.synthetic import read_lesion_boxes, write_synthetic_dataset  # noqa: E402
 from pneumoscan.explain import explain, gradcam  # noqa: E402
 from pneumoscan.explain.checks import (  # noqa: E402
+    baseline_maps,
     border_mass,
     box_iou,
     cascading_randomization,
-    center_maps,
     deletion_insertion,
     pointing_game,
-    random_maps,
 )
 from pneumoscan.explain.methods import heatmap_agreement  # noqa: E402
 from pneumoscan.explain.run import explain_batches  # noqa: E402
@@ -133,8 +132,7 @@ def faithfulness(model, count: int = 200) -> dict:
         for start in range(0, count, 20):
             batch = images[start:start + 20]
             if method in ("random", "center"):
-                maps = random_maps((len(batch), 224, 224), seed=start) if method == "random" else center_maps(
-                    (len(batch), 224, 224))
+                maps = baseline_maps((len(batch), 224, 224), seed=start)[method]
                 batch_explained = explained_by_gradcam[start:start + 20]
             else:
                 explained = explain(model, batch, method=method, target="predicted",
@@ -165,8 +163,7 @@ def road(model, images: torch.Tensor) -> dict:
     explained = gradcam(model, images, target="predicted")
     targets = [BinaryClassifierOutputTarget(int(s > 0)) for s in explained.signs]
     metric = ROADCombined(percentiles=[20, 40, 60, 80])
-    maps = {"gradcam": explained.heatmaps, "random": random_maps(explained.heatmaps.shape),
-            "center": center_maps(explained.heatmaps.shape)}
+    maps = {"gradcam": explained.heatmaps, **baseline_maps(explained.heatmaps.shape)}
     return {"images": len(images), **{name: float(np.mean(metric(images, m, targets, model)))
                                       for name, m in maps.items()},
             "note": "higher is better: confidence kept when the least relevant pixels go, minus when the most do"}

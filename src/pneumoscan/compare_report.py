@@ -25,11 +25,11 @@ def _seconds(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0f}"
 
 
-def comparison_markdown(result: dict) -> str:
+def comparison_markdown(result: dict, *, title: str = "Model comparison") -> str:
     seeds = result["protocol"]["seeds"]
     keys = result.get("metrics", BINARY_METRICS)
     decision = "threshold chosen on validation" if "auc" in keys else "the most probable class"
-    lines = ["# Model comparison", "", f"{seeds} seed(s) per model; mean ± std over seeds "
+    lines = [f"# {title}", "", f"{seeds} seed(s) per model; mean ± std over seeds "
              f"(95% bootstrap CI of seed 0 in brackets). Test split, {decision}. Train s is the "
              "slowest seed: later seeds can reuse the first one's frozen-trunk activation cache; seeds whose time is "
              "not known are left out.", "",

@@ -129,6 +129,11 @@ def center_maps(shape: tuple[int, int, int]) -> np.ndarray:
     return np.repeat(prior[None].astype(np.float32), shape[0], axis=0)
 
 
+def baseline_maps(shape: tuple[int, int, int], seed: int = 0) -> dict[str, np.ndarray]:
+    """The two maps a heatmap must beat on deletion and insertion: smooth random maps and a centre prior."""
+    return {"random": random_maps(shape, seed=seed), "center": center_maps(shape)}
+
+
 def pointing_game(heatmap: np.ndarray, boxes: list[tuple[int, int, int, int]], *, tolerance: int = 15) -> bool:
     """Whether the map's maximum lies within ``tolerance`` pixels of a lesion box (Zhang et al. 2018)."""
     y, x = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
