@@ -196,3 +196,36 @@ def test_two_models_compared_on_three_classes_get_multiclass_metrics_and_paired_
     lines = (tmp_path / "cmp" / "comparison.md").read_text().splitlines()
     header = next(line for line in lines if line.startswith("| model |"))
     assert "| macro-F1 |" in header and "| AUC |" not in header and any("accuracy difference" in x for x in lines)
+
+
+def test_a_three_class_study_tunes_on_validation_accuracy_and_label_smoothing(shapes_root, tmp_path):
+    from pneumoscan.settings import load_settings
+    from pneumoscan.tune import TuneConfig, tune
+
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps({"image_size": 64, "train_views": 1, "batch_size": 16, "workers": 0, "n_boot": 30,
+                                "val_fraction": 0.25, "shift_report": False, "shift_images": 8}))
+    summary = tune(TuneConfig(data=str(shapes_root), out=str(tmp_path / "study"), base_config=str(base),
+                              weights="none", trials=2, head_epochs=2, tail_epochs=1,
+                              cache_dir=str(tmp_path / "cache")))
+    assert summary["objective"] == "val_shifts_accuracy" and "val_auc" not in summary
+    assert 0 < summary["best_value"] <= 1 and "label_smoothing" in summary["best_params"]
+    assert "pos_weight_scale" not in summary["best_params"]
+    best = load_settings(TrainConfig, file=summary["best_config"])
+    assert best.label_smoothing == pytest.approx(summary["best_params"]["label_smoothing"])
+    trial = json.loads((tmp_path / "study" / "trials" / "trial_0000" / "history.json").read_text())
+    assert {"val_accuracy", "val_auc"} <= set(trial[0])
+
+
+def test_the_pooled_validation_score_reads_one_logit_or_a_row_of_class_logits():
+    from pneumoscan.tune import pooled_validation_score
+
+    labels = np.array([0, 1, 2])
+    rows = np.eye(3) * 4  # every clean image right
+    shifted = np.stack([np.eye(3) * 4, np.roll(np.eye(3), 1, axis=1) * 4], axis=1)  # one copy right, one wrong
+    logits = {"labels": labels, "clean": rows, "shift_labels": labels, "shifted": shifted}
+    assert pooled_validation_score(logits, "accuracy") == pytest.approx(6 / 9)
+    binary = {"labels": np.array([0, 1]), "clean": np.array([-1.0, 2.0]), "shift_labels": np.array([0, 1]),
+              "shifted": np.array([[1.5], [1.0]])}
+    assert pooled_validation_score(binary, "accuracy") == pytest.approx(3 / 4)
+    assert pooled_validation_score(binary, "auc") == pytest.approx(0.75)

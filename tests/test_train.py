@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -265,3 +266,49 @@ def test_auto_engine_falls_back_to_pytorch_when_onnx_runtime_cannot_run_the_trun
     assert len(list(tmp_path.glob("activations-*"))) == 1
     with pytest.raises(RuntimeError, match="no exporter here"):  # asked for by name: no silent fallback
         cache_module.cached_activations(trunk, samples, pre, engine="onnxruntime", **args)
+
+
+@pytest.mark.parametrize("select_on, kept_epoch", [("auc", 1), ("accuracy", 3)])
+def test_the_kept_epoch_is_the_best_on_the_chosen_validation_score(tmp_path, select_on, kept_epoch):
+    # three classes, scripted validation probabilities (as log-probabilities, which softmax returns): epoch 1
+    # ranks perfectly (AUC 1) but misclassifies one image, epoch 3 classifies every image right but ranks a
+    # a class-0 image above a class-1 one in column 1 (AUC < 1); epochs 2 and 4 get every image wrong
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    ranks_best = [[.7, .2, .1], [.7, .2, .1], [.45, .4, .15], [.2, .7, .1], [.1, .2, .7], [.1, .2, .7]]
+    classifies_best = [[.5, .45, .05], [.7, .2, .1], [.3, .4, .3], [.2, .7, .1], [.1, .2, .7], [.1, .2, .7]]
+    all_wrong = np.roll(np.full((3, 3), 0.1) + 0.7 * np.eye(3), 1, axis=1)[labels]
+    scripted = iter(np.log(np.array(p, dtype=np.float32)) for p in [ranks_best, all_wrong, classifies_best, all_wrong])
+    module = torch.nn.Linear(2, 3)
+    kept = {}
+
+    def validate(m):
+        return labels, next(scripted)
+
+    class Batches:
+        def __len__(self):
+            return 1
+
+        def epoch(self, epoch):
+            yield torch.randn(6, 2), torch.tensor(labels).float(), 6
+
+    def remember(row):
+        kept[row["epoch"]] = copy.deepcopy(module.state_dict())
+
+    settings = loop_module.StageSettings(name="tail", epochs=4, lr=1e-2, lr_min=1e-3, weight_decay=0.0, patience=5,
+                                         pos_weight=1.0, seed=0, precision="fp32", device=torch.device("cpu"),
+                                         class_weights=(1.0, 1.0, 1.0), select_on=select_on)
+    history = []
+    loop_module.run_stage(module, list(module.parameters()), Batches(), validate, settings,
+                          state_path=tmp_path / "state.pt", history=history, on_epoch=remember)
+    assert history[0]["val_auc"] == 1.0 and history[2]["val_accuracy"] == 1.0 > history[0]["val_accuracy"]
+    assert history[2]["val_auc"] < 1.0
+    for name, value in module.state_dict().items():
+        torch.testing.assert_close(value, kept[kept_epoch][name])
+
+
+def test_auto_selection_follows_auc_for_two_classes_and_accuracy_for_more():
+    config = TrainConfig()
+    assert config.selection_score(2) == "auc" and config.selection_score(4) == "accuracy"
+    assert replace(config, select_on="auc").selection_score(4) == "auc"
+    with pytest.raises(ValueError, match="select_on"):
+        TrainConfig(select_on="f1")

@@ -1,8 +1,9 @@
-"""``pneumoscan tune``: hyperparameter search with Optuna on validation ROC-AUC (never test).
+"""``pneumoscan tune``: hyperparameter search with Optuna on a validation score (never test).
 
-The default objective is the ROC-AUC over validation images pooled with their acquisition-shifted
-copies (``data.shifts``): clean validation AUC sits near 1.0 on this dataset, where a search would
-chase noise, while the shifted copies separate models that transfer from those that do not.
+The default objective is the score over validation images pooled with their acquisition-shifted
+copies (``data.shifts``): ROC-AUC for two classes, accuracy for more (the score training stops on).
+Clean validation AUC sits near 1.0 on the pneumonia task, where a search would chase noise, while the
+shifted copies separate models that transfer from those that do not.
 
 Trials are cheap because they train on the cached frozen-trunk activations of the core pipeline
 (each augmentation level is cached once, before the first trial). TPE sampling, median pruning
@@ -26,9 +27,11 @@ from pathlib import Path
 
 import numpy as np
 import optuna
+from scipy.special import softmax
 from sklearn.metrics import roc_auc_score
 
 from pneumoscan.data.preprocess import Augmentation
+from pneumoscan.data.records import task_classes
 from pneumoscan.run_folder import RunFolder
 from pneumoscan.settings import load_settings, to_dict
 from pneumoscan.train import TrainConfig, train
@@ -61,19 +64,31 @@ class TuneConfig:
     head_epochs: int = 12                # per trial
     tail_epochs: int = 4                 # per trial (pruned early when below the median)
     augmentation_levels: tuple[str, ...] = ("recipe", "acquisition")
-    objective: str = "val_shifts_auc"    # ROC-AUC on validation: "val_auc" (clean images) or "val_shifts_auc"
-                                         # (clean validation pooled with its 14 acquisition-shifted copies)
+    objective: str = "auto"              # "val_auc" / "val_accuracy" (clean validation images) or "val_shifts_auc"
+                                         # / "val_shifts_accuracy" (clean validation pooled with its acquisition-
+                                         # shifted copies); "auto" = the shifted one, AUC for two classes and
+                                         # accuracy for more
     cache_dir: str = ""
 
     def __post_init__(self):
-        if self.objective not in ("val_auc", "val_shifts_auc"):
-            raise ValueError(f"objective={self.objective!r}: choose val_auc or val_shifts_auc")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective={self.objective!r}: choose one of {OBJECTIVES}")
+
+    def objective_for(self, classes: int) -> str:
+        """The objective this study maximizes on a task of ``classes`` classes."""
+        if self.objective != "auto":
+            return self.objective
+        return "val_shifts_auc" if classes == 2 else "val_shifts_accuracy"
 
 
-def suggest(trial: optuna.Trial, config: TuneConfig) -> dict:
+OBJECTIVES = ("auto", "val_auc", "val_shifts_auc", "val_accuracy", "val_shifts_accuracy")
+
+
+def suggest(trial: optuna.Trial, config: TuneConfig, classes: int = 2) -> dict:
     """The search space: learning rates of both stages, head size and dropouts, weight decay, how
-    much of the last block is trained, augmentation strength and the positive-class weight."""
-    return {
+    much of the last block is trained, augmentation strength, and the positive-class weight (two
+    classes) or the label smoothing (more)."""
+    params = {
         "head_lr": trial.suggest_float("head_lr", 1e-4, 1e-2, log=True),
         "tail_lr": trial.suggest_float("tail_lr", 1e-5, 1e-3, log=True),
         "head_hidden": trial.suggest_categorical("head_hidden", [64, 128, 256, 512]),
@@ -82,8 +97,12 @@ def suggest(trial: optuna.Trial, config: TuneConfig) -> dict:
         "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-1, log=True),
         "tail_fraction": trial.suggest_categorical("tail_fraction", [0.25, 0.5, 1.0]),
         "augmentation": trial.suggest_categorical("augmentation", list(config.augmentation_levels)),
-        "pos_weight_scale": trial.suggest_float("pos_weight_scale", 0.5, 2.0, log=True),
     }
+    if classes == 2:
+        params["pos_weight_scale"] = trial.suggest_float("pos_weight_scale", 0.5, 2.0, log=True)
+    else:
+        params["label_smoothing"] = trial.suggest_float("label_smoothing", 0.0, 0.2)
+    return params
 
 
 def trial_config(base: TrainConfig, params: dict, out: Path) -> TrainConfig:
@@ -92,7 +111,9 @@ def trial_config(base: TrainConfig, params: dict, out: Path) -> TrainConfig:
                    tail_lr=params["tail_lr"], tail_lr_min=params["tail_lr"] / 10,
                    weight_decay=params["weight_decay"], tail_fraction=params["tail_fraction"],
                    augmentation=AUGMENTATION_LEVELS[params["augmentation"]],
-                   pos_weight=0.0, pos_weight_scale=params["pos_weight_scale"], test_split="", shift_report=False,
+                   pos_weight=0.0, pos_weight_scale=params.get("pos_weight_scale", base.pos_weight_scale),
+                   label_smoothing=params.get("label_smoothing", base.label_smoothing), test_split="",
+                   shift_report=False,
                    head_hidden=params["head_hidden"], dropout_in=params["dropout_in"],
                    dropout_hidden=params["dropout_hidden"])
 
@@ -107,26 +128,47 @@ def base_settings(config: TuneConfig) -> TrainConfig:
 
 
 def objective(trial: optuna.Trial, config: TuneConfig) -> float:
-    """Validation ROC-AUC of the trial's trained model (clean validation AUC is reported per epoch
-    for pruning)."""
-    params = suggest(trial, config)
+    """The validation score of the trial's trained model (the clean validation score is reported per
+    epoch for pruning)."""
+    base = base_settings(config)
+    classes = len(task_classes(base.data, base.classes, base.train_split).names)
+    params = suggest(trial, config, classes)
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # which process ran it
-    settings = trial_config(base_settings(config), params, Path(config.out) / "trials" / f"trial_{trial.number:04d}")
+    settings = trial_config(base, params, Path(config.out) / "trials" / f"trial_{trial.number:04d}")
+    goal = config.objective_for(classes)
+    score = goal.rsplit("_", 1)[1]  # "auc" or "accuracy"
 
     def report(row: dict) -> None:
-        trial.report(row["val_auc"], step=row["global_epoch"])
+        trial.report(row[f"val_{score}"], step=row["global_epoch"])
         if trial.should_prune():
-            raise optuna.TrialPruned(f"validation AUC {row['val_auc']:.4f} below the median at epoch "
+            raise optuna.TrialPruned(f"validation {score} {row[f'val_{score}']:.4f} below the median at epoch "
                                      f"{row['global_epoch']}")
 
     run_dir = train(settings, finish=False, on_epoch=report)
-    if config.objective == "val_auc":
+    if not goal.startswith("val_shifts"):
         history = json.loads(RunFolder(run_dir).history.read_text())
-        return max(row["val_auc"] for row in history)
-    logits = validation_logits(run_dir)
-    labels = np.concatenate([logits["labels"], np.repeat(logits["shift_labels"], logits["shifted"].shape[1])])
-    scores = np.concatenate([logits["clean"], logits["shifted"].ravel()])
-    return float(roc_auc_score(labels, scores))
+        return max(row[f"val_{score}"] for row in history)
+    return pooled_validation_score(validation_logits(run_dir), score)
+
+
+def study_objective(config: TuneConfig, base: TrainConfig) -> str:
+    """The objective of this study on its data's classes."""
+    return config.objective_for(len(task_classes(base.data, base.classes, base.train_split).names))
+
+
+def pooled_validation_score(logits: dict[str, np.ndarray], score: str) -> float:
+    """ROC-AUC or accuracy over clean validation images pooled with their shifted copies (``validation_logits``'s
+    output: one logit per image for two classes, a row of class logits for more)."""
+    copies = logits["shifted"].shape[1]
+    labels = np.concatenate([logits["labels"], np.repeat(logits["shift_labels"], copies)])
+    clean, shifted = logits["clean"], logits["shifted"]
+    scores = np.concatenate([clean, shifted.reshape(-1, *clean.shape[1:])])
+    if score == "auc":
+        if scores.ndim == 1:
+            return float(roc_auc_score(labels, scores))
+        return float(roc_auc_score(labels, softmax(scores, axis=1), multi_class="ovr", average="macro"))
+    called = (scores >= 0).astype(int) if scores.ndim == 1 else scores.argmax(1)
+    return float(np.mean(called == labels))
 
 
 def storage_url(config: TuneConfig) -> str:
@@ -220,10 +262,13 @@ def write_outputs(config: TuneConfig, study: optuna.Study, seconds: float, setup
     write_trials_table(study, out / "trials.csv")
     _plots(study, out)
     finished = _finished(study)
+    goal = study_objective(config, base_settings(config))
     summary = {"study": config.study, "storage": storage_url(config), "n_trials": finished,
                "n_complete": len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))),
                "n_pruned": len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))),
-               "best_trial": best.number, "val_auc": best.value, "best_params": best.params,
+               "best_trial": best.number,
+               "objective": goal, "best_value": best.value,
+               **({"val_auc": best.value} if goal.endswith("_auc") else {}), "best_params": best.params,
                "wall_seconds": round(seconds, 1), "cache_setup_seconds": round(setup_seconds, 1),
                "trials_per_hour": round(3600 * finished / max(seconds, 1e-9), 1) if math.isfinite(seconds) else None,
                "best_config": str(out / "best_config.json")}

@@ -242,7 +242,7 @@ def cmd_tune(args) -> int:
         overrides["weights"] = args.weights
     summary = tune(load_settings(TuneConfig, overrides={**overrides, **parse_overrides(args.set)}))
     print(f"{summary['n_trials']} trials ({summary['n_pruned']} pruned) in {summary['wall_seconds']:.0f} s, "
-          f"{summary['trials_per_hour']} per hour; best validation AUC {summary['val_auc']:.4f} "
+          f"{summary['trials_per_hour']} per hour; best {summary['objective']} {summary['best_value']:.4f} "
           f"(trial {summary['best_trial']}); best settings in {summary['best_config']}")
     return 0
 

@@ -23,7 +23,8 @@ from pneumoscan.models import PneumoniaNet, TailAndHead
 def shifted_logits(model: PneumoniaNet, samples: list[Sample], *, shifts: tuple[str, ...] = tuple(SHIFTS),
                    cache_dir: str | None = None, precision: str = "bf16", device: torch.device | str = "cpu",
                    workers: int = 2, engine: str = "auto") -> np.ndarray:
-    """Logits ``[len(samples), len(shifts)]``; the frozen trunk's outputs are cached when ``cache_dir``
+    """Logits ``[len(samples), len(shifts)]`` (one logit) or ``[len(samples), len(shifts), K]`` (K class logits);
+    the frozen trunk's outputs are cached when ``cache_dir``
     (computed by ``engine``, see ``cache.pick_engine``)."""
     device = torch.device(device)
     model = model.to(device).eval()
@@ -32,13 +33,18 @@ def shifted_logits(model: PneumoniaNet, samples: list[Sample], *, shifts: tuple[
                                   precision=precision, device=device, workers=workers, engine=engine,
                                   desc="caching shifted views")
         logits = batched_logits(TailAndHead(model), acts, batch_size=128, precision=precision, device=device)
-        return logits.reshape(len(samples), len(shifts))
+        return _per_image_and_shift(logits, len(samples), len(shifts))
     loader = DataLoader(XRayDataset(samples, model.preprocessing, shifts=shifts), batch_size=64, num_workers=workers)
     outputs = []
     with torch.inference_mode(), autocast_for(device, precision):
         for x, _, _ in loader:
             outputs.append(model(x.to(device)).float().cpu().numpy())
-    return np.concatenate(outputs).reshape(len(samples), len(shifts))
+    return _per_image_and_shift(np.concatenate(outputs), len(samples), len(shifts))
+
+
+def _per_image_and_shift(logits: np.ndarray, images: int, shifts: int) -> np.ndarray:
+    """Rows ordered image by image, shift by shift, as ``[images, shifts]`` or ``[images, shifts, K]``."""
+    return logits.reshape(images, shifts, *logits.shape[1:])
 
 
 def robustness_report(y_true, logits: np.ndarray, threshold: float, shifts: tuple[str, ...]) -> dict:

@@ -53,10 +53,15 @@ class TrainConfig:
     full_lr: float = 1e-3
     full_lr_min: float = 1e-5
     weight_decay: float = 1e-4         # AdamW decoupled weight decay (the L2 of the recipe)
-    patience: int = 5                  # early stopping: epochs without a better validation ROC-AUC
+    patience: int = 5                  # early stopping: epochs without a better validation score
+    select_on: str = "auto"            # that score, which also picks the kept epoch: "auc", "accuracy", or
+                                       # "auto" (ROC-AUC for two classes; accuracy for more, whose one-vs-rest
+                                       # AUC saturates near 0.996 while accuracy still climbs)
     pos_weight: float = 0.0            # two classes: BCE positive-class weight; 0 = pos_weight_scale * n_negative /
     pos_weight_scale: float = 1.0      #   n_positive of the training split (more classes: cross-entropy weighted
                                        #   n / (K n_class)); the class weight follows the data
+    label_smoothing: float = 0.1       # more than two classes: cross-entropy label smoothing (0 = none); two
+                                       # classes keep plain BCE and their validation-chosen threshold
     threshold_rule: str = "youden"     # on validation: "youden", "sensitivity" or "fixed"
     target_sensitivity: float = 0.95   # for threshold_rule="sensitivity"
     threshold_on: str = "val+shifts"   # "val": clean validation images; "val+shifts": validation images
@@ -94,6 +99,10 @@ class TrainConfig:
             raise ValueError(f"stages {sorted(unknown)} unknown: choose from {STAGES}")
         if self.group_by not in ("patient", "duplicates"):
             raise ValueError(f"group_by={self.group_by!r}: choose patient or duplicates")
+        if self.select_on not in ("auto", "auc", "accuracy"):
+            raise ValueError(f"select_on={self.select_on!r}: choose auto, auc or accuracy")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing={self.label_smoothing}: choose a value in [0, 1)")
         if self.train_views < 1 or self.batch_size < 1:
             raise ValueError("train_views and batch_size must be at least 1")
 
@@ -105,6 +114,12 @@ class TrainConfig:
             weights = "imagenet" if self.model in PRETRAINED else "none"
         cache_dir = self.cache_dir or str(Path.home() / ".cache" / "pneumoscan")
         return replace(self, stages=tuple(stages), weights=weights, cache_dir=cache_dir)
+
+    def selection_score(self, classes: int) -> str:
+        """The validation score early stopping follows for a task of ``classes`` classes."""
+        if self.select_on != "auto":
+            return self.select_on
+        return "auc" if classes == 2 else "accuracy"
 
     def weights_argument(self) -> str | None:
         """The ``weights=`` value for the model builder."""

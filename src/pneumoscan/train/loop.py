@@ -1,6 +1,7 @@
 """The training loop of one stage: AdamW, cosine decay, class-weighted BCE (two classes) or
-cross-entropy (more), early stopping on validation ROC-AUC (one-vs-rest macro average for more than
-two classes), and a resumable state saved atomically after every epoch.
+cross-entropy (more), early stopping on a validation score (ROC-AUC, or accuracy, which still moves
+once a many-class AUC has saturated; ties go to the lower validation loss), and a resumable state
+saved atomically after every epoch.
 
 A stage trains ``module`` (called on a batch of inputs, returning logits ``[B]`` or ``[B, K]``) on
 batches from a ``BatchSource``. Under torchrun each rank trains on its slice of every global batch
@@ -55,10 +56,13 @@ class StageSettings:
     precision: str
     device: torch.device
     class_weights: tuple[float, ...] = ()  # more classes: cross-entropy's weight per class
+    select_on: str = "auc"            # the validation score that picks the best epoch: "auc" or "accuracy"
+    label_smoothing: float = 0.0      # more classes: cross-entropy's label smoothing
 
     def loss(self) -> nn.Module:
         if self.class_weights:
-            return nn.CrossEntropyLoss(weight=torch.tensor(self.class_weights, device=self.device))
+            return nn.CrossEntropyLoss(weight=torch.tensor(self.class_weights, device=self.device),
+                                       label_smoothing=self.label_smoothing)
         return nn.BCEWithLogitsLoss(pos_weight=torch.tensor([self.pos_weight], device=self.device))
 
 
@@ -146,7 +150,7 @@ def run_stage(module: nn.Module, params: list[nn.Parameter], train: BatchSource,
     steps = max(1, settings.epochs * len(train))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=settings.lr_min)
     loss_fn = settings.loss()
-    best = {"auc": -1.0, "loss": math.inf, "epoch": -1, "state": copy.deepcopy(module.state_dict())}
+    best = {"score": -1.0, "loss": math.inf, "epoch": -1, "state": copy.deepcopy(module.state_dict())}
     start_epoch, bad_epochs = 0, 0
     if state_path.exists():
         saved = torch.load(state_path, map_location=device, weights_only=True)
@@ -155,6 +159,7 @@ def run_stage(module: nn.Module, params: list[nn.Parameter], train: BatchSource,
             optimizer.load_state_dict(saved["optimizer"])
             scheduler.load_state_dict(saved["scheduler"])
             best, start_epoch, bad_epochs = saved["best"], saved["epoch"] + 1, saved["bad_epochs"]
+            best.setdefault("score", best.pop("auc", -1.0))  # a state saved before select_on existed
             history[:] = saved["history"]
             log.info("stage %s: resuming after epoch %d", settings.name, saved["epoch"] + 1)
 
@@ -172,10 +177,9 @@ def run_stage(module: nn.Module, params: list[nn.Parameter], train: BatchSource,
                "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - started, 2),
                **{f"train_{k}": v for k, v in train_stats.items()}, **{f"val_{k}": v for k, v in val_stats.items()}}
         history.append(row)
-        improved = val_stats["auc"] > best["auc"] + 1e-6 or (
-            abs(val_stats["auc"] - best["auc"]) <= 1e-6 and val_stats["loss"] < best["loss"])
+        improved = _better(val_stats, best, settings.select_on)
         if improved:
-            best = {"auc": val_stats["auc"], "loss": val_stats["loss"], "epoch": epoch + 1,
+            best = {"score": val_stats[settings.select_on], "loss": val_stats["loss"], "epoch": epoch + 1,
                     "state": copy.deepcopy(module.state_dict())}
             bad_epochs = 0
         else:
@@ -190,10 +194,16 @@ def run_stage(module: nn.Module, params: list[nn.Parameter], train: BatchSource,
         if on_epoch is not None:
             on_epoch(row)
     if bad_epochs >= settings.patience:
-        log.info("stage %s: early stop, best validation AUC %.4f at epoch %d", settings.name, best["auc"],
-                 best["epoch"])
+        log.info("stage %s: early stop, best validation %s %.4f at epoch %d", settings.name, settings.select_on,
+                 best["score"], best["epoch"])
     module.load_state_dict(best["state"])
     return batch_wide(module, ranks, device, undo=True)
+
+
+def _better(val_stats: dict[str, float], best: dict, select_on: str) -> bool:
+    """Whether this epoch beats the best so far: a higher score, or the same score at a lower loss."""
+    score = val_stats[select_on]
+    return score > best["score"] + 1e-6 or (abs(score - best["score"]) <= 1e-6 and val_stats["loss"] < best["loss"])
 
 
 def _train_one_epoch(module, batches, optimizer, scheduler, loss_fn, settings: StageSettings, *, desc, total,

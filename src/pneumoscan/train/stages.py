@@ -1,6 +1,6 @@
 """The training stages of a run: ``head`` (the new head on cached, pooled frozen-trunk features),
 ``tail`` (the last trunk block and the head on cached trunk activations) and ``full`` (every layer, on
-images); each one an explicit loop from ``train.loop`` with early stopping on validation AUC."""
+images); each one an explicit loop from ``train.loop`` with early stopping on a validation score."""
 
 from __future__ import annotations
 
@@ -39,7 +39,9 @@ def stage_settings(stage: str, config: TrainConfig, weights: tuple[float, ...], 
         name=stage, epochs=getattr(config, f"{stage}_epochs"), lr=getattr(config, f"{stage}_lr"),
         lr_min=getattr(config, f"{stage}_lr_min"), weight_decay=config.weight_decay, patience=config.patience,
         pos_weight=weights[0] if len(weights) == 1 else 1.0, class_weights=weights if len(weights) > 1 else (),
-        seed=config.seed, precision=config.precision, device=device)
+        seed=config.seed, precision=config.precision, device=device,
+        select_on=config.selection_score(len(weights) if len(weights) > 1 else 2),
+        label_smoothing=config.label_smoothing)
 
 
 def run_training_stage(stage: str, model: PneumoniaNet, config: TrainConfig, splits: dict[str, list[Sample]],
