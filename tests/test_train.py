@@ -312,3 +312,15 @@ def test_auto_selection_follows_auc_for_two_classes_and_accuracy_for_more():
     assert replace(config, select_on="auc").selection_score(4) == "auc"
     with pytest.raises(ValueError, match="select_on"):
         TrainConfig(select_on="f1")
+
+
+def test_label_smoothing_reaches_the_cross_entropy_of_many_classes_and_not_the_two_class_bce():
+    from pneumoscan.train.stages import stage_settings
+
+    config = TrainConfig()
+    many = stage_settings("tail", config, (1.0, 1.2, 0.9), torch.device("cpu"))
+    assert many.select_on == "accuracy" and many.loss().label_smoothing == pytest.approx(0.1)
+    two = stage_settings("tail", config, (1.5,), torch.device("cpu"))
+    assert two.select_on == "auc" and isinstance(two.loss(), torch.nn.BCEWithLogitsLoss)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        TrainConfig(label_smoothing=1.0)
