@@ -13,9 +13,7 @@ trial count, and several processes or machines can work on one study through any
 
 from __future__ import annotations
 
-import csv
 import json
-import logging
 import math
 import multiprocessing
 import os
@@ -36,8 +34,7 @@ from pneumoscan.run_folder import RunFolder
 from pneumoscan.settings import load_settings, to_dict
 from pneumoscan.train import TrainConfig, train
 from pneumoscan.train.finish import validation_logits
-
-log = logging.getLogger(__name__)
+from pneumoscan.tune_report import write_plots, write_trials_table
 
 AUGMENTATION_LEVELS = {
     "recipe": Augmentation.recipe(),   # the published recipe: rotation, flip, zoom, shift, brightness/contrast
@@ -260,7 +257,7 @@ def write_outputs(config: TuneConfig, study: optuna.Study, seconds: float, setup
     best_config = {k: v for k, v in to_dict(best_settings).items() if k not in ("out", "test_split", "shift_report")}
     (out / "best_config.json").write_text(json.dumps(best_config, indent=2) + "\n")
     write_trials_table(study, out / "trials.csv")
-    _plots(study, out)
+    write_plots(study, out)
     finished = _finished(study)
     goal = study_objective(config, base_settings(config))
     summary = {"study": config.study, "storage": storage_url(config), "n_trials": finished,
@@ -274,37 +271,3 @@ def write_outputs(config: TuneConfig, study: optuna.Study, seconds: float, setup
                "best_config": str(out / "best_config.json")}
     (out / "tune_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
-
-
-def write_trials_table(study: optuna.Study, path: Path) -> None:
-    """One CSV row per trial: number, state, value, seconds and every parameter (no pandas needed)."""
-    trials = study.get_trials(deepcopy=False)
-    params = sorted({name for trial in trials for name in trial.params})
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["number", "state", "value", "seconds", *params])
-        for trial in trials:
-            seconds = trial.duration.total_seconds() if trial.duration else ""
-            writer.writerow([trial.number, trial.state.name, "" if trial.value is None else trial.value, seconds,
-                             *(trial.params.get(name, "") for name in params)])
-
-
-def _plots(study: optuna.Study, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as optuna_plots
-
-    optuna_plots.plot_optimization_history(study)
-    plt.gcf().set_size_inches(8, 4.5)
-    plt.savefig(out / "optimization_history.png", dpi=110, bbox_inches="tight")
-    plt.close("all")
-    if len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) >= 2:
-        try:
-            optuna_plots.plot_param_importances(study)
-            plt.gcf().set_size_inches(8, 4.5)
-            plt.savefig(out / "param_importances.png", dpi=110, bbox_inches="tight")
-        except (ValueError, RuntimeError) as err:  # importances need varied, completed trials
-            log.warning("no parameter-importance plot: %s", err)
-        plt.close("all")
