@@ -113,6 +113,7 @@ def by_group(results, group_of) -> dict:
 
 def cli_outcomes(model: Path, folder: Path) -> list[tuple[str, float | None]]:
     out = WORK / f"agreement_{model.name}.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "pneumoscan.cli", "-q", "predict", str(model), str(folder), "--out", str(out)]
     subprocess.run(command, check=False, capture_output=True)
     return [(r["status"], float(r["probability"]) if r["probability"] else None) for r in csv.DictReader(out.open())]
