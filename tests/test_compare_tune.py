@@ -98,6 +98,17 @@ def test_seed_summary_reports_the_cold_cache_seed_as_the_training_time():
     assert "| 10 | 6000 | 2.0 |" in table and "slowest seed" in table
 
 
+def test_a_model_with_fewer_recorded_seeds_says_so_in_its_row_and_its_pairs():
+    run = _summarized_run
+    models = {"a": seed_summary([run(0, 60.0), run(1, 50.0), run(2, 50.0)]), "b": seed_summary([run(0, 90.0)])}
+    pair = {"delong_p": 0.01, "mcnemar_p": 0.02, "mcnemar_p_per_seed": [0.02],
+            "significant_seeds_0.05": {"delong": 1, "mcnemar": 1}}
+    table = comparison_markdown({"protocol": {"seeds": 3}, "models": models, "pairs": {"a_vs_b": pair}})
+    assert "the seeds column says how many seeds" in table
+    assert "| a | 3 | 0.8100 ± 0.0100" in table and "| b | 1 | 0.8000 ± 0.0000" in table
+    assert "| a vs b | 0.01 (1/1) | 0.02 (1/1) |" in table
+
+
 def test_ablation_budget_is_read_from_the_run_not_from_this_machine(tmp_path):
     metrics = {"device": "cuda (NVIDIA H100 80GB HBM3)", "threshold": 0.4, "timings": {"total_seconds": 300.0},
                "test": {"at_threshold": {k: 0.9 for k in ("auc", "accuracy", "sensitivity", "specificity", "f1",
