@@ -51,6 +51,13 @@ def _train(processes: int, root, out, cache) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=900)
 
 
+def _close_but_for_a_few_strays(a: torch.Tensor, b: torch.Tensor, *, rtol: float, atol: float, name: str) -> None:
+    """At most 1% of the values (and at least one) outside the tolerance, and every value within 10 times it."""
+    strays = int((~torch.isclose(a.float(), b.float(), rtol=rtol, atol=atol)).sum())
+    assert strays <= max(1, a.numel() // 100), f"{name}: {strays} of {a.numel()} values differ"
+    torch.testing.assert_close(a, b, rtol=10 * rtol, atol=10 * atol, msg=lambda m: f"{name}: {m}")
+
+
 @pytest.mark.slow
 def test_two_gloo_processes_train_like_one_with_the_same_global_batch(phantom_root, tmp_path):
     one = _train(1, phantom_root, tmp_path / "one", tmp_path / "cache")
@@ -58,16 +65,21 @@ def test_two_gloo_processes_train_like_one_with_the_same_global_batch(phantom_ro
     two = _train(2, phantom_root, tmp_path / "two", tmp_path / "cache")
     assert two.returncode == 0, two.stderr[-2000:]
     history = {name: json.loads((tmp_path / name / "history.json").read_text()) for name in ("one", "two")}
+    # gradients summed in another order: the losses agree to float noise; an AUC is a count of ranked pairs, and two
+    # nearly tied scores that swap move it by 1 / (positives x negatives), 8.5e-4 on these 1,175 training pairs (seen
+    # on an AVX2 CPU), so it may differ by a few pairs
     for a, b in zip(history["one"], history["two"], strict=True):  # every epoch's losses and metrics
-        for key in ("train_loss", "train_auc", "val_loss", "val_auc"):
-            assert a[key] == pytest.approx(b[key], abs=1e-4), key  # gradients summed in another order
+        for key, tolerance in (("train_loss", 1e-4), ("train_auc", 3e-3), ("val_loss", 1e-4), ("val_auc", 3e-3)):
+            assert a[key] == pytest.approx(b[key], abs=tolerance), key
     models = [load_model(tmp_path / name).model for name in ("one", "two")]
     # summation order; AdamW turns a near-zero gradient's float noise into a step of up to 2 x lr, and the running
-    # statistics average activations of those weights
+    # statistics average activations of those weights. On an AVX2 CPU one weight in 36,864 of a layer ended 1.2e-3
+    # away and 2 of 896 running means 2.5e-3: a few values may stray a little, none far (unaveraged gradients or
+    # statistics move them all)
     for (key, a), (_, b) in zip(models[0].named_parameters(), models[1].named_parameters(), strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3, msg=key)
+        _close_but_for_a_few_strays(a, b, rtol=1e-3, atol=1e-3, name=key)
     for (key, a), (_, b) in zip(models[0].named_buffers(), models[1].named_buffers(), strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-3, msg=key)
+        _close_but_for_a_few_strays(a, b, rtol=1e-2, atol=1e-3, name=key)
     # the same split, written once by rank 0
     assert (tmp_path / "one" / "split.csv").read_text() == (tmp_path / "two" / "split.csv").read_text()
     assert (tmp_path / "two" / "train.log").read_text().count("pneumoscan train:") == 1
