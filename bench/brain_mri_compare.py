@@ -18,24 +18,28 @@ from __future__ import annotations
 import argparse
 import logging
 from functools import partial
-from pathlib import Path
 
 from bench.brain_mri import BUDGET, MRI, run_folder, settings
 from bench.common import RESULTS, launch_commit, write_result
 from bench.compare import ALL_MODELS, provenance, timing_note
-from bench.records import RunRecords, read_record
+from bench.records import RunRecords
 from pneumoscan.compare import run_one, side_by_side
 from pneumoscan.compare_report import comparison_markdown
+from pneumoscan.train import TrainConfig
 
 RECORDS = RESULTS / "brain_mri_compare_runs"
 
 
-def recorded_seeds(records: Path, model: str, seeds: int) -> list[dict]:
+def seed_config(model: str, seed: int) -> TrainConfig:
+    """The settings of ``model``'s run of ``seed`` (the same as ``bench.brain_mri``'s, so either reuses the other's)."""
+    return settings(model, seed, "", run_folder(model, "4class", seed, BUDGET), BUDGET)
+
+
+def recorded_seeds(records: RunRecords, model: str, seeds: int) -> list[dict]:
     """``model``'s records of seeds 0, 1, ... up to its first missing one (so seed i still pairs with seed i)."""
     runs = []
     for seed in range(seeds):
-        config = settings(model, seed, "", run_folder(model, "4class", seed, BUDGET), BUDGET)
-        record = read_record(records / f"{model}_seed{seed}.json", config)
+        record = records.recorded(f"{model}_seed{seed}", seed_config(model, seed))
         if record is None:
             break
         runs.append(record)
@@ -50,15 +54,15 @@ def main() -> None:
     parser.add_argument("--recorded-only", action="store_true", help="compare the recorded runs, train none")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    records = RunRecords(RECORDS, provenance())
     if args.recorded_only:
-        runs = {model: recorded_seeds(RECORDS, model, args.seeds) for model in args.models}
+        runs = {model: recorded_seeds(records, model, args.seeds) for model in args.models}
         runs = {model: found for model, found in runs.items() if found}
     else:
-        records = RunRecords(RECORDS, provenance())
         runs = {model: [] for model in args.models}
         for seed in range(args.seeds):  # seed by seed, so an interrupted comparison has every model's seed 0
             for model in args.models:
-                config = settings(model, seed, "", run_folder(model, "4class", seed, BUDGET), BUDGET)
+                config = seed_config(model, seed)
                 runs[model].append(records(f"{model}_seed{seed}", config, partial(run_one, config)))
     seeds_per_model = {model: len(found) for model, found in runs.items()}
     result = {"protocol": {"models": list(runs), "seeds": max(seeds_per_model.values()),

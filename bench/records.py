@@ -72,8 +72,12 @@ class RunRecords:
     folder: Path
     provenance: str
 
+    def recorded(self, name: str, settings: TrainConfig) -> dict | None:
+        """The record ``name`` made under ``settings``, or None when there is none."""
+        return read_record(self._path(name), settings)
+
     def __call__(self, name: str, settings: TrainConfig, make: Callable[[], dict]) -> dict:
-        path = Path(self.folder) / f"{name}.json"
+        path = self._path(name)
         record = read_record(path, settings)
         if record is None:
             record = make()
@@ -81,6 +85,9 @@ class RunRecords:
                 record["train_seconds"] = training_seconds(Path(settings.out))
             write_record(path, settings, record, self.provenance)
         return record
+
+    def _path(self, name: str) -> Path:
+        return Path(self.folder) / f"{name}.json"
 
     def not_comparable(self) -> dict[str, str]:
         """The records whose training time was marked by hand as not comparable, and why."""
