@@ -122,6 +122,7 @@ def test_input_checks_are_baked_into_the_graph(name, tmp_path):
         features, shift_features = model.feature_map(images(64)).mean((2, 3)).numpy(), shift_input(images(64)).numpy()
     shift = fit_shift(shift_features[:48], shift_features[48:])
     shift.weight, shift.bias = fit_logistic(features[:16], features[16:], c=0.01)  # an other-population classifier
+    shift.population_limit = 0.8
     checks = InputChecks(shift=shift, shift_layer=layer, gate=fit_gate(features[:32], features[32:]))
     path = export_onnx(LoadedModel(model=model, threshold=0.5, checks=checks), tmp_path / "m.onnx")
     got = OnnxModel(path).run(images(3, seed=9).numpy())
@@ -133,6 +134,7 @@ def test_input_checks_are_baked_into_the_graph(name, tmp_path):
     limits = OnnxModel(path).limits
     assert limits["novelty_threshold"] == pytest.approx(checks.shift.threshold) and limits["gate_threshold"] == 0.5
     assert limits["shift_threshold"] == 1.0 and limits["other_population_classifier"]
+    assert limits["population_limit"] == pytest.approx(0.8)
 
 
 def test_export_run_writes_card_and_torchscript(tiny_run, phantom_root, tmp_path):

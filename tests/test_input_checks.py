@@ -6,11 +6,26 @@ import numpy as np
 import pytest
 import torch
 
-from pneumoscan.check_fitting import fit_gate, fit_population_shift, fit_shift, pooled_features
+from pneumoscan.check_fitting import (
+    fit_gate,
+    fit_logistic,
+    fit_population_shift,
+    fit_shift,
+    held_out_fold_probabilities,
+    pooled_features,
+)
 from pneumoscan.checkpoint import load_model
 from pneumoscan.data.io import colourfulness, read_image
 from pneumoscan.data.not_xray import KINDS, PHOTOS_FIT, PHOTOS_HELD_OUT, colour_images, made_images
-from pneumoscan.input_checks import FLAG_ABOVE, InputChecks, InputCheckSettings, is_blank, rule_refusal
+from pneumoscan.input_checks import (
+    FLAG_ABOVE,
+    OTHER_POPULATION_RECALL,
+    POPULATION_LIMIT,
+    InputChecks,
+    InputCheckSettings,
+    is_blank,
+    rule_refusal,
+)
 
 
 def test_made_images_cover_every_kind_and_depend_on_the_seed():
@@ -60,6 +75,20 @@ def test_shift_flags_about_one_minus_quantile_of_similar_images():
     assert (shift.score(rng.normal(3, 1, (100, 16))) > FLAG_ABOVE).all()
 
 
+def test_novelty_in_the_largest_principal_directions_ignores_a_shift_along_a_faint_one():
+    rng = np.random.default_rng(0)
+    scales = np.r_[np.full(4, 5.0), np.full(12, 0.1)]  # 4 strong directions, 12 faint ones
+    train, val = rng.normal(0, 1, (2000, 16)) * scales, rng.normal(0, 1, (1000, 16)) * scales
+    faint_shift = rng.normal(0, 1, (200, 16)) * scales + np.r_[np.zeros(4), np.full(12, 0.3)]
+    strong_shift = rng.normal(0, 1, (200, 16)) * scales + np.r_[np.full(4, 15.0), np.zeros(12)]
+    full, top = (fit_shift(train, val, quantile=0.99, components=k) for k in (None, 4))
+    flagged = lambda shift, x: float((shift.score(x) > FLAG_ABOVE).mean())  # noqa: E731
+    assert flagged(full, faint_shift) > 0.9 and flagged(top, faint_shift) < 0.05
+    assert flagged(top, strong_shift) > 0.9
+    # the mean of 4 squared z-scores: the median of chi-squared with 4 degrees of freedom (3.357), over 4
+    assert np.median(top.novelty(train)) == pytest.approx(3.357 / 4, abs=0.05)
+
+
 def test_examples_of_another_population_train_a_classifier_that_flags_them_and_not_resampled_copies():
     rng = np.random.default_rng(0)
     train, val = rng.normal(0, 1, (600, 8)), rng.normal(0, 1, (300, 8))
@@ -79,6 +108,25 @@ def test_examples_of_another_population_train_a_classifier_that_flags_them_and_n
     flagged = lambda shift, x: float((shift.score(x, x) > FLAG_ABOVE).mean())  # noqa: E731
     assert flagged(with_examples, held_out) > 0.9 > flagged(novelty_only, held_out)
     assert flagged(with_examples, new_copies) < 0.05 and flagged(with_examples, rng.normal(0, 1, (500, 8))) < 0.05
+
+
+def test_the_other_population_limit_flags_nearly_every_unseen_example_and_nothing_the_classifier_half_doubts():
+    rng = np.random.default_rng(1)
+    training, other = rng.normal(0, 1, (800, 8)), rng.normal(0, 1, (300, 8)) + [0, 8.0, 0, 0, 0, 0, 0, 0]
+    held_out = held_out_fold_probabilities(other, training, c=0.01)
+    assert held_out.shape == (300,) and (held_out > 0.5).mean() > 0.95
+    weight, bias = fit_logistic(other, training, c=0.01)
+    shift = fit_shift(training, training)
+    shift.threshold = float("inf")  # novelty never flags: the classifier alone decides here
+    shift.weight, shift.bias = weight, bias
+    shift.population_limit = max(POPULATION_LIMIT, float(np.quantile(held_out, 1 - OTHER_POPULATION_RECALL)))
+    assert shift.population_limit > 0.55  # above the 0.5 floor: unseen examples sit higher
+    between = np.linspace(-3, 8, 2000)[:, None] * np.eye(8)[1]  # points along the other population's axis
+    probability = shift.other_population(between)
+    doubted = (probability > 0.5) & (probability < shift.population_limit)
+    assert doubted.any() and not (shift.score(between, between)[doubted] > FLAG_ABOVE).any()
+    again = InputChecks.from_state(InputChecks(shift=shift, gate=None).to_state())
+    assert again.shift.population_limit == pytest.approx(shift.population_limit)
 
 
 def test_checks_survive_the_checkpoint_and_refuse_held_out_made_images(tiny_run):

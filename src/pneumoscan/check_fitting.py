@@ -17,6 +17,7 @@ from pneumoscan.data.records import expand_inputs
 from pneumoscan.data.split import evenly_spaced
 from pneumoscan.input_checks import (
     FLAG_ABOVE,
+    OTHER_POPULATION_RECALL,
     POPULATION_LIMIT,
     RESAMPLINGS,
     InputChecks,
@@ -29,15 +30,32 @@ from pneumoscan.input_checks import (
 log = logging.getLogger(__name__)
 
 
-def fit_shift(train_features: np.ndarray, val_features: np.ndarray, *, quantile: float = 0.995) -> PopulationShift:
-    """Fit the Gaussian on ``train_features``; the novelty limit is ``quantile`` of ``val_features``' distances."""
+def fit_shift(train_features: np.ndarray, val_features: np.ndarray, *, quantile: float = 0.995,
+              components: int | None = None) -> PopulationShift:
+    """Fit the Gaussian on ``train_features``; the novelty limit is ``quantile`` of ``val_features``' distances.
+
+    With ``components``, the distance is read in the covariance's ``components`` largest principal directions
+    only (the mean squared z-score there), leaving out the faint directions a full Mahalanobis distance weighs
+    most; ``None`` (the input checks' choice, see ``bench.qc_novelty``) keeps them all.
+    """
     estimate = LedoitWolf().fit(np.asarray(train_features, dtype=np.float64))
     shift = PopulationShift(mean=torch.as_tensor(estimate.location_, dtype=torch.float32),
-                            precision=torch.as_tensor(estimate.precision_, dtype=torch.float32),
+                            precision=torch.as_tensor(_precision(estimate, components), dtype=torch.float32),
                             threshold=float("inf"), quantile=quantile)
     shift.threshold = float(np.quantile(shift.novelty(val_features), quantile))
     log.info("novelty flag above %.3f (%.1f%% quantile of validation)", shift.threshold, 100 * quantile)
     return shift
+
+
+def _precision(estimate: LedoitWolf, components: int | None) -> np.ndarray:
+    """The precision matrix, or its restriction to the ``components`` largest principal directions, scaled so
+    that ``PopulationShift.novelty`` (which divides by the feature count) is their mean squared z-score."""
+    features = estimate.covariance_.shape[0]
+    if components is None or components >= features:
+        return estimate.precision_
+    variances, directions = np.linalg.eigh(estimate.covariance_)
+    top = directions[:, -components:] / np.sqrt(variances[-components:])
+    return (top @ top.T) * (features / components)
 
 
 def fit_logistic(positive: np.ndarray, negative: np.ndarray, *, c: float, seed: int = 0) -> tuple[torch.Tensor, float]:
@@ -195,7 +213,22 @@ def fit_population_shift(model, last: tuple[np.ndarray, np.ndarray], shift_featu
     shift = fit_shift(train, val, quantile=settings.novelty_quantile)
     training_population = with_copies(last[0], resampled["train"][1])
     shift.weight, shift.bias = fit_logistic(accepted, training_population, c=settings.population_c, seed=seed)
-    flagged = (shift.other_population(accepted) > POPULATION_LIMIT).mean()
+    held_out = held_out_fold_probabilities(accepted, training_population, c=settings.population_c, seed=seed)
+    shift.population_limit = max(POPULATION_LIMIT, float(np.quantile(held_out, 1 - OTHER_POPULATION_RECALL)))
     log.info("other-population classifier fitted on %d examples against %d training images and copies: flags "
-             "%.1f%% of the examples", len(accepted), len(training_population), 100 * flagged)
+             "above %.3f, %.1f%% of the examples' held-out folds", len(accepted), len(training_population),
+             shift.population_limit, 100 * (held_out > shift.population_limit).mean())
     return shift
+
+
+def held_out_fold_probabilities(positive: np.ndarray, negative: np.ndarray, *, c: float, seed: int = 0,
+                                folds: int = 5) -> np.ndarray:
+    """Each of ``positive``'s probabilities from a logistic regression fitted without its fold (against all of
+    ``negative``): how sure the classifier is of examples of that side it has not seen."""
+    order = np.random.default_rng(seed).permutation(len(positive))
+    probabilities = np.empty(len(positive))
+    for fold in np.array_split(order, min(folds, len(positive))):
+        kept = np.setdiff1d(order, fold)
+        weight, bias = fit_logistic(positive[kept], negative, c=c, seed=seed)
+        probabilities[fold] = 1 / (1 + np.exp(-(positive[fold] @ weight.numpy().astype(np.float64) + bias)))
+    return probabilities

@@ -167,8 +167,8 @@ def _input_check_lines(limits: dict) -> list[str]:
         return [refuse, f"Images with a population-shift score over {limits['shift_threshold']:.3f} (the "
                 f"{100 * limits['shift_quantile']:.1f}% quantile of validation images) are scored and flagged: "
                 f"they are unlike {limits['population']}."]
-    classifier = (" or that a classifier fitted on examples of other populations puts there (probability over 0.5)"
-                  if limits.get("other_population_classifier") else "")
+    classifier = (" or that a classifier fitted on examples of other populations puts there (probability over "
+                  f"{limits.get('population_limit', 0.5):.2f})" if limits.get("other_population_classifier") else "")
     return [refuse, f"Images far from the training images' features (novelty over {limits['novelty_threshold']:.3f}, "
             f"the {100 * limits['novelty_quantile']:.1f}% quantile of validation images){classifier} are scored and "
             f"flagged: they are unlike {limits['population']}."]

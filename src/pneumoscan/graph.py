@@ -41,6 +41,7 @@ class ServingGraph(nn.Module):
         has_classifier = shift is not None and shift.weight is not None
         self.register_buffer("population_weight", shift.weight.clone() if has_classifier else torch.zeros(features))
         self.register_buffer("population_bias", torch.tensor([shift.bias if has_classifier else NO_CLASSIFIER_BIAS]))
+        self.register_buffer("population_limit", torch.tensor([shift.population_limit if shift else POPULATION_LIMIT]))
         self.register_buffer("gate_weight", gate.weight.clone() if gate else torch.zeros(features))
         self.register_buffer("gate_bias", torch.tensor([gate.bias if gate else NO_GATE_BIAS]))
 
@@ -54,7 +55,7 @@ class ServingGraph(nn.Module):
         centred = shift_features - self.shift_mean
         novelty = ((centred @ self.shift_precision) * centred).sum(dim=1) / centred.shape[1]
         other_population = torch.sigmoid(pooled @ self.population_weight + self.population_bias)
-        shift_score = torch.maximum(novelty / self.novelty_limit, other_population / POPULATION_LIMIT)
+        shift_score = torch.maximum(novelty / self.novelty_limit, other_population / self.population_limit)
         modality = torch.sigmoid(pooled @ self.gate_weight + self.gate_bias)
         if logit.ndim == 2:  # one logit per class: softmax; the heatmap is the most probable class's
             return torch.softmax(logit.float(), dim=1), heatmap, shift_score, modality
@@ -82,5 +83,6 @@ def check_limits(checks: InputChecks | None) -> dict | None:
         return None
     return {"shift_threshold": FLAG_ABOVE, "novelty_threshold": checks.shift.threshold,
             "novelty_quantile": checks.shift.quantile, "other_population_classifier": checks.shift.weight is not None,
+            "population_limit": checks.shift.population_limit,
             "gate_threshold": checks.gate.threshold if checks.gate else None,
             "modality": checks.modality, "population": checks.population, "shift_layer": checks.shift_layer}

@@ -18,7 +18,10 @@
     them (blur, half resolution, sharpening, JPEG): how a film was resized or compressed does not make
     it another population.
   - with examples of other populations (``accept``): a logistic regression of "those populations" against
-    "the training images and their resampled copies" on the last pooled features, flagging above 0.5.
+    "the training images and their resampled copies" on the last pooled features. Its limit is read on
+    the examples themselves, by 5-fold cross-validation: the probability that flags ``OTHER_POPULATION_RECALL``
+    of the held-out folds (never under 0.5), so a film the classifier is only half sure of is not flagged
+    when real other-population films sit far higher.
     It learns what sets the other films apart and ignores how a film was resampled, so the novelty
     limit can then sit at a quantile of validation *and its resampled copies* that only real novelty
     passes. Without examples, novelty alone flags, at a quantile of the clean validation scores.
@@ -65,14 +68,15 @@ class InputCheckSettings:
 
 
 FLAG_ABOVE = 1.0          # a population-shift score above this is flagged
-POPULATION_LIMIT = 0.5    # the other-population classifier flags above this probability
+POPULATION_LIMIT = 0.5    # the other-population classifier flags above at least this probability
+OTHER_POPULATION_RECALL = 0.99  # its limit flags this share of held-out folds of the examples of other populations
 NO_CLASSIFIER_BIAS = -30.0  # without one: sigmoid(-30) = 0, it never flags
 
 
 @dataclass
 class PopulationShift:
     """Novelty (squared Mahalanobis distance divided by the feature count, flagged above ``threshold``) and,
-    when fitted, the probability of another population (flagged above ``POPULATION_LIMIT``); the score is
+    when fitted, the probability of another population (flagged above ``population_limit``); the score is
     the larger ratio to its limit, flagged above ``FLAG_ABOVE``."""
 
     mean: torch.Tensor        # [C] of the shift layer's pooled features
@@ -81,6 +85,7 @@ class PopulationShift:
     quantile: float
     weight: torch.Tensor | None = None   # [C_last] other-population classifier on the last pooled features
     bias: float = NO_CLASSIFIER_BIAS
+    population_limit: float = POPULATION_LIMIT
 
     def novelty(self, features: torch.Tensor | np.ndarray) -> np.ndarray:
         features = torch.as_tensor(np.asarray(features), dtype=torch.float32)
@@ -96,7 +101,7 @@ class PopulationShift:
         """``features`` at the shift layer; ``last`` the last pooled features (for the classifier, when fitted)."""
         ratio = self.novelty(features) / self.threshold
         other = self.other_population(last)
-        return ratio if other is None else np.maximum(ratio, other / POPULATION_LIMIT)
+        return ratio if other is None else np.maximum(ratio, other / self.population_limit)
 
 
 @dataclass
@@ -128,7 +133,8 @@ class InputChecks:
     def to_state(self) -> dict:
         return {"shift": {"mean": self.shift.mean, "precision": self.shift.precision,
                           "threshold": self.shift.threshold, "quantile": self.shift.quantile,
-                          "weight": self.shift.weight, "bias": self.shift.bias},
+                          "weight": self.shift.weight, "bias": self.shift.bias,
+                          "population_limit": self.shift.population_limit},
                 "gate": {"weight": self.gate.weight, "bias": self.gate.bias, "threshold": self.gate.threshold}
                 if self.gate else None,
                 "modality": self.modality, "population": self.population, "shift_layer": self.shift_layer}
@@ -141,7 +147,8 @@ class InputChecks:
         return cls(shift=PopulationShift(mean=shift["mean"].float(), precision=shift["precision"].float(),
                                          threshold=float(shift["threshold"]), quantile=float(shift["quantile"]),
                                          weight=None if weight is None else weight.float(),
-                                         bias=float(shift.get("bias", NO_CLASSIFIER_BIAS))),
+                                         bias=float(shift.get("bias", NO_CLASSIFIER_BIAS)),
+                                         population_limit=float(shift.get("population_limit", POPULATION_LIMIT))),
                    gate=ModalityGate(weight=gate["weight"].float(), bias=float(gate["bias"]),
                                      threshold=float(gate["threshold"])) if gate else None,
                    modality=state.get("modality", "chest X-ray"),

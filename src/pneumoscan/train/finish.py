@@ -46,17 +46,7 @@ def fit_run_input_checks(model: PneumoniaNet, config: TrainConfig, settings: Inp
     """Both input checks, on the final model's features of clean train and validation images (the last
     feature map's for the gate, the trunk's or the last's for the shift score); the fit report goes to
     the folder's ``input_checks.json``."""
-    model.eval()
-    if "full" in config.stages:
-        (train_trunk, train_last), (val_trunk, val_last) = (image_features(model, splits[name], config, device)
-                                                            for name in ("train", "val"))
-    else:
-        pool = pool_of(splits)
-        clean = clean_activations(model, config, pool, device)
-        rows = {name: cache_rows(pool, splits[name], 1) for name in ("train", "val")}
-        train_last, val_last = (batched_logits(pooling(model), clean[rows[name]], batch_size=128,
-                                               precision=config.precision, device=device) for name in ("train", "val"))
-        train_trunk, val_trunk = (spatial_mean(clean, rows[name]) for name in ("train", "val"))
+    (train_trunk, train_last), (val_trunk, val_last) = split_features(model, config, splits, device)
     shift = (train_trunk, val_trunk) if shift_layer_of(model) == "trunk" else (train_last, val_last)
     checks, report = fit_input_checks(model, train_last, val_last, [s.path for s in splits["train"]], settings,
                                       shift_features=shift, val_images=[s.path for s in splits["val"]],
@@ -64,6 +54,20 @@ def fit_run_input_checks(model: PneumoniaNet, config: TrainConfig, settings: Inp
     write_json(folder.input_checks, {"settings": settings.to_dict(), "fitted_on": report,
                                      "novelty_threshold": checks.shift.threshold})
     return checks
+
+
+def split_features(model: PneumoniaNet, config: TrainConfig, splits, device) -> tuple[tuple, tuple]:
+    """((trunk pooled, last pooled) of the clean training images, the same of validation's), read from the
+    run's cached trunk activations where its stages cached them."""
+    model.eval()
+    if "full" in config.stages:
+        return tuple(image_features(model, splits[name], config, device) for name in ("train", "val"))
+    pool = pool_of(splits)
+    clean = clean_activations(model, config, pool, device)
+    rows = {name: cache_rows(pool, splits[name], 1) for name in ("train", "val")}
+    return tuple((spatial_mean(clean, rows[name]),
+                  batched_logits(pooling(model), clean[rows[name]], batch_size=128, precision=config.precision,
+                                 device=device)) for name in ("train", "val"))
 
 
 def refit_input_checks(run_dir: str | Path, settings: InputCheckSettings) -> dict:
