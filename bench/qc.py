@@ -40,7 +40,7 @@ from bench.common import ROOT, SHARED, launch_commit, write_result
 from bench.hostile import write_hostile_folder
 from pneumoscan.data import evenly_spaced, expand_inputs, scan_kaggle_split
 from pneumoscan.data.io import _pillow_colourfulness
-from pneumoscan.data.not_xray import PHOTOS_HELD_OUT, colour_images, made_images
+from pneumoscan.data.not_xray import PHOTOS_HELD_OUT, colour_images, made_images, skimage_photo
 from pneumoscan.evaluate.report import screening_counts
 from pneumoscan.input_checks import InputCheckSettings, rule_refusal
 from pneumoscan.screen import REFUSED, SCORED, load
@@ -90,10 +90,12 @@ def png(gray_or_rgb: np.ndarray) -> bytes:
 
 
 def held_out_not_xray(per_kind: int) -> dict[str, list[tuple[str, bytes]]]:
-    """Uploads of every kind of non-X-ray that fitting never saw (seed 99, the held-out photos)."""
+    """Uploads of every kind of non-X-ray that fitting never saw (seed 99, the held-out photos, also each of
+    them whole, in grey)."""
     kinds = {kind: [(f"{kind}_{i}.png", png(im)) for i, im in enumerate(images)]
              for kind, images in made_images(per_kind, seed=99, photos=PHOTOS_HELD_OUT).items()}
     kinds["colour_rgb"] = [(f"colour_rgb_{i}.png", png(im)) for i, im in enumerate(colour_images(per_kind, seed=99))]
+    kinds["photo_whole"] = [(f"photo_whole_{name}.png", png(skimage_photo(name))) for name in PHOTOS_HELD_OUT]
     levels = np.linspace(0, 1, per_kind)
     kinds["blank"] = [(f"blank_{i}.png", png(np.full((256, 256), v, np.float32))) for i, v in enumerate(levels)]
     return kinds

@@ -53,18 +53,35 @@ def skimage_photo(name: str) -> np.ndarray:
 
 
 def photo_crops(names: tuple[str, ...], count: int, rng: np.random.Generator, size: int) -> list[np.ndarray]:
-    """``count`` random crops (with flips) of the named photos, cycling through the names."""
+    """``count`` random crops of the named photos, cycling through the names: whole frames and zoomed-in
+    crops, turned, flipped, and given another exposure (gamma, contrast, inversion) or blur, so that a few
+    photos stand for many."""
     photos = [skimage_photo(name) for name in names]
     crops = []
     for i in range(count):
         photo = photos[i % len(photos)]
         height, width = photo.shape
-        side = int(min(height, width) * rng.uniform(0.5, 1.0))
-        top, left = rng.integers(0, height - side + 1), rng.integers(0, width - side + 1)
-        crop = photo[top:top + side, left:left + side]
+        if rng.random() < 0.25:  # the whole frame, squashed like a loader would
+            crop = photo
+        else:
+            side = int(min(height, width) * rng.uniform(0.3, 1.0))
+            top, left = rng.integers(0, height - side + 1), rng.integers(0, width - side + 1)
+            crop = photo[top:top + side, left:left + side]
+        crop = np.rot90(crop, int(rng.integers(4)))
         crop = crop[:, ::-1] if rng.random() < 0.5 else crop
-        crops.append(_resize(crop, size))
+        crops.append(_exposed(_resize(crop, size), rng))
     return crops
+
+
+def _exposed(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A photo as another camera or scanner might give it: gamma, contrast, sometimes inverted or blurred."""
+    gray = np.clip(gray, 0, 1) ** rng.uniform(0.5, 2.0)
+    gray = gray.mean() + (gray - gray.mean()) * rng.uniform(0.6, 1.4)
+    gray = 1 - gray if rng.random() < 0.3 else gray
+    if rng.random() < 0.3:
+        image = Image.fromarray((np.clip(gray, 0, 1) * 255).astype(np.uint8))
+        gray = np.asarray(image.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 2.0))), np.float32) / 255.0
+    return np.clip(gray, 0, 1).astype(np.float32)
 
 
 def _resize(gray: np.ndarray, size: int) -> np.ndarray:
