@@ -18,13 +18,13 @@
     them (blur, half resolution, sharpening, JPEG): how a film was resized or compressed does not make
     it another population.
   - with examples of other populations (``accept``): a logistic regression of "those populations" against
-    "the training images and their resampled copies" on the last pooled features. Its limit is read on
-    the examples themselves, by 5-fold cross-validation: the probability that flags ``OTHER_POPULATION_RECALL``
-    of the held-out folds (never under 0.5), so a film the classifier is only half sure of is not flagged
-    when real other-population films sit far higher.
-    It learns what sets the other films apart and ignores how a film was resampled, so the novelty
-    limit can then sit at a quantile of validation *and its resampled copies* that only real novelty
-    passes. Without examples, novelty alone flags, at a quantile of the clean validation scores.
+    "the training images and their resampled copies" on the last pooled features. It learns what sets
+    the other films apart and ignores how a film was resampled, so the novelty limit can then sit at a
+    quantile of validation *and its resampled copies* that only real novelty passes. The classifier's own
+    limit is read on its examples by 5-fold cross-validation: the probability that flags
+    ``OTHER_POPULATION_RECALL`` of the held-out folds (never under 0.5), so a film it is only half sure
+    of is not flagged when real other-population films sit far higher. Without examples, novelty alone
+    flags, at a quantile of the clean validation scores.
 
 Both read features the model computes anyway, so checking costs two small matrix products.
 """
