@@ -24,7 +24,13 @@ from pneumoscan.data import scan_kaggle_split
 from pneumoscan.data.io import load_image
 from pneumoscan.data.split import read_split
 from pneumoscan.device import pick_device
-from pneumoscan.input_checks import FLAG_ABOVE, POPULATION_LIMIT, InputCheckSettings, PopulationShift
+from pneumoscan.input_checks import (
+    FLAG_ABOVE,
+    POPULATION_LIMIT,
+    InputCheckSettings,
+    PopulationShift,
+    logistic_probability,
+)
 from pneumoscan.run_folder import RunFolder
 from pneumoscan.train.finish import split_features
 from pneumoscan.train.setup import run_config, trained_model
@@ -57,6 +63,9 @@ def sweep(sets: dict[str, tuple[np.ndarray, np.ndarray]], components: list[int],
     last = {name: both[1] for name, both in sets.items()}
     weight, bias = fit_logistic(last["adult_fit"], np.concatenate([last["train"], last["train_copies"]]),
                                 c=population_c)
+    checked = ("val", "val_copies", "orig256_val")
+    classifier = {name: round(float((logistic_probability(last[name], weight, bias) > POPULATION_LIMIT).mean()), 4)
+                  for name in checked}
     rows = {}
     for k in components:
         shift = fit_shift(np.concatenate([trunk["train"], trunk["train_copies"]]),
@@ -64,8 +73,7 @@ def sweep(sets: dict[str, tuple[np.ndarray, np.ndarray]], components: list[int],
                           components=k or None)
         ratio = {name: shift.novelty(features) / shift.threshold for name, features in trunk.items()}
         with_classifier = PopulationShift(shift.mean, shift.precision, shift.threshold, quantile, weight, bias)
-        flagged = {name: with_classifier.score(trunk[name], last[name]) > FLAG_ABOVE
-                   for name in ("val", "val_copies", "orig256_val")}
+        flagged = {name: with_classifier.score(trunk[name], last[name]) > FLAG_ABOVE for name in checked}
         rows[str(k or "all")] = {
             "novelty_flagged": {name: round(float((r > FLAG_ABOVE).mean()), 4) for name, r in ratio.items()},
             "novelty_median_ratio": {name: round(float(np.median(r)), 3) for name, r in ratio.items()},
@@ -73,8 +81,6 @@ def sweep(sets: dict[str, tuple[np.ndarray, np.ndarray]], components: list[int],
             "orig256_val_flagged": int(flagged["orig256_val"].sum()),
         }
         print(k or "all", rows[str(k or "all")])
-    classifier = {name: round(float((with_classifier.other_population(last[name]) > POPULATION_LIMIT).mean()), 4)
-                  for name in ("val", "val_copies", "orig256_val")}
     return {"rows": rows, "classifier_alone_flagged": classifier}
 
 

@@ -12,6 +12,7 @@ from pneumoscan.check_fitting import (
     fit_population_shift,
     fit_shift,
     held_out_fold_probabilities,
+    other_population_limit,
     pooled_features,
 )
 from pneumoscan.checkpoint import load_model
@@ -19,8 +20,6 @@ from pneumoscan.data.io import colourfulness, read_image
 from pneumoscan.data.not_xray import KINDS, PHOTOS_FIT, PHOTOS_HELD_OUT, colour_images, made_images
 from pneumoscan.input_checks import (
     FLAG_ABOVE,
-    OTHER_POPULATION_RECALL,
-    POPULATION_LIMIT,
     InputChecks,
     InputCheckSettings,
     is_blank,
@@ -119,7 +118,7 @@ def test_the_other_population_limit_flags_nearly_every_unseen_example_and_nothin
     shift = fit_shift(training, training)
     shift.threshold = float("inf")  # novelty never flags: the classifier alone decides here
     shift.weight, shift.bias = weight, bias
-    shift.population_limit = max(POPULATION_LIMIT, float(np.quantile(held_out, 1 - OTHER_POPULATION_RECALL)))
+    shift.population_limit = other_population_limit(held_out)
     assert shift.population_limit > 0.55  # above the 0.5 floor: unseen examples sit higher
     between = np.linspace(-3, 8, 2000)[:, None] * np.eye(8)[1]  # points along the other population's axis
     probability = shift.other_population(between)

@@ -24,6 +24,7 @@ from pneumoscan.input_checks import (
     InputCheckSettings,
     ModalityGate,
     PopulationShift,
+    logistic_probability,
     shift_layer_of,
 )
 
@@ -214,11 +215,17 @@ def fit_population_shift(model, last: tuple[np.ndarray, np.ndarray], shift_featu
     training_population = with_copies(last[0], resampled["train"][1])
     shift.weight, shift.bias = fit_logistic(accepted, training_population, c=settings.population_c, seed=seed)
     held_out = held_out_fold_probabilities(accepted, training_population, c=settings.population_c, seed=seed)
-    shift.population_limit = max(POPULATION_LIMIT, float(np.quantile(held_out, 1 - OTHER_POPULATION_RECALL)))
+    shift.population_limit = other_population_limit(held_out)
     log.info("other-population classifier fitted on %d examples against %d training images and copies: flags "
              "above %.3f, %.1f%% of the examples' held-out folds", len(accepted), len(training_population),
              shift.population_limit, 100 * (held_out > shift.population_limit).mean())
     return shift
+
+
+def other_population_limit(held_out: np.ndarray) -> float:
+    """The probability that flags ``OTHER_POPULATION_RECALL`` of examples the classifier did not see, never
+    under ``POPULATION_LIMIT``."""
+    return max(POPULATION_LIMIT, float(np.quantile(held_out, 1 - OTHER_POPULATION_RECALL)))
 
 
 def held_out_fold_probabilities(positive: np.ndarray, negative: np.ndarray, *, c: float, seed: int = 0,
@@ -230,5 +237,5 @@ def held_out_fold_probabilities(positive: np.ndarray, negative: np.ndarray, *, c
     for fold in np.array_split(order, min(folds, len(positive))):
         kept = np.setdiff1d(order, fold)
         weight, bias = fit_logistic(positive[kept], negative, c=c, seed=seed)
-        probabilities[fold] = 1 / (1 + np.exp(-(positive[fold] @ weight.numpy().astype(np.float64) + bias)))
+        probabilities[fold] = logistic_probability(positive[fold], weight, bias)
     return probabilities

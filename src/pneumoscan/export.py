@@ -21,6 +21,7 @@ import torch
 from pneumoscan.checkpoint import LoadedModel, load_model, resolve_model_path
 from pneumoscan.data import evenly_spaced, load_samples, read_split, stack_inputs
 from pneumoscan.graph import METADATA_KEY, OUTPUTS, ServingGraph, check_limits, model_metadata
+from pneumoscan.input_checks import POPULATION_LIMIT
 from pneumoscan.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
@@ -167,8 +168,9 @@ def _input_check_lines(limits: dict) -> list[str]:
         return [refuse, f"Images with a population-shift score over {limits['shift_threshold']:.3f} (the "
                 f"{100 * limits['shift_quantile']:.1f}% quantile of validation images) are scored and flagged: "
                 f"they are unlike {limits['population']}."]
+    limit = limits.get("population_limit", POPULATION_LIMIT)  # models fitted before it was read on examples: 0.5
     classifier = (" or that a classifier fitted on examples of other populations puts there (probability over "
-                  f"{limits.get('population_limit', 0.5):.2f})" if limits.get("other_population_classifier") else "")
+                  f"{limit:.2f})" if limits.get("other_population_classifier") else "")
     return [refuse, f"Images far from the training images' features (novelty over {limits['novelty_threshold']:.3f}, "
             f"the {100 * limits['novelty_quantile']:.1f}% quantile of validation images){classifier} are scored and "
             f"flagged: they are unlike {limits['population']}."]

@@ -73,6 +73,11 @@ OTHER_POPULATION_RECALL = 0.99  # its limit flags this share of held-out folds o
 NO_CLASSIFIER_BIAS = -30.0  # without one: sigmoid(-30) = 0, it never flags
 
 
+def logistic_probability(features: torch.Tensor | np.ndarray, weight: torch.Tensor, bias: float) -> np.ndarray:
+    """sigmoid(features @ weight + bias) in float32: what every logistic check of the pooled features computes."""
+    return torch.sigmoid(torch.as_tensor(np.asarray(features), dtype=torch.float32) @ weight + bias).numpy()
+
+
 @dataclass
 class PopulationShift:
     """Novelty (squared Mahalanobis distance divided by the feature count, flagged above ``threshold``) and,
@@ -95,7 +100,7 @@ class PopulationShift:
     def other_population(self, last: torch.Tensor | np.ndarray | None) -> np.ndarray | None:
         if self.weight is None or last is None:
             return None
-        return torch.sigmoid(torch.as_tensor(np.asarray(last), dtype=torch.float32) @ self.weight + self.bias).numpy()
+        return logistic_probability(last, self.weight, self.bias)
 
     def score(self, features: torch.Tensor | np.ndarray, last: torch.Tensor | np.ndarray | None = None) -> np.ndarray:
         """``features`` at the shift layer; ``last`` the last pooled features (for the classifier, when fitted)."""
@@ -113,8 +118,7 @@ class ModalityGate:
     threshold: float = GATE_THRESHOLD
 
     def probability(self, features: torch.Tensor | np.ndarray) -> np.ndarray:
-        features = torch.as_tensor(np.asarray(features), dtype=torch.float32)
-        return torch.sigmoid(features @ self.weight + self.bias).numpy()
+        return logistic_probability(features, self.weight, self.bias)
 
 
 SHIFT_LAYERS = ("trunk", "last")  # where the shift score's features are pooled from
