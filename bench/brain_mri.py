@@ -106,7 +106,7 @@ def run_task(model: str, seed: int, classes: str, name: str, duplicated: set[str
         threshold = metrics["threshold"]
         result["threshold"] = threshold
         result["test"] = metrics["test"]["at_threshold"]
-        result["test_dedup"] = binary_metrics(y[keep], prob[keep, 1], threshold)
+        result["test_dedup"] = binary_metrics(y[keep], prob[keep, 1], threshold, names=tuple(names))
     result["test_dedup"]["images"] = int(keep.sum())
     return result
 

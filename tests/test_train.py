@@ -324,3 +324,43 @@ def test_label_smoothing_reaches_the_cross_entropy_of_many_classes_and_not_the_t
     assert two.select_on == "auc" and isinstance(two.loss(), torch.nn.BCEWithLogitsLoss)
     with pytest.raises(ValueError, match="label_smoothing"):
         TrainConfig(label_smoothing=1.0)
+
+
+def test_a_head_that_dies_in_its_stage_is_trained_again_at_a_third_of_its_learning_rate(phantom_root, tmp_path,
+                                                                                           monkeypatch):
+    from pneumoscan.train import stages
+
+    real_run_stage, calls = stages.run_stage, []
+
+    def run_stage_that_kills_the_first_head(module, params, source, validate, settings, **common):
+        calls.append((settings.name, settings.lr))
+        trained = real_run_stage(module, params, source, validate, settings, **common)
+        if settings.name == "head":  # every hidden unit off for any input, as a too-large first step can leave it
+            hidden = module.head[3]
+            torch.nn.init.zeros_(hidden.weight)
+            torch.nn.init.constant_(hidden.bias, -1.0)
+        return trained
+
+    monkeypatch.setattr(stages, "run_stage", run_stage_that_kills_the_first_head)
+    run = train(tiny_config(phantom_root, tmp_path / "run", tmp_path / "cache", tail_epochs=1))
+    assert calls == [("head", 3e-3), ("head-retry", pytest.approx(1e-3)), ("tail", 1e-3)]
+    history = json.loads((run / "history.json").read_text())
+    assert [r["stage"] for r in history] == ["head", "head", "head-retry", "head-retry", "tail"]
+    assert [r["global_epoch"] for r in history] == [1, 2, 3, 4, 5]
+    hidden = load_model(run).model.head[3]
+    assert hidden.bias.max() > -1.0 and hidden.weight.abs().sum() > 0
+    assert "training a fresh head" in (run / "train.log").read_text()
+
+
+def test_a_head_is_dead_only_when_no_unit_fires_for_any_example():
+    from pneumoscan.models import ClassifierHead
+    from pneumoscan.train.stages import head_is_dead
+
+    head = ClassifierHead(4, hidden=3)
+    pooled = np.abs(np.random.default_rng(0).normal(size=(50, 4))).astype(np.float32)
+    torch.nn.init.zeros_(head[3].weight)
+    torch.nn.init.constant_(head[3].bias, -0.1)
+    assert head_is_dead(head, pooled, chunk=16)
+    with torch.no_grad():
+        head[3].weight[2, 0] = 1.0  # one unit fires on the examples whose first feature is above 0.1
+    assert not head_is_dead(head, pooled, chunk=16)

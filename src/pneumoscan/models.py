@@ -39,6 +39,11 @@ class ClassifierHead(nn.Sequential):
             nn.Linear(hidden, outputs),
         )
 
+    def hidden_activations(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The hidden layer's output (after its ReLU, without dropout) for pooled features ``[B, C]``."""
+        linear, relu = self[3], self[4]
+        return relu(linear(pooled))
+
 
 class PneumoniaNet(nn.Module):
     """trunk -> tail -> head: the positive class's logit per image (``[B]``) for two classes, else ``[B, K]``."""

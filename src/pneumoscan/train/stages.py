@@ -1,9 +1,13 @@
 """The training stages of a run: ``head`` (the new head on cached, pooled frozen-trunk features),
 ``tail`` (the last trunk block and the head on cached trunk activations) and ``full`` (every layer, on
-images); each one an explicit loop from ``train.loop`` with early stopping on a validation score."""
+images); each one an explicit loop from ``train.loop`` with early stopping on a validation score. A head
+stage that ends with its hidden layer dead (no ReLU on for any training example, so the output no longer
+depends on the image) is run once more from a fresh head at a third of its learning rate."""
 
 from __future__ import annotations
 
+import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +18,15 @@ from pneumoscan.cache import batched_logits, cached_activations, cached_outputs
 from pneumoscan.data.dataset import XRayDataset
 from pneumoscan.data.records import Sample
 from pneumoscan.distributed import SINGLE, Ranks, main_first
-from pneumoscan.models import PneumoniaNet, TailAndHead
+from pneumoscan.models import ClassifierHead, PneumoniaNet, TailAndHead
 from pneumoscan.predict import predict_logits
 from pneumoscan.run_folder import RunFolder
 from pneumoscan.train.config import TrainConfig
-from pneumoscan.train.loop import ArraySource, LoaderSource, StageSettings, run_stage
+from pneumoscan.train.loop import ArraySource, LoaderSource, StageSettings, epoch_seed, run_stage
 from pneumoscan.train.setup import labels_of
+
+log = logging.getLogger(__name__)
+RETRY_LR_FACTOR = 1 / 3  # a dead ResNet50 head at 1e-3 learned at 3e-4 (docs/experiments.md)
 
 
 class HeadOnPooled(nn.Module):
@@ -57,6 +64,14 @@ def run_training_stage(stage: str, model: PneumoniaNet, config: TrainConfig, spl
         module, source, validate = _cached_stage(stage, model, config, splits, pool, device, ranks)
     params = [p for p in module.parameters() if p.requires_grad]
     run_stage(module, params, source, validate, settings, **common)
+    if stage == "head" and head_is_dead(model.head, source.features):
+        log.warning("stage head: every hidden unit of the head is off for every training example (its output "
+                    "no longer depends on the image); training a fresh head at a third of the learning rate")
+        reset_head(model.head, config.seed)
+        retry = replace(settings, name="head-retry", lr=settings.lr * RETRY_LR_FACTOR,
+                        lr_min=settings.lr_min * RETRY_LR_FACTOR)
+        common["global_epoch"] = history[-1]["global_epoch"]
+        run_stage(module, params, source, validate, retry, **common)
     model.tail.requires_grad_(True)
     model.frozen_tail_units = 0
 
@@ -104,6 +119,25 @@ def _cached_stage(stage: str, model: PneumoniaNet, config: TrainConfig, splits, 
         return val_y, batched_logits(module, val_inputs, batch_size=128, precision=config.precision, device=device)
 
     return module, source, validate
+
+
+def head_is_dead(head: ClassifierHead, pooled: np.ndarray, chunk: int = 2048) -> bool:
+    """Whether the head's hidden ReLU is off for every unit on every row of ``pooled`` (``[N, C]``)."""
+    parameter = next(head.parameters())
+    with torch.no_grad():
+        for start in range(0, len(pooled), chunk):
+            x = torch.as_tensor(np.asarray(pooled[start:start + chunk], dtype=np.float32), device=parameter.device)
+            if (head.hidden_activations(x.to(parameter.dtype)) > 0).any():
+                return False
+    return True
+
+
+def reset_head(head: nn.Module, seed: int) -> None:
+    """New initial weights for every layer of the head (seeded, so a rerun retries the same way)."""
+    torch.manual_seed(epoch_seed(seed, "head-retry/init", 0))
+    for layer in head.modules():
+        if isinstance(layer, nn.Linear):
+            layer.reset_parameters()
 
 
 def cache_rows(pool: list[Sample], samples: list[Sample], views: int) -> np.ndarray:
