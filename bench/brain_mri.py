@@ -5,8 +5,8 @@
 On ``shared/data/brain_tumor_mri``: validation carved out of Training by duplicate group (exact and
 near duplicates stay on one side), the official Testing split screened once at the end, with its own
 input check (modality "brain MRI"; chest X-rays from the Kermany training split given as images to
-refuse). Test metrics are reported on the official split and on the test images without a duplicate in
-Training. The tumour vs no tumour run uses the same split and activation cache. Writes
+refuse), which also screens the Kermany test X-rays and ``bench.qc``'s held-out non-images. Test
+metrics are reported on the official split and on the test images without a duplicate in Training. The tumour vs no tumour run uses the same split and activation cache. Writes
 ``bench/results/brain_mri_<model>.json``.
 """
 
@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import DATA, ROOT, SHARED, WEIGHTS, launch_commit, write_result
+from bench.qc import held_out_not_xray, summarize
 from pneumoscan.data.duplicates import duplicates_of
 from pneumoscan.data.records import scan_kaggle_split
 from pneumoscan.data.split import evenly_spaced, read_split
@@ -29,6 +30,7 @@ from pneumoscan.evaluate.metrics import binary_metrics
 from pneumoscan.evaluate.multiclass import multiclass_metrics
 from pneumoscan.input_checks import InputCheckSettings
 from pneumoscan.run_folder import RunFolder
+from pneumoscan.screen import load
 from pneumoscan.settings import load_settings
 from pneumoscan.train import TrainConfig, train
 from pneumoscan.train.recipes import recipe_settings
@@ -114,11 +116,18 @@ def run_task(model: str, seed: int, classes: str, name: str, duplicated: set[str
 def chest_xrays_refused(run: Path) -> dict:
     """The MRI model's own input check on chest X-rays (the Kermany test split, never fitted on)."""
     from pneumoscan.evaluate.report import screening_counts
-    from pneumoscan.screen import load
 
     paths = [s.path for s in scan_kaggle_split(DATA, "test")]
     counts = screening_counts(load(run).screen(paths, desc="chest X-rays to the MRI model"))
     return {"data": "shared/data/chest_xray_224/test", **counts}
+
+
+def non_images_refused(run: Path, per_kind: int = 40) -> dict:
+    """The MRI model's input check on made non-images and the held-out photos (``bench.qc``'s, never fitted
+    on), per kind: how many it refused, and how many of those it scored it flagged as unlike its population."""
+    screener = load(run)
+    return {kind: summarize(screener.screen(uploads, progress=False))
+            for kind, uploads in held_out_not_xray(per_kind).items()}
 
 
 def main() -> None:
@@ -156,6 +165,7 @@ def main() -> None:
         "test": four["test"], "test_dedup": four["test_dedup"], "four_class": four,
         "binary": binary,
         "chest_xrays_sent_to_the_mri_model": chest_xrays_refused(ROOT / four["run"]),
+        "non_images_sent_to_the_mri_model": non_images_refused(ROOT / four["run"]),
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
     write_result(f"brain_mri_{args.model}{args.suffix}", result)
