@@ -6,7 +6,8 @@ On ``shared/data/brain_tumor_mri``: validation carved out of Training by duplica
 near duplicates stay on one side), the official Testing split screened once at the end, with its own
 input check (modality "brain MRI"; chest X-rays from the Kermany training split given as images to
 refuse), which also screens the Kermany test X-rays and ``bench.qc``'s held-out non-images. Test
-metrics are reported on the official split and on the test images without a duplicate in Training. The tumour vs no tumour run uses the same split and activation cache. Writes
+metrics are reported on the official split and on the test images without a duplicate in Training.
+The tumour vs no tumour run uses the same split and activation cache. Writes
 ``bench/results/brain_mri_<model>.json``.
 """
 
@@ -92,14 +93,15 @@ def run_task(model: str, seed: int, classes: str, name: str, duplicated: set[str
     started = time.perf_counter()
     out = run_folder(model, name, seed, budget)
     folder = RunFolder(out)
-    if not folder.finished():
+    trained_here = not folder.finished()
+    if trained_here:
         train(settings(model, seed, classes, out, budget), resume=folder.config.exists())
     metrics = json.loads(folder.metrics.read_text())
     paths, y, prob, names = test_rows(out)
     keep = np.array([p not in duplicated for p in paths])
     result = {"run": str(out.relative_to(ROOT)), "classes": names, "budget": budget,
               "validation": metrics["validation"].get("at_argmax") or metrics["validation"]["at_threshold"],
-              "wall_seconds": round(time.perf_counter() - started, 1),
+              "wall_seconds": round(time.perf_counter() - started, 1), "trained_in_this_invocation": trained_here,
               "train_seconds": metrics["timings"]["total_seconds"], "screening": metrics["test"]["screening"]}
     if len(names) > 2:
         result["test"] = {k: v for k, v in metrics["test"]["at_argmax"].items()}
