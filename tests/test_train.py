@@ -22,9 +22,9 @@ from pneumoscan.checkpoint import load_model
 from pneumoscan.data import Augmentation, Preprocessing, XRayDataset, read_split, scan_kaggle_split
 from pneumoscan.data.records import Sample
 from pneumoscan.data.shifts import SHIFTS
-from pneumoscan.models import build_model
+from pneumoscan.models import ClassifierHead, build_model
 from pneumoscan.run_folder import RunFolder
-from pneumoscan.train import TrainConfig, train
+from pneumoscan.train import TrainConfig, stages, train
 from pneumoscan.train import loop as loop_module
 from pneumoscan.train.setup import prepare_run_folder
 
@@ -328,8 +328,6 @@ def test_label_smoothing_reaches_the_cross_entropy_of_many_classes_and_not_the_t
 
 def test_a_head_that_dies_in_its_stage_is_trained_again_at_a_third_of_its_learning_rate(phantom_root, tmp_path,
                                                                                            monkeypatch):
-    from pneumoscan.train import stages
-
     real_run_stage, calls = stages.run_stage, []
 
     def run_stage_that_kills_the_first_head(module, params, source, validate, settings, **common):
@@ -353,14 +351,11 @@ def test_a_head_that_dies_in_its_stage_is_trained_again_at_a_third_of_its_learni
 
 
 def test_a_head_is_dead_only_when_no_unit_fires_for_any_example():
-    from pneumoscan.models import ClassifierHead
-    from pneumoscan.train.stages import head_is_dead
-
     head = ClassifierHead(4, hidden=3)
     pooled = np.abs(np.random.default_rng(0).normal(size=(50, 4))).astype(np.float32)
     torch.nn.init.zeros_(head[3].weight)
     torch.nn.init.constant_(head[3].bias, -0.1)
-    assert head_is_dead(head, pooled, chunk=16)
+    assert stages.head_is_dead(head, pooled, chunk=16)
     with torch.no_grad():
         head[3].weight[2, 0] = 1.0  # one unit fires on the examples whose first feature is above 0.1
-    assert not head_is_dead(head, pooled, chunk=16)
+    assert not stages.head_is_dead(head, pooled, chunk=16)

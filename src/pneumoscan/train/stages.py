@@ -72,6 +72,9 @@ def run_training_stage(stage: str, model: PneumoniaNet, config: TrainConfig, spl
                         lr_min=settings.lr_min * RETRY_LR_FACTOR)
         common["global_epoch"] = history[-1]["global_epoch"]
         run_stage(module, params, source, validate, retry, **common)
+        if head_is_dead(model.head, source.features):
+            log.warning("stage head-retry: the fresh head died as well; the run goes on with it (try a lower "
+                        "head_lr)")
     model.tail.requires_grad_(True)
     model.frozen_tail_units = 0
 
