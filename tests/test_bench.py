@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import numpy as np
 import torch
+from bench.brain_mri_compare import record_name
 from bench.brain_mri_explain import head_mask, mass_outside
 from bench.inference import quantize_int8
 from bench.records import RunRecords, protocol_settings, read_record
@@ -163,3 +164,10 @@ def test_the_head_mask_of_an_mri_slice_is_its_largest_bright_region_with_holes_f
     inside, outside = np.where(head, 1.0, 0.0), np.where(head, 0.0, 1.0)
     assert mass_outside(inside, mask) < 0.01 and mass_outside(outside, mask) > 0.99
     assert np.isnan(mass_outside(np.zeros((64, 64)), mask))
+
+
+def test_brain_mri_records_of_the_two_tasks_never_share_a_name():
+    """The 4-class records keep the names they were written under; tumour vs no tumour gets its own."""
+    assert record_name("densenet121", 1, "4class") == "densenet121_seed1"
+    names = {record_name(m, s, t) for m in ("densenet121", "resnet50") for s in (0, 1) for t in ("4class", "binary")}
+    assert len(names) == 8
