@@ -106,14 +106,16 @@ def run_one(config: TrainConfig) -> dict:
     finished_earlier = train_or_reuse(config)
     metrics = json.loads(folder.metrics.read_text())
     binary = "at_threshold" in metrics["test"]
+    loaded = load_model(folder.root)
+    names = tuple(loaded.classes.names)  # the run's own class names, whatever the task
     if binary:
-        paths, y, prob = read_predictions(folder.predictions("test"))
+        paths, y, prob = read_predictions(folder.predictions("test"), names)
         called = (prob >= metrics["threshold"]).astype(int)  # the run's calls at its validation threshold
     else:
-        paths, y, prob = read_multiclass_predictions(folder.predictions("test"), tuple(metrics["classes"]))
+        paths, y, prob = read_multiclass_predictions(folder.predictions("test"), names)
         called = prob.argmax(1)
     keys = METRICS if binary else MULTICLASS_METRICS  # what metrics_of reads back from the summary
-    model = load_model(folder.root).model
+    model = loaded.model
     test = metrics["test"]["at_threshold" if binary else "at_argmax"]
     return {"run": str(folder.root), "seed": config.seed, "threshold": metrics.get("threshold"),  # None: arg-max
             **{k: test[k] for k in keys}, "ci95": {k: test["ci95"][k] for k in keys},
