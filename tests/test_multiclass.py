@@ -229,3 +229,17 @@ def test_the_pooled_validation_score_reads_one_logit_or_a_row_of_class_logits():
               "shifted": np.array([[1.5], [1.0]])}
     assert pooled_validation_score(binary, "accuracy") == pytest.approx(3 / 4)
     assert pooled_validation_score(binary, "auc") == pytest.approx(0.75)
+
+
+def test_a_binary_run_with_its_own_class_names_is_compared_on_its_own_labels(shapes_root, tmp_path):
+    from pneumoscan.compare import run_one
+
+    config = TrainConfig(data=str(shapes_root), out=str(tmp_path / "run"), model="baseline_cnn",
+                         classes="bars=0,circle=1,cross=1", image_size=64, stages=("full",), full_epochs=2,
+                         full_lr=3e-3, batch_size=16, workers=0, n_boot=30, val_fraction=0.25, patience=2,
+                         shift_report=False, cache_dir=str(tmp_path / "cache"))
+    summary = run_one(config)
+    assert len(summary["y"]) == 36 and summary["y"].sum() == 24  # circles and crosses of the test split
+    run = json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]["at_threshold"]
+    assert summary["accuracy"] == run["accuracy"]
+    assert summary["called"].tolist() == (summary["prob"] >= summary["threshold"]).astype(int).tolist()
