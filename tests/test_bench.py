@@ -144,6 +144,7 @@ def test_a_record_whose_time_is_marked_not_comparable_reports_no_training_time(t
     only_unknown = seed_summary([{**run, "seed": 0, "train_seconds": None}])
     table = comparison_markdown({"protocol": {"seeds": 1}, "models": {"m": only_unknown}, "pairs": {}})
     assert only_unknown["train_seconds_max"] is None and "| 10 | n/a | 2.0 |" in table
+    assert "Paired tests" not in table  # one model: no empty table of pairs
 
 
 def test_how_the_activations_were_computed_does_not_define_a_run():

@@ -51,8 +51,9 @@ def comparison_markdown(result: dict, *, title: str = "Model comparison") -> str
                  for k in keys]
         lines.append(f"| {name} | {seeds[name]} | " + " | ".join(cells) + f" | {m['parameters']:,.0f} | "
                      f"{_seconds(m['train_seconds_max'])} | {m['inference_ms_per_image']:.1f} |")
-    lines += ["", "## Paired tests (median p over seeds; seeds with p < 0.05)", ""]
-    lines += _pair_table(result["pairs"], binary="auc" in keys)
+    if result["pairs"]:  # one model alone has nothing to be paired with
+        lines += ["", "## Paired tests (median p over seeds; seeds with p < 0.05)", ""]
+        lines += _pair_table(result["pairs"], binary="auc" in keys)
     if "pretraining_ablation" in result:
         a = result["pretraining_ablation"]
         lines += ["", "## Pretraining ablation (DenseNet121)", "", a["budget"], "",
