@@ -38,9 +38,14 @@ def seed_config(model: str, seed: int, task: str = "4class") -> TrainConfig:
     return settings(model, seed, TASKS[task][0], run_folder(model, task, seed, BUDGET), BUDGET)
 
 
+def task_suffix(task: str) -> str:
+    """What names a task's records and results: nothing for 4 classes (the first task), ``_<task>`` else."""
+    return "" if task == "4class" else f"_{task}"
+
+
 def record_name(model: str, seed: int, task: str) -> str:
-    """The record of one run: ``<model>_seed<N>`` for 4 classes (the first task), ``<model>_<task>_seed<N>`` else."""
-    return f"{model}_seed{seed}" if task == "4class" else f"{model}_{task}_seed{seed}"
+    """The record of one run: ``<model>_seed<N>`` for 4 classes, ``<model>_<task>_seed<N>`` else."""
+    return f"{model}{task_suffix(task)}_seed{seed}"
 
 
 def recorded_seeds(records: RunRecords, model: str, seeds: int, task: str = "4class") -> list[dict]:
@@ -84,7 +89,7 @@ def main() -> None:
                                    "head trained from scratch"},
               **side_by_side(runs)}
     notes = timing_note(RECORDS)
-    name = "brain_mri_comparison" + ("" if args.task == "4class" else f"_{args.task}")
+    name = "brain_mri_comparison" + task_suffix(args.task)
     write_result(name, {**result, "timing_note": notes})
     (RESULTS / f"{name}.md").write_text(
         comparison_markdown(result, title=f"Brain MRI, {TASKS[args.task][1]}: model comparison")
