@@ -57,7 +57,18 @@ def refuse_list(count: int = 600) -> Path:
     return path
 
 
-def settings(model: str, seed: int, classes: str, out: Path, budget: dict) -> TrainConfig:
+def recipe_of(model: str, classes: str) -> str:
+    """The recipe a run trains with: for DenseNet121 the one validated for its task (4 classes:
+    ``densenet121-brain-mri``, adopted by ``bench.brain_mri_tuned_seeds``; tumour vs no tumour:
+    ``densenet121-tuned``), for the other models ``published`` (TrainConfig's defaults)."""
+    if model != "densenet121":
+        return "published"
+    return "densenet121-tuned" if classes else "densenet121-brain-mri"
+
+
+def settings(model: str, seed: int, classes: str, out: Path, budget: dict, recipe: str = "") -> TrainConfig:
+    """A run's settings: the task, split, budget and input checks of this benchmark on ``recipe`` (default:
+    ``recipe_of`` the model and task)."""
     checks = InputCheckSettings(modality="brain MRI", population="brain MRI slices of the Kaggle Brain Tumor MRI "
                                 "set (figshare, SARTAJ, Br35H)", refuse=(str(refuse_list()),),
                                 resampled_examples=200)
@@ -66,7 +77,8 @@ def settings(model: str, seed: int, classes: str, out: Path, budget: dict) -> Tr
                  "cache_dir": str(WORK / "cache"), "input_checks": checks.to_dict(), **budget}
     if model in WEIGHTS:
         overrides.update(weights=str(WEIGHTS[model]), allow_partial_weights=model != "densenet121")
-    base = recipe_settings("densenet121-tuned") if model == "densenet121" else {}
+    recipe = recipe or recipe_of(model, classes)
+    base = recipe_settings(recipe) if recipe != "published" else {}
     return load_settings(TrainConfig, base=base, overrides=overrides)
 
 
@@ -115,6 +127,15 @@ def run_task(model: str, seed: int, classes: str, name: str, duplicated: set[str
     return result
 
 
+def carried_binary(path: Path) -> dict:
+    """The tumour vs no tumour task of an earlier result file, with the commit and machine that measured it."""
+    earlier = json.loads(path.read_text())
+    binary = earlier["binary"]
+    return {**binary, "measured_by": binary.get("measured_by") or {
+        "result": path.name, "commit": earlier["commit"], "cpu": earlier["machine"]["cpu"],
+        "finished": earlier["finished"]}}
+
+
 def chest_xrays_refused(run: Path) -> dict:
     """The MRI model's own input check on chest X-rays (the Kermany test split, never fitted on)."""
     from pneumoscan.evaluate.report import screening_counts
@@ -151,14 +172,14 @@ def main() -> None:
     duplicated = {test[i].path for i in found}
     hashing = round(time.perf_counter() - started, 1)
     four = run_task(args.model, args.seed, "", "4class", duplicated, budget)
-    binary = (json.loads(Path(args.binary_from).read_text())["binary"] if args.binary_from
+    binary = (carried_binary(Path(args.binary_from)) if args.binary_from
               else run_task(args.model, args.seed, BINARY, "binary", duplicated, budget))
     split = read_split(RunFolder(ROOT / four["run"]).split)
     result = {
         "model": args.model, "seed": args.seed, "data": "shared/data/brain_tumor_mri (official Training / Testing)",
         "protocol": "validation carved out of Training by duplicate group (data.duplicates: exact pixels, or "
                     "perceptual hash within 6 bits confirmed by a pixel correlation >= 0.95); Testing screened once",
-        "budget": budget, "recipe": "densenet121-tuned" if args.model == "densenet121" else "published",
+        "budget": budget, "recipe": {"4class": recipe_of(args.model, ""), "binary": recipe_of(args.model, BINARY)},
         "split": {k: len(v) for k, v in split.items()},
         "test_duplicates": len(found),
         "test_duplicates_exact": sum(v == "exact" for v in found.values()),
