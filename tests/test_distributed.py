@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from tests.conftest import LIGHT_CHECKS
 
 from pneumoscan.checkpoint import load_model
 from pneumoscan.distributed import BatchNormOverRanks, DropoutOverRanks, Ranks, batch_wide
@@ -18,7 +19,7 @@ from pneumoscan.distributed import BatchNormOverRanks, DropoutOverRanks, Ranks, 
 TINY = ["--model", "densenet121", "--weights", "none", "--set", "image_size=64", "train_views=2",
         "head_epochs=2", "tail_epochs=2", "batch_size=16", "workers=0", "n_boot=30",
         "val_fraction=0.25", "shift_report=false", "threshold_on=val", "precision=fp32",
-        "input_checks.made_per_kind=10", "input_checks.exposure_examples=20", "input_checks.resampled_examples=20"]
+        *[f"input_checks.{key}={value}" for key, value in LIGHT_CHECKS.items()]]
 
 
 def test_every_rank_takes_its_own_rows_of_a_global_batch():

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from tests.conftest import LIGHT_CHECKS
 
 from pneumoscan.checkpoint import load_model
 from pneumoscan.data.duplicates import duplicate_groups, duplicates_of
@@ -15,6 +16,7 @@ from pneumoscan.data.labels import PNEUMONIA_TASK, class_map
 from pneumoscan.data.records import load_samples, task_classes
 from pneumoscan.data.split import patient_split
 from pneumoscan.evaluate.multiclass import multiclass_metrics, paired_comparison
+from pneumoscan.input_checks import InputCheckSettings
 from pneumoscan.screen import load
 from pneumoscan.train import TrainConfig, train
 from pneumoscan.train.setup import grouped_by_duplicates
@@ -98,9 +100,7 @@ def test_tiny_three_class_run_trains_evaluates_explains_exports_and_serves(shape
     config = TrainConfig(data=str(shapes_root), out=str(tmp_path / "run"), model="baseline_cnn", image_size=64,
                          full_epochs=8, full_lr=3e-3, batch_size=16, workers=0, n_boot=50, val_fraction=0.25,
                          cache_dir=str(tmp_path / "cache"), patience=8,
-                         input_checks=TrainConfig().input_checks.__class__(modality="shape picture",
-                                                                           made_per_kind=10, exposure_examples=20,
-                                                                           resampled_examples=20))
+                         input_checks=InputCheckSettings(modality="shape picture", **LIGHT_CHECKS))
     run = train(config)
     metrics = json.loads((run / "metrics.json").read_text())
     test = metrics["test"]["at_argmax"]

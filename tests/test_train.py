@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tests.conftest import LIGHT_CHECKS, LIGHT_SHIFT_IMAGES
 
 from pneumoscan import cache as cache_module
 from pneumoscan import device as device_module
@@ -22,6 +23,7 @@ from pneumoscan.checkpoint import load_model
 from pneumoscan.data import Augmentation, Preprocessing, XRayDataset, read_split, scan_kaggle_split
 from pneumoscan.data.records import Sample
 from pneumoscan.data.shifts import SHIFTS
+from pneumoscan.input_checks import InputCheckSettings
 from pneumoscan.models import ClassifierHead, build_model
 from pneumoscan.run_folder import RunFolder
 from pneumoscan.train import TrainConfig, stages, train
@@ -30,10 +32,11 @@ from pneumoscan.train.setup import prepare_run_folder
 
 
 def tiny_config(root, out, cache, **overrides) -> TrainConfig:
-    """Seconds-long settings: 64 px images, 2 views, 2 + 2 epochs, no worker processes."""
+    """Seconds-long settings: 64 px images, 2 views, 2 + 2 epochs, no worker processes, light input checks."""
     settings = dict(data=str(root), out=str(out), model="densenet121", weights="none", image_size=64,
                     train_views=2, head_epochs=2, tail_epochs=2, full_epochs=2, batch_size=16, workers=0,
-                    n_boot=50, cache_dir=str(cache), val_fraction=0.25, head_lr=3e-3, tail_lr=1e-3)
+                    n_boot=50, cache_dir=str(cache), val_fraction=0.25, head_lr=3e-3, tail_lr=1e-3,
+                    shift_images=LIGHT_SHIFT_IMAGES, input_checks=InputCheckSettings(**LIGHT_CHECKS))
     settings.update(overrides)
     return TrainConfig(**settings)
 
