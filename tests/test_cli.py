@@ -51,6 +51,24 @@ def test_train_defaults_to_the_best_validated_recipe_of_each_model(capsys):
     assert json.loads(capsys.readouterr().out)["stages"] == ["full"]
 
 
+def test_the_brain_mri_recipe_is_the_recorded_studys_best_trial(capsys):
+    from pneumoscan.settings import to_dict
+    from pneumoscan.train import TrainConfig
+    from pneumoscan.tune import AUGMENTATION_LEVELS
+
+    study = Path(__file__).resolve().parents[1] / "bench" / "results" / "brain_mri_tune.json"
+    best = json.loads(study.read_text())["best_params"]
+    assert main(["train", "--model", "densenet121", "--recipe", "densenet121-brain-mri", "--print-settings"]) == 0
+    settings = json.loads(capsys.readouterr().out)
+    for key in ("head_lr", "tail_lr", "head_hidden", "dropout_in", "dropout_hidden", "weight_decay",
+                "tail_fraction", "label_smoothing"):
+        assert settings[key] == pytest.approx(best[key]), key
+    assert settings["head_lr_min"] == pytest.approx(best["head_lr"] / 10)  # as the study's trials decayed
+    assert settings["tail_lr_min"] == pytest.approx(best["tail_lr"] / 10)
+    level = to_dict(TrainConfig(augmentation=AUGMENTATION_LEVELS[best["augmentation"]]))["augmentation"]
+    assert settings["augmentation"] == level and settings["recipe"] == "densenet121-brain-mri"
+
+
 def test_bad_input_is_a_message_not_a_traceback(tmp_path):
     result = subprocess.run([sys.executable, "-m", "pneumoscan.cli", "train", "--data", str(tmp_path / "nowhere"),
                              "--out", str(tmp_path / "run")], capture_output=True, text=True)
