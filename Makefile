@@ -16,7 +16,7 @@ demo: install
 	$(VENV)/bin/pneumoscan demo --out runs/demo
 
 test: install lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist worksteal
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench

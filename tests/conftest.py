@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -31,6 +32,19 @@ def launch_chromium(playwright, *extra_args: str):
         executable_path=CHROMIUM, headless=True,
         args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
               "--no-first-run", "--disable-sync", *extra_args])
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (``make test`` runs ``-n auto``) each worker gets its share of the cores, for torch and for
+    the processes its tests start: the tiny models of the tests gain nothing from a second thread, and N workers
+    with every core each ran the suite slower than one process."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        share = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(share)
+        torch.set_num_threads(share)
 
 
 def needs(path: Path):
