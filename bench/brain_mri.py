@@ -78,6 +78,7 @@ def settings(model: str, seed: int, classes: str, out: Path, budget: dict, recip
     if model in WEIGHTS:
         overrides.update(weights=str(WEIGHTS[model]), allow_partial_weights=model != "densenet121")
     recipe = recipe or recipe_of(model, classes)
+    # published is TrainConfig's defaults: naming it would change the recorded settings of those models' runs
     base = recipe_settings(recipe) if recipe != "published" else {}
     return load_settings(TrainConfig, base=base, overrides=overrides)
 

@@ -16,7 +16,7 @@ DENSENET_WEIGHTS = SHARED / "weights" / "densenet121_imagenet_keras.pth"
 RESNET_WEIGHTS = SHARED / "weights" / "resnet50_imagenet_keras_partial.pth"
 # Input checks fitted on few examples, and few validation images under the acquisition shifts: tests of training,
 # comparing and tuning need checks and a threshold that exist, not good ones, and fitting the defaults (over a
-# thousand made and copied images through the network) took a third of a tiny run. tiny_run keeps the defaults:
+# thousand made and copied images through the network) took about a quarter of a tiny run. tiny_run keeps the defaults:
 # test_input_checks measures its gate on held-out made images.
 LIGHT_CHECKS = {"made_per_kind": 8, "exposure_examples": 16, "resampled_examples": 16}
 LIGHT_SHIFT_IMAGES = 8
