@@ -28,9 +28,11 @@ from pneumoscan.evaluate import evaluate_screened
 from pneumoscan.run_folder import RunFolder
 from pneumoscan.screen import load
 from pneumoscan.train import TrainConfig, train
+from pneumoscan.train.setup import run_config
 
 # the default before this comparison, and brain_mri_tune.json's best trial on top of it
 RECIPES = {"default": "densenet121-tuned", "tuned": "densenet121-brain-mri"}
+SEED0_RUNS = {"default": "default_run", "tuned": "retrain"}  # where brain_mri_tune.json keeps each one's seed 0
 
 
 def recipe_config(recipe: str, seed: int) -> TrainConfig:
@@ -52,7 +54,7 @@ def correct(metrics: dict) -> int:
 
 def screen_testing(run: Path) -> dict:
     """Testing screened once by the run's model, as ``pneumoscan evaluate`` would."""
-    screener = load(run, precision=json.loads(RunFolder(run).config.read_text())["precision"])
+    screener = load(run, precision=run_config(run).precision)
     samples = load_samples(str(MRI), "Testing")  # one class per folder, sorted by name, as the run trained
     result = evaluate_screened(screener, samples, out_dir=run / "eval-Testing", name="Testing")
     return {**result["at_argmax"], "screening": result["screening"]}
@@ -74,8 +76,7 @@ def main() -> None:
             if not RunFolder(config.out).finished():
                 train(config, resume=RunFolder(config.out).config.exists())
             runs[(recipe, seed)], seconds[(recipe, seed)] = Path(config.out), round(time.perf_counter() - run_started)
-    validation = {recipe: {0: tune[("default_run" if recipe == "default" else "retrain")]["validation"]}
-                  for recipe in RECIPES}
+    validation = {recipe: {0: tune[SEED0_RUNS[recipe]]["validation"]} for recipe in RECIPES}
     for (recipe, seed), run in runs.items():
         validation[recipe][seed] = validation_of(run)
     totals = {recipe: sum(correct(m) for m in validation[recipe].values()) for recipe in RECIPES}
