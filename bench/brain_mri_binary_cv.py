@@ -29,8 +29,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from bench.brain_mri import BINARY, BUDGET, MRI, WORK, settings
 from bench.common import launch_commit, write_result
-from pneumoscan.data.labels import task_classes
-from pneumoscan.data.records import load_samples
+from pneumoscan.data.records import load_samples, task_classes
 from pneumoscan.data.split import write_split
 from pneumoscan.run_folder import RunFolder
 from pneumoscan.train import train
