@@ -58,12 +58,10 @@ def refuse_list(count: int = 600) -> Path:
 
 
 def recipe_of(model: str, classes: str) -> str:
-    """The recipe a run trains with: for DenseNet121 the one validated for its task (4 classes:
-    ``densenet121-brain-mri``, adopted by ``bench.brain_mri_tuned_seeds``; tumour vs no tumour:
-    ``densenet121-tuned``), for the other models ``published`` (TrainConfig's defaults)."""
-    if model != "densenet121":
-        return "published"
-    return "densenet121-tuned" if classes else "densenet121-brain-mri"
+    """The recipe a run trains with: for DenseNet121 ``densenet121-brain-mri``, validated for both tasks (4
+    classes by ``bench.brain_mri_tuned_seeds``, tumour vs no tumour by ``bench.brain_mri_binary_cv``), for the
+    other models ``published`` (TrainConfig's defaults). ``classes`` names the task."""
+    return "densenet121-brain-mri" if model == "densenet121" else "published"
 
 
 def settings(model: str, seed: int, classes: str, out: Path, budget: dict, recipe: str = "") -> TrainConfig:

@@ -29,7 +29,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from bench.brain_mri import BINARY, BUDGET, MRI, WORK, settings
 from bench.common import launch_commit, write_result
-from pneumoscan.data.records import load_samples, task_classes
+from pneumoscan.data.records import Sample, load_samples, task_classes
 from pneumoscan.data.split import write_split
 from pneumoscan.run_folder import RunFolder
 from pneumoscan.train import train
@@ -38,21 +38,26 @@ from pneumoscan.train.setup import grouped_by_duplicates
 RECIPES = {"default": "densenet121-tuned", "tuned": "densenet121-brain-mri"}
 
 
+def cv_folds(samples: list[Sample], strata: list[int], folds: int, seed: int = 0) -> list[dict[str, list[Sample]]]:
+    """``folds`` splits of ``samples``, each fold once as ``val`` and the rest as ``train``: a group (``patient``)
+    never on both sides, stratified by ``strata``."""
+    groups = np.array([s.patient for s in samples])
+    cut = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return [{"train": [samples[i] for i in sorted(train_idx)], "val": [samples[i] for i in sorted(val_idx)]}
+            for train_idx, val_idx in cut.split(np.zeros(len(samples)), np.asarray(strata), groups)]
+
+
 def fold_splits(folds: int, seed: int = 0) -> list[Path]:
-    """Write one split file per fold (that fold as ``val``, the rest as ``train``), binary labels, duplicate
-    groups kept whole, stratified by the four source classes."""
+    """Write one split file per fold of Training: binary labels, duplicate groups kept whole, stratified by
+    the four source classes."""
     binary = load_samples(str(MRI), "Training", task_classes(str(MRI), BINARY, "Training"))
     source_class = {s.path: s.label for s in load_samples(str(MRI), "Training", task_classes(str(MRI), "", "Training"))}
     samples = grouped_by_duplicates(binary)
-    strata = np.array([source_class[s.path] for s in samples])
-    groups = np.array([s.patient for s in samples])
-    cut = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     paths = []
-    for k, (train_idx, val_idx) in enumerate(cut.split(np.zeros(len(samples)), strata, groups)):
+    for k, split in enumerate(cv_folds(samples, [source_class[s.path] for s in samples], folds, seed)):
         path = WORK / "binary_cv" / f"fold{k}_of{folds}.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_split(path, {"train": [samples[i] for i in sorted(train_idx)],
-                           "val": [samples[i] for i in sorted(val_idx)]})
+        write_split(path, split)
         paths.append(path)
     return paths
 

@@ -83,8 +83,8 @@ def main() -> None:
                            "seeds_per_model": seeds_per_model, "budget": BUDGET,
                            "data": f"shared/data/{MRI.name}: validation carved out of Training by duplicate group, "
                                    "the official Testing split screened once",
-                           "recipes": "each model's default: densenet121-tuned for DenseNet121, published for the "
-                                      "others",
+                           "recipes": "each model's default: densenet121-brain-mri for DenseNet121, published for "
+                                      "the others",
                            "note": "ResNet50: ImageNet weights through layer3 only (partial file); layer4 and the "
                                    "head trained from scratch"},
               **side_by_side(runs)}

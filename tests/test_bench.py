@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import numpy as np
 import torch
+from bench.brain_mri_binary_cv import cv_folds, summary
 from bench.brain_mri_compare import record_name
 from bench.brain_mri_explain import head_mask, mass_outside
 from bench.inference import quantize_int8
@@ -19,6 +20,7 @@ from bench.timing import cpu_times, seconds_across_invocations, steal_share, tra
 from pneumoscan.checkpoint import LoadedModel
 from pneumoscan.compare import METRICS, CompareConfig, compare, comparison_markdown, seed_summary
 from pneumoscan.data import Preprocessing
+from pneumoscan.data.records import Sample
 from pneumoscan.export import export_onnx
 from pneumoscan.models import build_model
 from pneumoscan.runtime import OnnxModel
@@ -172,3 +174,29 @@ def test_brain_mri_records_of_the_two_tasks_never_share_a_name():
     assert record_name("densenet121", 1, "4class") == "densenet121_seed1"
     names = {record_name(m, s, t) for m in ("densenet121", "resnet50") for s in (0, 1) for t in ("4class", "binary")}
     assert len(names) == 8
+
+
+def test_brain_mri_cv_folds_validate_every_slice_once_and_never_split_a_duplicate_group():
+    rng = np.random.default_rng(0)
+    groups = rng.integers(0, 60, 240)  # 60 duplicate groups of unequal size
+    strata = [int(g) % 4 for g in groups]  # a group shares its source class, as duplicates do
+    samples = [Sample(f"img{i}.jpg", int(s == 2), f"group{g}") for i, (g, s) in enumerate(zip(groups, strata))]
+    folds = cv_folds(samples, strata, 3)
+    assert len(folds) == 3
+    validated = [s.path for fold in folds for s in fold["val"]]
+    assert sorted(validated) == sorted(s.path for s in samples)  # each slice validated exactly once
+    for fold in folds:
+        assert not {s.patient for s in fold["train"]} & {s.patient for s in fold["val"]}
+        assert len(fold["train"]) + len(fold["val"]) == len(samples)
+        assert {s.label for s in fold["val"]} == {0, 1}
+
+
+def test_brain_mri_cv_summary_pools_the_folds():
+    folds = [{"n": 4, "correct": 3, "confusion_matrix": [[1, 1], [0, 2]], "threshold": 0.4,
+              "y": [0, 0, 1, 1], "prob": [0.1, 0.6, 0.7, 0.9]},
+             {"n": 2, "correct": 2, "confusion_matrix": [[1, 0], [0, 1]], "threshold": 0.5,
+              "y": [0, 1], "prob": [0.2, 0.8]}]
+    total = summary(folds)
+    assert (total["correct"], total["n"], total["errors"], total["errors_per_fold"]) == (5, 6, 1, [1, 0])
+    assert total["confusion_matrix"] == [[2, 1], [0, 3]]
+    assert total["pooled_auc"] == 1.0 and 0 < total["log_loss"] < 1

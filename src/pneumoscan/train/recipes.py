@@ -12,10 +12,11 @@ that measured best for it on the device at hand (see docs/results.md):
 - ``end-to-end``: every layer trained on augmented images for 12 epochs (a GPU's recipe: 0.987 AUC,
   0.936 accuracy over three seeds on an H100).
 - ``densenet121-brain-mri``: ``densenet121-tuned`` with what an Optuna study on 4-class brain MRI
-  validation chose (a 256-unit head, lighter dropouts, more weight decay, label smoothing 0.18); over
-  three seeds' validation it classified 2,403 of 2,448 slices right against 2,399 for
-  ``densenet121-tuned`` (bench/results/brain_mri_tuned_seeds.json). Named, not automatic: pass
-  ``--recipe densenet121-brain-mri``.
+  validation chose (a 256-unit head, lighter dropouts, more weight decay, label smoothing 0.18 for
+  more than two classes); over three seeds' validation it classified 2,403 of 2,448 slices right
+  against 2,399 for ``densenet121-tuned`` (bench/results/brain_mri_tuned_seeds.json), and for tumour vs
+  no tumour 5,661 of 5,712 Training slices out of fold against 5,659 (brain_mri_binary_cv.json).
+  Named, not automatic: pass ``--recipe densenet121-brain-mri``.
 
 Class weights always come from the data: ``pos_weight_scale`` multiplies the training split's
 n_NORMAL / n_PNEUMONIA, so a recipe carries what tuning found without a constant of one dataset.
