@@ -12,6 +12,7 @@ import torch
 from bench.brain_mri_binary_cv import cv_folds, summary
 from bench.brain_mri_compare import record_name
 from bench.brain_mri_explain import head_mask, mass_outside
+from bench.brain_mri_threshold_cv import held_out, two_halves
 from bench.inference import quantize_int8
 from bench.records import RunRecords, protocol_settings, read_record
 from bench.robustness import FlipAveraged
@@ -200,3 +201,22 @@ def test_brain_mri_cv_summary_pools_the_folds():
     assert (total["correct"], total["n"], total["errors"], total["errors_per_fold"]) == (5, 6, 1, [1, 0])
     assert total["confusion_matrix"] == [[2, 1], [0, 3]]
     assert total["pooled_auc"] == 1.0 and 0 < total["log_loss"] < 1
+
+
+def test_threshold_fitting_sets_are_scored_on_the_half_they_did_not_see():
+    rng = np.random.default_rng(1)
+    groups = [f"g{i // 2}" for i in range(200)]  # pairs of duplicates
+    y = np.array([(i // 2) % 2 for i in range(200)])
+    first, second = two_halves(y, groups)
+    assert not {groups[i] for i in first} & {groups[i] for i in second}
+    assert sorted(np.concatenate([first, second]).tolist()) == list(range(200))
+    prob = np.clip(np.where(y == 1, 0.8, 0.2) + rng.normal(0, 0.05, 200), 0.01, 0.99)
+    shift_rows = np.arange(0, 200, 3)  # both classes
+    # one shift lowers the positives' probabilities, as equalisation does on MRI: pooling it pulls the threshold down
+    shifted = prob[shift_rows, None] - np.outer(y[shift_rows], [0.0, 0.45])
+    result = held_out(y, prob, groups, shift_rows, shifted, dict(rule="youden", target_sensitivity=0.95))
+    assert min(result["val+shifts"]["thresholds"]) < min(result["val"]["thresholds"])
+    for r in result.values():
+        assert r["errors"] == int((r["called"] != y).sum())
+        assert 0.0 <= r["shifted_accuracy"] <= 1.0
+    assert result["val+shifts"]["shifted_accuracy"] > result["val"]["shifted_accuracy"]
