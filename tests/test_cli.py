@@ -69,6 +69,17 @@ def test_the_brain_mri_recipe_is_the_recorded_studys_best_trial(capsys):
     assert settings["augmentation"] == level and settings["recipe"] == "densenet121-brain-mri"
 
 
+def test_train_help_names_every_recipe(capsys, monkeypatch):
+    from pneumoscan.train.recipes import RECIPES
+
+    monkeypatch.setenv("COLUMNS", "1000")  # argparse wraps at hyphens too; one line per option keeps names whole
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = capsys.readouterr().out
+    for name in RECIPES:
+        assert name in help_text, name
+
+
 def test_bad_input_is_a_message_not_a_traceback(tmp_path):
     result = subprocess.run([sys.executable, "-m", "pneumoscan.cli", "train", "--data", str(tmp_path / "nowhere"),
                              "--out", str(tmp_path / "run")], capture_output=True, text=True)

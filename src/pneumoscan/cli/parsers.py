@@ -15,7 +15,7 @@ def _add_train(sub) -> None:
     p.add_argument("--recipe", default="auto",
                    help="named settings (train.recipes): auto = the best validated one for the model and device "
                         "(densenet121-tuned on a CPU, end-to-end on CUDA for DenseNet121; published otherwise), "
-                        "published, densenet121-tuned or end-to-end")
+                        "published, densenet121-tuned, end-to-end or densenet121-brain-mri (both brain MRI tasks)")
     p.add_argument("--weights", help="imagenet (torchvision download), none, or a state-dict file path")
     p.add_argument("--allow-partial-weights", action="store_true", default=None,
                    help="accept a weights file missing some tensors (they stay random; reported)")
