@@ -16,7 +16,6 @@ default. Out-of-fold AUC and log loss are reported beside it. Writes ``bench/res
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import time
@@ -31,6 +30,7 @@ from bench.brain_mri import BINARY, BUDGET, MRI, WORK, settings
 from bench.common import launch_commit, write_result
 from pneumoscan.data.records import Sample, load_samples, task_classes
 from pneumoscan.data.split import write_split
+from pneumoscan.evaluate.report import read_predictions
 from pneumoscan.run_folder import RunFolder
 from pneumoscan.train import train
 from pneumoscan.train.setup import grouped_by_duplicates
@@ -64,14 +64,12 @@ def fold_splits(folds: int, seed: int = 0) -> list[Path]:
 
 def out_of_fold(run: Path) -> dict:
     """A finished run's validation (its held-out fold): the decision at its threshold, and its scores."""
-    validation = json.loads(RunFolder(run).metrics.read_text())["validation"]
-    decision = validation.get("at_threshold", validation)
-    with RunFolder(run).predictions("val").open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    names = json.loads(RunFolder(run).classes.read_text())["names"]
+    decision = json.loads(RunFolder(run).metrics.read_text())["validation"]["at_threshold"]
+    names = tuple(json.loads(RunFolder(run).classes.read_text())["names"])
+    _, y, prob = read_predictions(RunFolder(run).predictions("val"), names=names)
     return {"n": decision["n"], "correct": round(decision["accuracy"] * decision["n"]),
             "confusion_matrix": decision["confusion_matrix"], "threshold": decision["threshold"],
-            "y": [names.index(r["label"]) for r in rows], "prob": [float(r["probability"]) for r in rows]}
+            "y": y.tolist(), "prob": prob.tolist()}
 
 
 def summary(folds: list[dict]) -> dict:
