@@ -57,16 +57,16 @@ def refuse_list(count: int = 600) -> Path:
     return path
 
 
-def recipe_of(model: str, classes: str) -> str:
-    """The recipe a run trains with: for DenseNet121 ``densenet121-brain-mri``, validated for both tasks (4
-    classes by ``bench.brain_mri_tuned_seeds``, tumour vs no tumour by ``bench.brain_mri_binary_cv``), for the
-    other models ``published`` (TrainConfig's defaults). ``classes`` names the task."""
+def recipe_of(model: str) -> str:
+    """The recipe a run trains with, on either task: for DenseNet121 ``densenet121-brain-mri`` (validated for 4
+    classes by ``bench.brain_mri_tuned_seeds``, for tumour vs no tumour by ``bench.brain_mri_binary_cv``), for the
+    other models ``published`` (TrainConfig's defaults)."""
     return "densenet121-brain-mri" if model == "densenet121" else "published"
 
 
 def settings(model: str, seed: int, classes: str, out: Path, budget: dict, recipe: str = "") -> TrainConfig:
     """A run's settings: the task, split, budget and input checks of this benchmark on ``recipe`` (default:
-    ``recipe_of`` the model and task)."""
+    ``recipe_of`` the model)."""
     checks = InputCheckSettings(modality="brain MRI", population="brain MRI slices of the Kaggle Brain Tumor MRI "
                                 "set (figshare, SARTAJ, Br35H)", refuse=(str(refuse_list()),),
                                 resampled_examples=200)
@@ -75,7 +75,7 @@ def settings(model: str, seed: int, classes: str, out: Path, budget: dict, recip
                  "cache_dir": str(WORK / "cache"), "input_checks": checks.to_dict(), **budget}
     if model in WEIGHTS:
         overrides.update(weights=str(WEIGHTS[model]), allow_partial_weights=model != "densenet121")
-    recipe = recipe or recipe_of(model, classes)
+    recipe = recipe or recipe_of(model)
     # published is TrainConfig's defaults: naming it would change the recorded settings of those models' runs
     base = recipe_settings(recipe) if recipe != "published" else {}
     return load_settings(TrainConfig, base=base, overrides=overrides)
@@ -178,7 +178,7 @@ def main() -> None:
         "model": args.model, "seed": args.seed, "data": "shared/data/brain_tumor_mri (official Training / Testing)",
         "protocol": "validation carved out of Training by duplicate group (data.duplicates: exact pixels, or "
                     "perceptual hash within 6 bits confirmed by a pixel correlation >= 0.95); Testing screened once",
-        "budget": budget, "recipe": {"4class": recipe_of(args.model, ""), "binary": recipe_of(args.model, BINARY)},
+        "budget": budget, "recipe": {"4class": recipe_of(args.model), "binary": recipe_of(args.model)},
         "split": {k: len(v) for k, v in split.items()},
         "test_duplicates": len(found),
         "test_duplicates_exact": sum(v == "exact" for v in found.values()),

@@ -24,37 +24,31 @@ from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import log_loss, roc_auc_score
-from sklearn.model_selection import StratifiedGroupKFold
 
 from bench.brain_mri import BINARY, BUDGET, MRI, WORK, settings
+from bench.brain_mri_tuned_seeds import RECIPES  # the same two recipes, default and tuned
 from bench.common import launch_commit, write_result
 from pneumoscan.data.records import Sample, load_samples, task_classes
-from pneumoscan.data.split import write_split
+from pneumoscan.data.split import grouped_folds, write_split
 from pneumoscan.evaluate.report import read_predictions
 from pneumoscan.run_folder import RunFolder
 from pneumoscan.train import train
 from pneumoscan.train.setup import grouped_by_duplicates
 
-RECIPES = {"default": "densenet121-tuned", "tuned": "densenet121-brain-mri"}
 
-
-def cv_folds(samples: list[Sample], strata: list[int], folds: int, seed: int = 0) -> list[dict[str, list[Sample]]]:
+def cv_folds(samples: list[Sample], strata: list, folds: int, seed: int = 0) -> list[dict[str, list[Sample]]]:
     """``folds`` splits of ``samples``, each fold once as ``val`` and the rest as ``train``: a group (``patient``)
     never on both sides, stratified by ``strata``."""
-    groups = np.array([s.patient for s in samples])
-    cut = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    return [{"train": [samples[i] for i in sorted(train_idx)], "val": [samples[i] for i in sorted(val_idx)]}
-            for train_idx, val_idx in cut.split(np.zeros(len(samples)), np.asarray(strata), groups)]
+    return [{"train": [samples[i] for i in train], "val": [samples[i] for i in val]}
+            for train, val in grouped_folds(strata, [s.patient for s in samples], folds, seed)]
 
 
 def fold_splits(folds: int, seed: int = 0) -> list[Path]:
     """Write one split file per fold of Training: binary labels, duplicate groups kept whole, stratified by
-    the four source classes."""
-    binary = load_samples(str(MRI), "Training", task_classes(str(MRI), BINARY, "Training"))
-    source_class = {s.path: s.label for s in load_samples(str(MRI), "Training", task_classes(str(MRI), "", "Training"))}
-    samples = grouped_by_duplicates(binary)
+    the four source classes (the class folders)."""
+    samples = grouped_by_duplicates(load_samples(str(MRI), "Training", task_classes(str(MRI), BINARY, "Training")))
     paths = []
-    for k, split in enumerate(cv_folds(samples, [source_class[s.path] for s in samples], folds, seed)):
+    for k, split in enumerate(cv_folds(samples, [Path(s.path).parent.name for s in samples], folds, seed)):
         path = WORK / "binary_cv" / f"fold{k}_of{folds}.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
         write_split(path, split)

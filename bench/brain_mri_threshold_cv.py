@@ -24,11 +24,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold
 
 from bench.brain_mri import WORK
 from bench.common import launch_commit, write_result
 from pneumoscan.data import read_split
+from pneumoscan.data.split import grouped_folds
 from pneumoscan.evaluate import choose_threshold
 from pneumoscan.evaluate.report import read_predictions
 from pneumoscan.evaluate.robustness import pool_with_shifts
@@ -41,9 +41,7 @@ FITTING_SETS = ("val", "val+shifts")
 
 def two_halves(labels: np.ndarray, groups: list[str], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Row indices of two halves, stratified by label, each duplicate group on one side."""
-    cut = StratifiedGroupKFold(n_splits=2, shuffle=True, random_state=seed)
-    first, second = next(cut.split(np.zeros(len(labels)), labels, np.asarray(groups)))
-    return np.sort(first), np.sort(second)
+    return grouped_folds(labels, groups, 2, seed)[0]
 
 
 def threshold_on(fitting_set: str, y, prob, shift_y, shifted, rule: dict) -> float:

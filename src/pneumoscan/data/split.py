@@ -15,7 +15,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from pneumoscan.data.samples import Sample, patient_id
 
 log = logging.getLogger(__name__)
-__all__ = ["patient_id", "patient_split", "read_split", "write_split"]  # patient_id: its old home
+__all__ = ["grouped_folds", "patient_id", "patient_split", "read_split", "write_split"]  # patient_id: its old home
 
 
 def patient_split(samples: list[Sample], *, val_fraction: float = 0.15,
@@ -24,14 +24,19 @@ def patient_split(samples: list[Sample], *, val_fraction: float = 0.15,
     if not 0.0 < val_fraction < 0.5:
         raise ValueError(f"val_fraction={val_fraction}: use a value between 0 and 0.5, such as 0.15")
     n_folds = max(2, round(1.0 / val_fraction))
-    labels = np.array([s.label for s in samples])
-    groups = np.array([s.patient for s in samples])
-    folds = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    train_idx, val_idx = next(folds.split(np.zeros(len(samples)), labels, groups))
-    train = [samples[i] for i in sorted(train_idx)]
-    val = [samples[i] for i in sorted(val_idx)]
+    train_idx, val_idx = grouped_folds([s.label for s in samples], [s.patient for s in samples], n_folds, seed)[0]
+    train = [samples[i] for i in train_idx]
+    val = [samples[i] for i in val_idx]
     check_patients_disjoint(train, val)
     return train, val
+
+
+def grouped_folds(strata, groups, n_folds: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train rows, validation rows), sorted, of each of ``n_folds`` folds: stratified by ``strata``, every
+    row of a group (a patient, or a set of duplicate images) on one side."""
+    folds = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    return [(np.sort(train), np.sort(val))
+            for train, val in folds.split(np.zeros(len(strata)), np.asarray(strata), np.asarray(groups))]
 
 
 def check_patients_disjoint(first: list[Sample], second: list[Sample]) -> None:
