@@ -113,6 +113,16 @@ class Augmentation:
         return cls(crop_scale=(0.85, 1.0), brightness=0.15, contrast=0.15, gamma=(1.0, 1.0), blur_sigma=(0.0, 0.0),
                    resolution=(1.0, 1.0), noise_std=0.0)
 
+    @classmethod
+    def none(cls) -> Augmentation:
+        """No augmentation at all: every view is the clean image."""
+        return cls(rotation_deg=0.0, hflip=False, crop_scale=(1.0, 1.0), shift=0.0, brightness=0.0, contrast=0.0,
+                   gamma=(1.0, 1.0), blur_sigma=(0.0, 0.0), resolution=(1.0, 1.0), noise_std=0.0, p_acquisition=0.0)
+
+    def changes_nothing(self) -> bool:
+        """Whether every view this augmentation makes is the clean image (``Augmentation.none()``)."""
+        return self == Augmentation.none()
+
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
-from pneumoscan.cache import ENGINES
+from pneumoscan.cache import ENGINES, default_cache_dir
 from pneumoscan.data.preprocess import INTENSITY_MODES, Augmentation
 from pneumoscan.evaluate.metrics import THRESHOLD_RULES
 from pneumoscan.input_checks import InputCheckSettings
@@ -70,7 +69,8 @@ class TrainConfig:
     shift_report: bool = True          # report validation metrics under each acquisition shift
     shift_images: int = 400            # validation images used under the shifts (evenly spaced; 0 = all)
     precision: str = "bf16"            # "bf16": bfloat16 autocast + channels_last; "fp32"
-    cache_dir: str = ""                # where frozen-trunk activations are cached; "" = ~/.cache/pneumoscan
+    cache_dir: str = ""                # where frozen-trunk activations are cached; "" = $PNEUMOSCAN_CACHE, else
+                                       # ~/.cache/pneumoscan
     cache_engine: str = "auto"         # what computes them: "auto" (ONNX Runtime for large fp32 caches on a
                                        # CPU, PyTorch otherwise), "torch" or "onnxruntime"
     workers: int = 2                   # image-decoding worker processes
@@ -97,6 +97,10 @@ class TrainConfig:
         unknown = set(self.stages) - set(STAGES)
         if unknown:
             raise ValueError(f"stages {sorted(unknown)} unknown: choose from {STAGES}")
+        if self.model not in PRETRAINED and set(self.stages) & {"head", "tail"}:
+            raise ValueError(f"stages {list(self.stages)}: stages head and tail train on a frozen pretrained trunk, "
+                             f"which {self.model} has not; use stages=full (the quick recipe needs one of "
+                             f"{sorted(PRETRAINED)})")
         if self.group_by not in ("patient", "duplicates"):
             raise ValueError(f"group_by={self.group_by!r}: choose patient or duplicates")
         if self.select_on not in ("auto", "auc", "accuracy"):
@@ -112,7 +116,7 @@ class TrainConfig:
         weights = self.weights
         if weights == "auto":
             weights = "imagenet" if self.model in PRETRAINED else "none"
-        cache_dir = self.cache_dir or str(Path.home() / ".cache" / "pneumoscan")
+        cache_dir = self.cache_dir or str(default_cache_dir())
         return replace(self, stages=tuple(stages), weights=weights, cache_dir=cache_dir)
 
     def selection_score(self, classes: int) -> str:

@@ -151,7 +151,11 @@ def cache_rows(pool: list[Sample], samples: list[Sample], views: int) -> np.ndar
 
 
 def trunk_activations(model: PneumoniaNet, config: TrainConfig, pool: list[Sample], device):
-    """The frozen trunk's cached outputs for the whole pool: augmented views, and the clean view."""
+    """The frozen trunk's cached outputs for the whole pool: augmented views, and the clean view. Without
+    augmentation (one view, ``Augmentation.none()``: the quick recipe) the clean views are the training views."""
+    if config.train_views == 1 and config.augmentation.changes_nothing():
+        clean = clean_activations(model, config, pool, device)
+        return clean, clean
     augmented = cached_activations(model.trunk, pool, model.preprocessing, augmentation=config.augmentation,
                                    views=config.train_views, desc="caching augmented views",
                                    **cache_options(config, device))
