@@ -151,3 +151,23 @@ def test_run_summary_names_the_threshold_and_its_interval(tiny_run, capsys):
     out = capsys.readouterr().out
     assert "chosen on validation; 95% interval over validation patients" in out
     assert "test: AUC" in out
+
+
+def test_cache_reports_its_size_and_clears_only_activation_caches(tmp_path, monkeypatch, capsys):
+    (tmp_path / "activations-abc").mkdir()
+    (tmp_path / "activations-abc" / "activations.npy").write_bytes(b"x" * 2500)
+    (tmp_path / "notes.txt").write_text("kept")
+    monkeypatch.setenv("PNEUMOSCAN_CACHE", str(tmp_path))
+    assert main(["cache"]) == 0
+    assert f"{tmp_path}: 2.5 kB in 1 activation caches" in capsys.readouterr().out
+    assert main(["cache", "--clear"]) == 0
+    assert "freed 2.5 kB" in capsys.readouterr().out
+    assert not (tmp_path / "activations-abc").exists() and (tmp_path / "notes.txt").exists()
+
+
+def test_the_cache_folder_follows_pneumoscan_cache(tmp_path, monkeypatch):
+    from pneumoscan.train import TrainConfig
+
+    monkeypatch.setenv("PNEUMOSCAN_CACHE", str(tmp_path / "elsewhere"))
+    assert TrainConfig().resolved().cache_dir == str(tmp_path / "elsewhere")
+    assert TrainConfig(cache_dir="given").resolved().cache_dir == "given"

@@ -6,6 +6,7 @@ import copy
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,8 +27,10 @@ from pneumoscan.data.shifts import SHIFTS
 from pneumoscan.input_checks import InputCheckSettings
 from pneumoscan.models import ClassifierHead, build_model
 from pneumoscan.run_folder import RunFolder
+from pneumoscan.settings import load_settings
 from pneumoscan.train import TrainConfig, stages, train
 from pneumoscan.train import loop as loop_module
+from pneumoscan.train.recipes import recipe_settings
 from pneumoscan.train.setup import prepare_run_folder
 
 
@@ -71,6 +74,32 @@ def test_two_stage_run_writes_a_complete_run_folder(phantom_root, tmp_path, monk
     shifted = np.load(run / "predictions_val_shifted.npz")
     assert list(shifted["shifts"]) == list(SHIFTS)
     assert shifted["shifted"].shape == (len(shifted["labels"]), len(SHIFTS))
+    log = (run / "train.log").read_text()
+    assert f"activation cache: {tmp_path / 'cache'} (0 B there now" in log
+    for index, step in enumerate(("head", "tail", "input checks", "threshold and test"), start=1):
+        assert f"stage {index}/4: {step}" in log
+    assert "stage 1/4: head (the whole run's ETA follows this step)" in log
+    for later in ("tail", "input checks", "threshold and test"):
+        assert re.search(rf"stage \d/4: {later}; about \d+ (s|min) left in the run \(ETA \d\d:\d\d\)", log), later
+    assert {"head", "tail", "input_checks", "threshold_and_test"} <= set(metrics["timings"])
+
+
+def test_the_quick_recipe_caches_the_clean_views_once_and_trains_the_head_alone(phantom_root, tmp_path):
+    quick = load_settings(TrainConfig, base=recipe_settings("quick"))
+    run = train(tiny_config(phantom_root, tmp_path / "run", tmp_path / "cache", stages=quick.stages,
+                            train_views=quick.train_views, augmentation=quick.augmentation,
+                            threshold_on=quick.threshold_on, shift_report=quick.shift_report))
+    history = json.loads((run / "history.json").read_text())
+    assert {r["stage"] for r in history} == {"head"}
+    assert len(list((tmp_path / "cache").glob("activations-*"))) == 1  # the clean views, trained and validated on
+    log = (run / "train.log").read_text()
+    assert "caching augmented views" not in log and "stage 3/3: threshold and test" in log
+    assert json.loads((run / "metrics.json").read_text())["test"]["at_threshold"]["auc"] >= 0
+
+
+def test_the_frozen_trunk_stages_need_a_pretrained_model():
+    with pytest.raises(ValueError, match="stages head and tail train on a frozen pretrained trunk"):
+        TrainConfig(model="baseline_cnn", stages=("head",))
 
 
 def test_a_killed_run_resumes_to_the_same_model(phantom_root, tmp_path, monkeypatch):

@@ -19,13 +19,11 @@ def cmd_train(args) -> int:
                                    "out": args.out, "seed": args.seed,
                                    "allow_partial_weights": args.allow_partial_weights}.items() if v is not None}
     overrides.update(parse_overrides(args.set))
-    recipe = args.recipe
-    if recipe == "auto":
-        from pneumoscan.device import pick_device
-        from pneumoscan.train.recipes import best_recipe
+    from pneumoscan.device import pick_device
+    from pneumoscan.train.recipes import chosen_recipe
 
-        probe = load_settings(TrainConfig, file=args.config, overrides=overrides)
-        recipe = best_recipe(probe.model, pick_device(probe.device).type)
+    probe = load_settings(TrainConfig, file=args.config, overrides=overrides)
+    recipe = chosen_recipe(args.recipe, probe.model, pick_device(probe.device).type)
     config = load_settings(TrainConfig, base=recipe_settings(recipe), file=args.config, overrides=overrides)
     if args.print_settings:
         from pneumoscan.settings import to_dict
@@ -39,6 +37,23 @@ def cmd_train(args) -> int:
     run_dir = train(config, resume=args.resume)
     if Ranks.from_environment().main:  # under torchrun, rank 0 finishes the run and reports it
         _print_summary(run_dir)
+        if config.recipe == "quick":
+            from pneumoscan.train.recipes import QUICK_NOTE
+
+            print(QUICK_NOTE)
+    return 0
+
+
+def cmd_cache(args) -> int:
+    from pneumoscan.cache import cache_bytes, clear_cache, default_cache_dir, format_bytes
+
+    folder = Path(args.dir) if args.dir else default_cache_dir()
+    if args.clear:
+        print(f"{folder}: freed {format_bytes(clear_cache(folder))}")
+        return 0
+    entries = len(list(folder.glob("activations-*"))) if folder.is_dir() else 0
+    print(f"{folder}: {format_bytes(cache_bytes(folder))} in {entries} activation caches "
+          "(PNEUMOSCAN_CACHE moves it; pneumoscan cache --clear frees it)")
     return 0
 
 
@@ -250,10 +265,16 @@ def cmd_tune(args) -> int:
 def cmd_demo(args) -> int:
     from pneumoscan.demo import DemoConfig, run_demo
 
-    summary = run_demo(DemoConfig(out=args.out, epochs=args.epochs))
+    summary = run_demo(DemoConfig(out=args.out, epochs=args.epochs, data=args.data or "", weights=args.weights))
     _print_summary(Path(args.out) / "run")
-    lesions = summary["lesions"]
-    print(f"lesion hit rate {lesions['hit_rate']:.3f} ({lesions['hits']} of {lesions['pneumonia_phantoms']} "
-          f"PNEUMONIA phantoms: the Grad-CAM peak on a known lesion)")
+    lesions = summary.get("lesions")
+    if lesions:
+        print(f"lesion hit rate {lesions['hit_rate']:.3f} ({lesions['hits']} of {lesions['pneumonia_phantoms']} "
+              f"PNEUMONIA phantoms: the Grad-CAM peak on a known lesion)")
+        print("this phantom model refuses real chest X-rays by design; for a real one: make demo DATA=ROOT")
+    else:
+        from pneumoscan.train.recipes import QUICK_NOTE
+
+        print(QUICK_NOTE)
     print(f"open {Path(args.out) / 'report.html'}")
     return 0

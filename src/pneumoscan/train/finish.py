@@ -115,9 +115,11 @@ def validation_logits(run_dir: str | Path, *, shift_images: int = 400) -> dict[s
 
 
 def threshold_and_evaluate(model: PneumoniaNet, config: TrainConfig, splits, device, folder: RunFolder,
-                           checks: InputChecks, classes: ClassMap = PNEUMONIA_TASK) -> dict:
+                           checks: InputChecks, classes: ClassMap = PNEUMONIA_TASK,
+                           test: list[Sample] | None = None) -> dict:
     """Choose the threshold on validation (two classes; more are decided by the most probable class), save
-    the model, evaluate validation and (once) test."""
+    the model, evaluate validation and (once) test (``test``: its readable images, read from the dataset when
+    not given)."""
     model.eval()
     val_paths = [s.path for s in splits["val"]]
     val_y = labels_of(splits["val"]).astype(int)
@@ -135,7 +137,7 @@ def threshold_and_evaluate(model: PneumoniaNet, config: TrainConfig, splits, dev
                                                      n_boot=config.n_boot, seed=config.seed)}
         write_multiclass_predictions(folder.predictions("val"), val_paths, val_y, val_prob, classes.names)
         small = {"val_macro_auc": summary["validation"]["at_argmax"]["macro_auc"]}
-    test = test_samples(config, classes)
+    test = test_samples(config, classes) if test is None else test
     if test:
         finished = LoadedModel(model=model, threshold=threshold, threshold_rule=rule, checks=checks,
                                path=str(folder.model), classes=classes)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from pneumoscan.cache import cache_bytes, format_bytes
 from pneumoscan.checkpoint import atomic_save
 from pneumoscan.data.labels import ClassMap
 from pneumoscan.data.records import class_counts
@@ -28,7 +29,8 @@ from pneumoscan.evaluate.report import write_json
 from pneumoscan.models import PneumoniaNet
 from pneumoscan.run_folder import RunFolder
 from pneumoscan.train.config import TrainConfig
-from pneumoscan.train.finish import fit_run_input_checks, threshold_and_evaluate
+from pneumoscan.train.finish import fit_run_input_checks, test_samples, threshold_and_evaluate
+from pneumoscan.train.progress import RunProgress, RunSize, run_steps
 from pneumoscan.train.setup import build, load_split, log_to_file, prepare_run_folder, run_classes
 from pneumoscan.train.stages import run_training_stage
 
@@ -81,19 +83,25 @@ def _train(config: TrainConfig, folder: RunFolder, finish: bool, on_epoch, ranks
         pool, splits = load_split(config, folder, classes)
     weights = class_weights(config, splits, classes)
     model = build(config, classes).to(device)
+    test = test_samples(config, classes) if finish and ranks.main else []
+    size = RunSize(pool=len(pool), train=len(splits["train"]), val=len(splits["val"]), test=len(test))
+    steps = run_steps(config.stages, config, size)
+    announce = RunProgress(steps if finish else steps[:len(config.stages)])
+    if ranks.main and any(stage != "full" for stage in config.stages):
+        log_cache(config, model, size)
     progress = _load_progress(folder, model)
     timings = progress["timings"]
     if progress["history"] or folder.epoch_state.exists():
         timings["resumed"] = True  # the seconds below then cover only what ran after the resume
     for stage in config.stages:
         if stage in progress["completed"]:
-            log.info("stage %s already done", stage)
+            announce.begin(stage, done_before=True)
             continue
-        stage_started = time.perf_counter()
+        announce.begin(stage)
         run_training_stage(stage, model, config, splits, pool, weights, device, folder, progress["history"],
                            on_epoch, ranks=ranks)
         progress["completed"].append(stage)
-        timings[stage] = round(time.perf_counter() - stage_started, 1)
+        timings[stage] = round(announce.end(), 1)
         if ranks.main:
             atomic_save({**progress, "model": model.state_dict()}, folder.progress)
     stop_ranks(ranks)  # the training is done; rank 0 alone finishes the run
@@ -103,13 +111,29 @@ def _train(config: TrainConfig, folder: RunFolder, finish: bool, on_epoch, ranks
     if not finish:
         return
     plot_history(progress["history"], folder.curves)
+    announce.begin("input checks")
     checks = fit_run_input_checks(model, config, config.input_checks, splits, device, folder)
-    summary = threshold_and_evaluate(model, config, splits, device, folder, checks, classes)
+    timings["input_checks"] = round(announce.end(), 1)
+    announce.begin("threshold and test")
+    summary = threshold_and_evaluate(model, config, splits, device, folder, checks, classes, test)
+    timings["threshold_and_test"] = round(announce.end(), 1)
     summary["timings"] = {**timings, "total_seconds": round(time.perf_counter() - started, 1)}
     summary["device"] = describe_device(device)
     summary["precision"] = effective_precision(config.precision, device)
     write_json(folder.metrics, summary)
     log.info("run finished in %.0f s: %s", time.perf_counter() - started, folder.root)
+
+
+def log_cache(config: TrainConfig, model: PneumoniaNet, size: RunSize) -> None:
+    """Where the frozen trunk's outputs are cached, how much is there, and about how much this run adds."""
+    with torch.no_grad():
+        per_view = model.trunk(torch.zeros(1, model.preprocessing.channels, config.image_size,
+                                           config.image_size)).numel() * 2  # float16
+    views = 1 if config.train_views == 1 and config.augmentation.changes_nothing() else config.train_views + 1
+    log.info("activation cache: %s (%s there now; this run's trunk outputs take about %s, reused by every later "
+             "run on the same images; set PNEUMOSCAN_CACHE or cache_dir to move it, 'pneumoscan cache --clear' "
+             "frees it)", config.cache_dir, format_bytes(cache_bytes(config.cache_dir)),
+             format_bytes(per_view * size.pool * views))
 
 
 def class_weights(config: TrainConfig, splits, classes: ClassMap) -> tuple[float, ...]:
