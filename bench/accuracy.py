@@ -1,6 +1,6 @@
 """Accuracy benchmark: one model trained on the real dataset, test split touched once at the end.
 
-    python -m bench.accuracy --model densenet121 [--set key=value ...]
+    python -m bench.accuracy --model densenet121 [--recipe NAME] [--set key=value ...]
 
 Writes ``bench/results/accuracy_<model>.json`` with the test metrics at the validation-chosen
 threshold (and at 0.5), the wall time of the whole run (caching, stages, evaluation), the timings
@@ -21,11 +21,13 @@ import numpy as np
 from bench.common import DATA, DATA_NAME, ROOT, WEIGHTS, launch_commit, write_result
 from pneumoscan.checkpoint import load_model  # noqa: E402
 from pneumoscan.data import read_split  # noqa: E402
+from pneumoscan.device import pick_device  # noqa: E402
 from pneumoscan.evaluate import binary_metrics  # noqa: E402
 from pneumoscan.models import count_parameters  # noqa: E402
 from pneumoscan.predict import predict_logits, sigmoid  # noqa: E402
 from pneumoscan.settings import load_settings, parse_overrides, to_dict  # noqa: E402
 from pneumoscan.train import TrainConfig, train  # noqa: E402
+from pneumoscan.train.recipes import chosen_recipe, recipe_settings  # noqa: E402
 
 
 def precision_check(run_dir: Path) -> dict:
@@ -48,6 +50,8 @@ def main() -> None:
     launch_commit()  # the commit the benchmark starts from: the tree may change while it runs
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="densenet121", choices=["densenet121", "resnet50", "baseline_cnn"])
+    parser.add_argument("--recipe", default="auto", help="a named recipe (train.recipes); auto = the best validated "
+                                                          "one for the model on this device, as pneumoscan train does")
     parser.add_argument("--config", help="a TrainConfig JSON (e.g. the best configuration from tuning)")
     parser.add_argument("--set", nargs="*", default=[], help="extra settings, KEY=VALUE")
     parser.add_argument("--out", default=str(ROOT / "bench" / "work"))
@@ -65,7 +69,9 @@ def main() -> None:
     if args.model in WEIGHTS:
         overrides.update(weights=str(WEIGHTS[args.model]), allow_partial_weights=args.model == "resnet50")
     overrides.update(parse_overrides(args.set))
-    config = load_settings(TrainConfig, file=args.config, overrides=overrides)
+    probe = load_settings(TrainConfig, file=args.config, overrides=overrides)
+    recipe = chosen_recipe(args.recipe, args.model, pick_device(probe.device).type)
+    config = load_settings(TrainConfig, base=recipe_settings(recipe), file=args.config, overrides=overrides)
 
     started = time.perf_counter()
     train(config)
@@ -81,6 +87,7 @@ def main() -> None:
 
     result = {
         "model": args.model,
+        "recipe": recipe,
         "data": DATA_NAME,
         "weights": overrides.get("weights", "none"),
         "weights_note": "ResNet50: ImageNet weights through layer3 only (partial file); layer4 trained from scratch"

@@ -65,3 +65,14 @@ def write_result(name: str, payload: dict) -> Path:
     path.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"wrote {path}")
     return path
+
+
+def replace_section(path: Path, name: str, text: str) -> None:
+    """Put ``text`` between the ``<!-- name:begin -->`` and ``<!-- name:end -->`` lines of ``path`` (a document
+    whose numbers a benchmark writes, so that nobody copies them by hand)."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    document = path.read_text()
+    if begin not in document or end not in document:
+        raise ValueError(f"{path}: no {begin} ... {end} section to replace")
+    head, rest = document.split(begin, 1)
+    path.write_text(f"{head}{begin}\n{text}\n{end}{rest.split(end, 1)[1]}")

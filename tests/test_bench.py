@@ -8,11 +8,13 @@ import shutil
 from dataclasses import replace
 
 import numpy as np
+import pytest
 import torch
 from bench.brain_mri_binary_cv import cv_folds, summary
 from bench.brain_mri_compare import record_name
 from bench.brain_mri_explain import head_mask, mass_outside
 from bench.brain_mri_threshold_cv import held_out, two_halves
+from bench.common import replace_section
 from bench.inference import quantize_int8
 from bench.records import RunRecords, protocol_settings, read_record
 from bench.robustness import FlipAveraged
@@ -220,3 +222,12 @@ def test_threshold_fitting_sets_are_scored_on_the_half_they_did_not_see():
         assert r["errors"] == int((r["called"] != y).sum())
         assert 0.0 <= r["shifted_accuracy"] <= 1.0
     assert result["val+shifts"]["shifted_accuracy"] > result["val"]["shifted_accuracy"]
+
+
+def test_a_benchmark_rewrites_only_its_own_section_of_a_document(tmp_path):
+    document = tmp_path / "results.md"
+    document.write_text("# R\n<!-- demo:begin -->\nold\n<!-- demo:end -->\nkept\n")
+    replace_section(document, "demo", "new numbers")
+    assert document.read_text() == "# R\n<!-- demo:begin -->\nnew numbers\n<!-- demo:end -->\nkept\n"
+    with pytest.raises(ValueError, match="no <!-- other:begin -->"):
+        replace_section(document, "other", "x")
