@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import DATA, DATA_NAME, ROOT, WEIGHTS, launch_commit, write_result
+from pneumoscan.cache import cache_bytes  # noqa: E402
 from pneumoscan.checkpoint import load_model  # noqa: E402
 from pneumoscan.data import read_split  # noqa: E402
 from pneumoscan.device import pick_device  # noqa: E402
@@ -107,6 +108,7 @@ def main() -> None:
         "validation_shifted": {k: v for k, v in metrics.get("validation_shifted", {}).items() if k != "shifts"},
         "timings_seconds": metrics["timings"],
         "wall_seconds": round(wall, 1),
+        "cache_bytes": cache_bytes(cache_dir),
         "precision_check": precision_check(run_dir),
     }
     write_result(args.name or f"accuracy_{args.model}", result)
