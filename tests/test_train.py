@@ -391,3 +391,13 @@ def test_a_head_is_dead_only_when_no_unit_fires_for_any_example():
     with torch.no_grad():
         head[3].weight[2, 0] = 1.0  # one unit fires on the examples whose first feature is above 0.1
     assert not stages.head_is_dead(head, pooled, chunk=16)
+
+
+def test_measuring_the_trunk_output_leaves_the_model_as_it_was():
+    from pneumoscan.train.run import trunk_output_size
+
+    model = build_model("densenet121", preprocessing=Preprocessing(image_size=64)).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert trunk_output_size(model, 64) == 512 * 2 * 2
+    assert model.trunk.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

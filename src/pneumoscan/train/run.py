@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 
-from pneumoscan.cache import cache_bytes, format_bytes
 from pneumoscan.checkpoint import atomic_save
 from pneumoscan.data.labels import ClassMap
 from pneumoscan.data.records import class_counts
@@ -28,6 +27,7 @@ from pneumoscan.evaluate.plots import plot_history
 from pneumoscan.evaluate.report import write_json
 from pneumoscan.models import PneumoniaNet
 from pneumoscan.run_folder import RunFolder
+from pneumoscan.storage import cache_bytes, format_bytes
 from pneumoscan.train.config import TrainConfig
 from pneumoscan.train.finish import fit_run_input_checks, test_samples, threshold_and_evaluate
 from pneumoscan.train.progress import RunProgress, RunSize, run_steps
@@ -126,14 +126,24 @@ def _train(config: TrainConfig, folder: RunFolder, finish: bool, on_epoch, ranks
 
 def log_cache(config: TrainConfig, model: PneumoniaNet, size: RunSize) -> None:
     """Where the frozen trunk's outputs are cached, how much is there, and about how much this run adds."""
-    with torch.no_grad():
-        per_view = model.trunk(torch.zeros(1, model.preprocessing.channels, config.image_size,
-                                           config.image_size)).numel() * 2  # float16
+    per_view = trunk_output_size(model, config.image_size) * 2  # float16
     views = 1 if config.train_views == 1 and config.augmentation.changes_nothing() else config.train_views + 1
     log.info("activation cache: %s (%s there now; this run's trunk outputs take about %s, reused by every later "
              "run on the same images; set PNEUMOSCAN_CACHE or cache_dir to move it, 'pneumoscan cache --clear' "
              "frees it)", config.cache_dir, format_bytes(cache_bytes(config.cache_dir)),
              format_bytes(per_view * size.pool * views))
+
+
+def trunk_output_size(model: PneumoniaNet, image_size: int) -> int:
+    """How many values the trunk computes per image, from a pass in eval mode that leaves the model as it was (a
+    pass in training mode would move its BatchNorm statistics)."""
+    was_training = model.trunk.training
+    model.trunk.eval()
+    try:
+        with torch.no_grad():
+            return model.trunk(torch.zeros(1, model.preprocessing.channels, image_size, image_size)).numel()
+    finally:
+        model.trunk.train(was_training)
 
 
 def class_weights(config: TrainConfig, splits, classes: ClassMap) -> tuple[float, ...]:
