@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import DATA, DATA_NAME, ROOT, WEIGHTS, launch_commit, write_result
-from pneumoscan.cache import cache_bytes  # noqa: E402
 from pneumoscan.checkpoint import load_model  # noqa: E402
 from pneumoscan.data import read_split  # noqa: E402
 from pneumoscan.device import pick_device  # noqa: E402
@@ -27,6 +26,7 @@ from pneumoscan.evaluate import binary_metrics  # noqa: E402
 from pneumoscan.models import count_parameters  # noqa: E402
 from pneumoscan.predict import predict_logits, sigmoid  # noqa: E402
 from pneumoscan.settings import load_settings, parse_overrides, to_dict  # noqa: E402
+from pneumoscan.storage import cache_bytes  # noqa: E402
 from pneumoscan.train import TrainConfig, train  # noqa: E402
 from pneumoscan.train.recipes import chosen_recipe, recipe_settings  # noqa: E402
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from pneumoscan.cache import ENGINES, default_cache_dir
+from pneumoscan.cache import ENGINES
 from pneumoscan.data.preprocess import INTENSITY_MODES, Augmentation
 from pneumoscan.evaluate.metrics import THRESHOLD_RULES
 from pneumoscan.input_checks import InputCheckSettings
 from pneumoscan.models import MODELS, PRETRAINED
+from pneumoscan.storage import default_cache_dir
 
 STAGES = ("head", "tail", "full")
 

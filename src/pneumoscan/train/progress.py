@@ -3,9 +3,9 @@
 The ETA comes from a rough cost model, counted in frozen-trunk views cached (the unit): an epoch's step on a
 cached view costs a fraction of one, an image screened for validation or test about two, an image made or
 copied for the input checks more (it is also resampled or re-encoded), a training step on an image through every
-layer several. The ratios were read off a quick-recipe run of DenseNet121 on 2 cores (train.log). The seconds each
-finished step took, over its cost, calibrate the rest, so cached work left by an earlier run, a faster machine or
-a smaller model all shorten the estimate as the run goes.
+layer several. The ratios were read off DenseNet121 runs of the quick and the full recipe on 2 cores (their
+train.log). The seconds each finished step took, over its cost, calibrate the rest, so cached work left by an
+earlier run, a faster machine or a smaller model all shorten the estimate as the run goes.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pneumoscan.input_checks import RESAMPLINGS, InputCheckSettings
 log = logging.getLogger(__name__)
 
 HEAD_COST = 0.002  # an epoch's step on one pooled feature vector through the head
-TAIL_COST = 0.2  # an epoch's step on one cached view through the tail (forward and backward)
+TAIL_COST = 0.05  # an epoch's step on one cached view through the tail (forward and backward)
 FULL_COST = 4.5  # an epoch's step on one image through every layer
 SCREEN_COST = 1.8  # an image read, passed through the whole network and checked (validation, shifts, test)
 CHECK_COST = 2.5  # an image made, varied, resampled or re-encoded, and passed for the input checks
