@@ -171,3 +171,45 @@ def test_the_cache_folder_follows_pneumoscan_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("PNEUMOSCAN_CACHE", str(tmp_path / "elsewhere"))
     assert TrainConfig().resolved().cache_dir == str(tmp_path / "elsewhere")
     assert TrainConfig(cache_dir="given").resolved().cache_dir == "given"
+
+
+def _first_hour_cases(run, image):
+    """(argv, words the one error line must hold): the mistakes a new user meets first."""
+    return [
+        (["train", "--data", str(image.parent), "--set", "full_epochs=abc", "--print-settings"],
+         "setting full_epochs='abc': expected a whole number"),
+        (["train", "--data", str(image.parent), "--model", "baseline_cnn", "--set", "tail_epochs=abc",
+          "--print-settings"], "setting tail_epochs='abc': expected a whole number"),
+        (["train", "--data", str(image.parent), "--set", "augmentation.hflip=maybe", "--print-settings"],
+         "setting augmentation.hflip='maybe': expected true or false"),
+        (["train", "--data", str(image.parent), "--set", "augmentation.crop_scale=[0.5]", "--print-settings"],
+         "expected a list of 2 numbers"),
+        (["predict", str(image), str(run)], f"{image}: not a pneumoscan model"),
+        (["evaluate", str(image), "--data", str(image.parent)], f"{image}: not a pneumoscan model"),
+    ]
+
+
+def test_first_hour_mistakes_end_in_one_line_and_exit_2(tiny_run, phantom_root, capsys):
+    image = next((phantom_root / "test" / "NORMAL").iterdir())
+    for argv, words in _first_hour_cases(tiny_run, image):
+        assert main(argv) == 2, argv
+        captured = capsys.readouterr()
+        lines = captured.err.strip().splitlines()
+        assert len(lines) == 1 and words in lines[0] and "Traceback" not in captured.err, (argv, captured.err)
+
+
+def test_a_missing_weights_download_names_the_file_and_the_flag(phantom_root, tmp_path, monkeypatch, capsys):
+    from urllib.error import URLError
+
+    from torchvision.models import WeightsEnum
+
+    def offline(self, *args, **kwargs):
+        raise URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(WeightsEnum, "get_state_dict", offline)
+    assert main(["train", "--data", str(phantom_root), "--out", str(tmp_path / "run"), "--set", "image_size=64",
+                 f"cache_dir={tmp_path / 'cache'}"]) == 2
+    err = capsys.readouterr().err
+    error = [line for line in err.splitlines() if "error:" in line]  # the rest is the progress bars
+    assert len(error) == 1 and "densenet121-a639ec97.pth" in error[0] and "--weights FILE" in error[0]
+    assert "Traceback" not in err

@@ -131,3 +131,34 @@ def test_screening_a_loaded_model_leaves_the_callers_modules_as_they_were(tiny_r
     assert result.scored
     assert {name: p.is_contiguous() for name, p in loaded.model.named_parameters()} == before
     assert all(p.is_contiguous(memory_format=torch.contiguous_format) for p in loaded.model.parameters())
+
+
+def test_screen_takes_one_path_a_folder_a_csv_or_a_list_and_finds_images_by_content(tiny_run, phantom_root, tmp_path):
+    from bench.hostile import dicom_bytes
+
+    from pneumoscan.data.io import load_image
+
+    folder = tmp_path / "pacs_export"
+    (folder / "series").mkdir(parents=True)
+    images = sorted((phantom_root / "test" / "NORMAL").iterdir())[:2]
+    (folder / "one.jpeg").write_bytes(images[0].read_bytes())
+    (folder / "series" / "1.2.840.113619.2.55").write_bytes(  # a DICOM file named by its UID, no suffix
+        dicom_bytes(np.asarray(load_image(images[1]) * 4095, np.uint16), "MONOCHROME2"))
+    (folder / "notes").write_text("not an image, whatever its name")
+    listing = tmp_path / "list.csv"
+    listing.write_text(f"path\n{images[0]}\n{images[1]}\n")
+    screener = pneumoscan.load(tiny_run)
+    from_folder = screener.screen(folder, progress=False)
+    assert [r.source for r in from_folder] == [str(folder / "one.jpeg"), str(folder / "series" / "1.2.840.113619.2.55")]
+    assert all(r.status != UNREADABLE for r in from_folder)
+    assert [r.source for r in screener.screen(str(images[0]), progress=False)] == [str(images[0])]
+    assert [r.source for r in screener.screen(listing, progress=False)] == [str(images[0]), str(images[1])]
+    mixed = screener.screen([folder, images[0]], progress=False)
+    assert len(mixed) == 3 and mixed[2].source == str(images[0])
+    assert expand_inputs([folder]) == [r.source for r in from_folder]  # the CLI finds the same files
+
+
+def test_loading_a_file_that_is_not_a_model_says_so(phantom_root):
+    image = next((phantom_root / "test" / "NORMAL").iterdir())
+    with pytest.raises(ValueError, match="not a pneumoscan model"):
+        pneumoscan.load(image)

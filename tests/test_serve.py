@@ -114,5 +114,57 @@ def test_bad_inputs_get_clear_4xx(client, xray_bytes, case, status):
     }[case]
     response = post(client, data, name=name, content_type=content_type)
     assert response.status_code == status, response.text
-    assert name in response.json()["detail"]
+    # an upload over the limit is answered from its declared length, before its name is read
+    assert ("over the upload limit" if case == "too_large_upload" else name) in response.json()["detail"]
     assert client.get("/healthz").status_code == 200
+
+
+def _asgi_post(app, headers: list[tuple[bytes, bytes]], chunks: list[bytes], then_stall: bool = False):
+    """POST /v1/predict straight to the ASGI app: the body in ``chunks``, then (``then_stall``) nothing more, ever.
+    Returns (status, JSON body, how many times the app asked for the body)."""
+    import asyncio
+    import json
+
+    asked, sent = [0], []
+    scope = {"type": "http", "http_version": "1.1", "method": "POST", "path": "/v1/predict", "raw_path": b"/v1/predict",
+             "query_string": b"", "root_path": "", "scheme": "http", "server": ("test", 80), "client": ("test", 1),
+             "headers": headers}
+
+    async def receive():
+        asked[0] += 1
+        if asked[0] <= len(chunks):
+            return {"type": "http.request", "body": chunks[asked[0] - 1],
+                    "more_body": then_stall or asked[0] < len(chunks)}
+        await asyncio.sleep(3600)  # a client that stopped sending
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(asyncio.wait_for(app(scope, receive, send), 30))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], json.loads(body), asked[0]
+
+
+def test_an_upload_declared_over_the_limit_is_refused_unread(tiny_run):
+    app = create_app(tiny_run, max_upload_bytes=2_000_000)
+    status, body, asked = _asgi_post(app, [(b"content-type", b"multipart/form-data; boundary=x"),
+                                           (b"content-length", str(50 * 1024 ** 3).encode())], [b"--x"])
+    assert status == 413 and asked == 0
+    assert "declares 53,687,091,200 bytes, over the upload limit of 2,000,000" in body["detail"]
+
+
+def test_an_upload_that_stalls_is_dropped_after_the_stated_timeout(tiny_run):
+    app = create_app(tiny_run, max_upload_bytes=2_000_000, stall_seconds=0.3)
+    status, body, _ = _asgi_post(app, [(b"content-type", b"multipart/form-data; boundary=x"),
+                                       (b"content-length", b"1000")], [b"--x\r\n"], then_stall=True)
+    assert status == 408 and "stalled: no bytes for 0.3 s" in body["detail"]
+
+
+def test_an_upload_that_grows_past_the_limit_without_declaring_it_is_dropped(tiny_run):
+    app = create_app(tiny_run, max_upload_bytes=1000)
+    part = b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.jpeg"\r\nContent-Type: image/jpeg\r\n\r\n'
+    chunks = [part + b"\xff" * 40_000, b"\xff" * 40_000, b"\xff" * 40_000]
+    status, body, asked = _asgi_post(app, [(b"content-type", b"multipart/form-data; boundary=x"),
+                                           (b"transfer-encoding", b"chunked")], chunks, then_stall=True)
+    assert status == 413 and "passed the limit of 1,000 bytes" in body["detail"] and asked == 2

@@ -48,3 +48,26 @@ def test_a_list_of_names_can_be_written_with_commas():
     assert load_settings(TrainConfig, overrides=parse_overrides(["stages=head, tail"])).stages == ("head", "tail")
     with pytest.raises(ValueError, match="unknown"):
         load_settings(TrainConfig, overrides=parse_overrides(["stages=heads"]))
+
+
+@pytest.mark.parametrize("pair, words", [
+    ("full_epochs=abc", "setting full_epochs='abc': expected a whole number, e.g. full_epochs=10"),
+    ("full_epochs=2.5", "setting full_epochs=2.5: expected a whole number"),
+    ("head_lr=fast", "setting head_lr='fast': expected a number"),
+    ("augmentation.hflip=maybe", "setting augmentation.hflip='maybe': expected true or false"),
+    ("augmentation.crop_scale=[0.5]", "setting augmentation.crop_scale=[0.5]: expected a list of 2 numbers"),
+    ("augmentation.crop_scale=[0.5, \"x\"]", "setting augmentation.crop_scale[1]='x': expected a number"),
+    ("input_checks.accept=3", "setting input_checks.accept=3: expected a list of strings"),
+    ("model=7", "setting model=7: expected a string"),
+])
+def test_settings_are_checked_against_their_types(pair, words):
+    with pytest.raises(ValueError) as error:
+        load_settings(TrainConfig, overrides=parse_overrides([pair]))
+    assert words in str(error.value)
+
+
+def test_typed_settings_take_whole_numbers_for_floats_and_lists_for_tuples():
+    config = load_settings(TrainConfig, overrides=parse_overrides(["head_lr=1", "augmentation.gamma=[1, 2]",
+                                                                   "input_checks.accept=[\"a\", \"b\"]"]))
+    assert config.head_lr == 1.0 and isinstance(config.head_lr, float)
+    assert config.augmentation.gamma == (1.0, 2.0) and config.input_checks.accept == ("a", "b")

@@ -9,6 +9,7 @@ it without unpickling arbitrary objects. Files are written atomically.
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,8 +89,9 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> Loade
     path = resolve_model_path(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise ValueError(f"{path}: not a readable pneumoscan model ({err})") from err
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
+        raise ValueError(f"{path}: not a pneumoscan model ({type(err).__name__} reading it as a checkpoint); give a "
+                         f"run folder, its {MODEL_FILE}, an exported .onnx or an OpenVINO .xml") from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path}: not a pneumoscan model file (expected format {FORMAT})")
     classes = ClassMap(tuple(payload["classes"]), payload.get("class_sources") or {})

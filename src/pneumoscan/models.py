@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import pickle
 from pathlib import Path
+from urllib.error import URLError
 
 import torch
 import torchvision
@@ -201,7 +202,7 @@ def load_backbone_weights(backbone: nn.Module, weights, enum_type: type[WeightsE
     if isinstance(weights, str) and weights.lower() in ("imagenet", "default"):
         weights = enum_type.DEFAULT
     if isinstance(weights, WeightsEnum):
-        backbone.load_state_dict(weights.get_state_dict(progress=True, check_hash=True))
+        backbone.load_state_dict(_downloaded(weights))
         log.info("loaded torchvision weights %s", weights)
         return
     state = _read_state_dict(weights)
@@ -217,6 +218,19 @@ def load_backbone_weights(backbone: nn.Module, weights, enum_type: type[WeightsE
         log.warning("%s: partial weights; %d tensors stay at random init: %s", weights, len(missing),
                     ", ".join(sorted({_module_of(k) for k in missing})))
     log.info("loaded %d weight tensors from %s", len(state) - len(result.unexpected_keys), weights)
+
+
+def _downloaded(weights: WeightsEnum) -> dict[str, torch.Tensor]:
+    """torchvision's download of ``weights`` (or its cached copy); where neither can be had, a
+    ``FileNotFoundError`` that names the file to download elsewhere and the flag that takes it."""
+    try:
+        return weights.get_state_dict(progress=True, check_hash=True)
+    except (URLError, OSError) as err:  # no network, a proxy or a firewall (URLError is an OSError)
+        reason = getattr(err, "reason", err)
+        raise FileNotFoundError(
+            f"could not download torchvision's ImageNet weights {weights.url} ({reason}); download that file where "
+            f"the network allows, then pass it with --weights FILE (or weights=FILE), or train with --weights none"
+        ) from err
 
 
 def _module_of(key: str) -> str:

@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pneumoscan.data.io import MAX_PIXELS, ImageLoadError, read_image
+from pneumoscan.data.records import expand_inputs
 from pneumoscan.input_checks import rule_refusal
 from pneumoscan.runtime import load_runtime
 
@@ -48,7 +49,8 @@ class Screening:
     warning: str = ""                             # what the flag means for this image
     shift_score: float | None = None              # population-shift score (higher: less like training)
     modality_probability: float | None = None     # the gate's probability that the image is of the modality
-    heatmap: np.ndarray | None = field(default=None, repr=False)  # [S, S] in [0, 1], when asked for
+    heatmap: np.ndarray | None = field(default=None, repr=False)  # [S, S] in [0, 1], when asked for: Grad-CAM
+    explained: str = ""                           # of this class's evidence (the label unless another was asked)
     image: np.ndarray | None = field(default=None, repr=False)    # the resized grey input, with the heatmap
 
     @property
@@ -84,20 +86,33 @@ class Screener:
     def precision(self) -> str:
         return self.engine.precision
 
-    def screen(self, sources: Iterable[Source], *, heatmaps: bool = False, batch_size: int = 16,
-               progress: bool = True, desc: str = "screening") -> list[Screening]:
-        """One ``Screening`` per source, in order; unreadable and refused files never stop the batch."""
-        sources = list(sources)
+    def screen(self, sources: Source | Iterable[Source], *, heatmaps: bool = False, batch_size: int = 16,
+               progress: bool = True, desc: str = "screening", target: str | None = None) -> list[Screening]:
+        """One ``Screening`` per image, in order; unreadable and refused files never stop the batch.
+
+        ``sources``: one path, a folder (its images, found by content, recursively), a CSV with a ``path``
+        column, ``(name, bytes)`` of an upload, or a list of any of these, expanded as ``pneumoscan predict``
+        expands its arguments. With ``heatmaps``, each scored image carries the Grad-CAM of its label's
+        evidence, or of ``target`` (a class name) when given."""
+        sources = expanded_sources(sources)
+        explained = self.class_index(target) if target else None
         results: list[Screening] = []
         for start in tqdm(range(0, len(sources), batch_size), desc=desc, unit="batch", leave=False,
                           disable=not progress or len(sources) <= batch_size):
-            results += self._screen_batch(sources[start:start + batch_size], heatmaps)
+            results += self._screen_batch(sources[start:start + batch_size], heatmaps, explained)
         return results
 
-    def screen_one(self, source: Source, *, heatmap: bool = False) -> Screening:
-        return self._screen_batch([source], heatmap)[0]
+    def screen_one(self, source: Source, *, heatmap: bool = False, target: str | None = None) -> Screening:
+        return self._screen_batch([source], heatmap, self.class_index(target) if target else None)[0]
 
-    def _screen_batch(self, sources: list[Source], heatmaps: bool) -> list[Screening]:
+    def class_index(self, name: str) -> int:
+        """The index of a class named by the user (case as they like), or a ``ValueError`` listing the classes."""
+        lowered = [c.lower() for c in self.classes]
+        if name.lower() not in lowered:
+            raise ValueError(f"class {name!r}: this model's classes are {list(self.classes)}")
+        return lowered.index(name.lower())
+
+    def _screen_batch(self, sources: list[Source], heatmaps: bool, explained: int | None = None) -> list[Screening]:
         outcomes = [self._decode(source) for source in sources]
         waiting = [i for i, outcome in enumerate(outcomes) if not isinstance(outcome, Screening)]
         if waiting:
@@ -105,7 +120,7 @@ class Screener:
             outputs = self.engine.run(batch)
             for row, i in enumerate(waiting):
                 outcomes[i] = self._decide(_name(sources[i]), {k: v[row] for k, v in outputs.items()},
-                                           outcomes[i][0].numpy() if heatmaps else None, heatmaps)
+                                           outcomes[i][0].numpy() if heatmaps else None, heatmaps, explained)
         return outcomes
 
     def _decode(self, source: Source) -> Screening | torch.Tensor:
@@ -121,7 +136,8 @@ class Screener:
             return Screening(name, REFUSED, reason=refusal)
         return self.preprocessing.resize(gray)
 
-    def _decide(self, name: str, out: dict[str, np.ndarray], image: np.ndarray | None, heatmap: bool) -> Screening:
+    def _decide(self, name: str, out: dict[str, np.ndarray], image: np.ndarray | None, heatmap: bool,
+                explained: int | None = None) -> Screening:
         modality = float(out["modality_probability"])
         shift = float(out["shift_score"])
         gate_threshold = self.limits.get("gate_threshold")
@@ -135,10 +151,13 @@ class Screener:
         warning = (f"unlike {self.limits.get('population', 'the training images')}, on which the model was trained "
                    f"and validated (population-shift score {shift:.2f} > {flag_threshold:.2f}): its output is "
                    f"less reliable here" if flagged else "")
-        return Screening(name, SCORED, probabilities=probabilities, label=self.decide(probabilities),
+        label = self.decide(probabilities)
+        explained = self.classes.index(label) if explained is None else explained
+        return Screening(name, SCORED, probabilities=probabilities, label=label,
                          threshold=self.threshold if len(self.classes) == 2 else None, flagged=flagged,
                          warning=warning, shift_score=shift, modality_probability=modality,
-                         heatmap=out["heatmap"] if heatmap else None, image=image)
+                         heatmap=out["heatmaps"][explained] if heatmap else None,
+                         explained=self.classes[explained] if heatmap else "", image=image)
 
     def decide(self, probabilities: dict[str, float]) -> str:
         """Two classes: the positive class at or above the threshold; more: the most probable class."""
@@ -146,6 +165,18 @@ class Screener:
         if len(classes) == 2:
             return classes[1] if probabilities[classes[1]] >= self.threshold else classes[0]
         return max(classes, key=probabilities.__getitem__)
+
+
+def expanded_sources(sources: Source | Iterable[Source]) -> list[Source]:
+    """Folders and CSVs replaced by the images they list; one source becomes a list of one."""
+    if isinstance(sources, str | Path) or _is_upload(sources):
+        sources = [sources]
+    return [item for source in sources
+            for item in (expand_inputs([source]) if isinstance(source, str | Path) else [source])]
+
+
+def _is_upload(source) -> bool:
+    return isinstance(source, tuple) and len(source) == 2 and isinstance(source[1], bytes)
 
 
 def _name(source: Source) -> str:

@@ -55,12 +55,39 @@ def from_dict(cls: type[T], values: dict[str, Any], *, where: str = "") -> T:
             default = getattr(cls(), name) if _has_defaults(cls) else None
             merged = {**(dataclasses.asdict(default) if default is not None else {}), **value}
             value = from_dict(hint, merged, where=f"{where}{name}.")
-        elif isinstance(value, list) and typing.get_origin(hint) is tuple:
-            value = tuple(value)
         elif isinstance(value, str) and typing.get_args(hint) == (str, ...):
             value = tuple(part.strip() for part in value.split(",") if part.strip())  # --set stages=head,tail
+        else:
+            value = typed(value, hint, f"{where}{name}")
         kwargs[name] = value
     return cls(**kwargs)
+
+
+_TYPE_WORDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+_PLURAL = {bool: "true/false values", int: "whole numbers", float: "numbers", str: "strings"}
+
+
+def typed(value: Any, hint: Any, name: str) -> Any:
+    """``value`` as the setting's type ``hint`` (a whole number for a float, a list for a tuple), or a
+    ``ValueError`` naming the setting, the value and the type expected."""
+    if typing.get_origin(hint) is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, list | tuple) or (args[-1] is not Ellipsis and len(value) != len(args)):
+            count = "a list of" if args[-1] is Ellipsis else f"a list of {len(args)}"
+            raise ValueError(f"setting {name}={value!r}: expected {count} {_PLURAL.get(args[0], args[0])}, "
+                             f"e.g. {name}=[{', '.join(_example(a) for a in args if a is not Ellipsis)}]")
+        items = args[:-1] * len(value) if args[-1] is Ellipsis else args
+        return tuple(typed(v, a, f"{name}[{i}]") for i, (v, a) in enumerate(zip(value, items)))
+    if hint not in _TYPE_WORDS:
+        return value  # a type this check does not know stays as given
+    accepted = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}[hint]
+    if not isinstance(value, accepted) or (hint is not bool and isinstance(value, bool)):
+        raise ValueError(f"setting {name}={value!r}: expected {_TYPE_WORDS[hint]}, e.g. {name}={_example(hint)}")
+    return float(value) if hint is float else value
+
+
+def _example(hint: Any) -> str:
+    return {bool: "true", int: "10", float: "0.5", str: "text"}.get(hint, "...")
 
 
 def _has_defaults(cls) -> bool:

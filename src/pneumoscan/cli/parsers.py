@@ -132,7 +132,10 @@ def _add_serve(sub) -> None:
     p.add_argument("model", help="model.onnx, a run folder or model.pt")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-upload-mb", type=int, default=20)
+    p.add_argument("--max-upload-mb", type=int, default=20,
+                   help="uploads over this are answered 413 (from the declared length, before reading; default 20)")
+    p.add_argument("--upload-timeout", type=float, default=15.0,
+                   help="seconds an upload may stall (no bytes arriving) before it is dropped with 408 (default 15)")
     _add_runtime_options(p)
 
 

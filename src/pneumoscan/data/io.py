@@ -74,6 +74,16 @@ def _read_bytes(source: str | Path | bytes, name: str) -> bytes:
         raise ImageLoadError(name, f"cannot be read ({err.strerror or err})") from err
 
 
+# The first bytes of the image formats the loader reads, for files whose name does not say (a PACS export of DICOM
+# files named by their UIDs, a JPEG saved without an extension, an upload named "blob")
+IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG", b"BM", b"II*\x00", b"MM\x00*")
+
+
+def looks_like_image(head: bytes) -> bool:
+    """Whether a file's first bytes (132 of them at least, for DICOM) are those of a format the loader reads."""
+    return head[128:132] == b"DICM" or head.startswith(IMAGE_SIGNATURES)
+
+
 def looks_like_dicom(data: bytes, name: str) -> bool:
     """Whether a file is DICOM: the DICM preamble, or a .dcm/.dicom name (files without the preamble)."""
     return data[128:132] == b"DICM" or Path(name).suffix.lower() in DICOM_SUFFIXES

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from pneumoscan.data.io import ImageLoadError, load_image
+from pneumoscan.data.io import ImageLoadError, load_image, looks_like_image
 from pneumoscan.data.labels import ClassMap, class_map
 from pneumoscan.data.samples import Sample, patient_id
 
@@ -24,10 +24,22 @@ IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff", ".dcm", ".di
 
 
 def find_images(folder: str | Path) -> list[Path]:
-    """Image files directly inside ``folder`` (by suffix), sorted by name."""
+    """Image files directly inside ``folder``, sorted by name: by suffix, else by content (``is_image_file``)."""
     folder = Path(folder)
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and is_image_file(p))
+
+
+def is_image_file(path: Path) -> bool:
+    """An image suffix (a broken file with one is listed, to be reported unreadable), or the first bytes of a
+    DICOM file (``DICM`` after its 128-byte preamble) or of a JPEG, PNG, BMP or TIFF file."""
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return True
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return False
+    return looks_like_image(head)
 
 
 def expand_inputs(inputs: list[str | Path]) -> list[str]:

@@ -24,17 +24,17 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from PIL import Image
 
 from pneumoscan import __version__
-from pneumoscan.data.io import MAX_PIXELS, looks_like_dicom
+from pneumoscan.data.io import IMAGE_SIGNATURES, MAX_PIXELS, looks_like_dicom
 from pneumoscan.explain.render import overlay
 from pneumoscan.export import card_path
 from pneumoscan.screen import UNREADABLE, Screening, load
+from pneumoscan.serve.limits import STALL_SECONDS, BodyLimits
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 ACCEPTED_TYPES = {"image/jpeg", "image/png", "image/bmp", "image/tiff", "image/x-ms-bmp", "application/dicom",
                   "application/octet-stream", ""}
-MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"BM", b"II*\x00", b"MM\x00*")
 
 
 def _png_data_uri(rgb_or_rgba: np.ndarray) -> str:
@@ -71,9 +71,10 @@ def screening_json(result: Screening) -> dict:
 
 
 def create_app(model_path: str | Path, *, max_upload_bytes: int = 20 * 1024 * 1024, max_pixels: int = MAX_PIXELS,
-               precision: str = "fp32", runtime_name: str = "auto") -> FastAPI:
+               precision: str = "fp32", runtime_name: str = "auto", stall_seconds: float = STALL_SECONDS) -> FastAPI:
     """The web app serving the model at ``model_path`` (a ``.onnx`` file, a run folder or ``model.pt``)
-    with ``runtime_name`` (see ``runtime.load_runtime``)."""
+    with ``runtime_name`` (see ``runtime.load_runtime``). A body declared or grown over ``max_upload_bytes`` is
+    answered 413, and one that stalls for ``stall_seconds`` 408 (``serve.limits``)."""
     model_path = Path(model_path)
     screener = load(model_path, precision=precision, runtime=runtime_name, max_pixels=max_pixels)
     card = load_model_card(model_path) or {"metadata": screener.engine.metadata}
@@ -81,6 +82,7 @@ def create_app(model_path: str | Path, *, max_upload_bytes: int = 20 * 1024 * 10
     app = FastAPI(title="pneumoscan", version=__version__,
                   description="Explainable pneumonia screening on chest X-rays. Research use only: not a "
                               "medical device; a radiologist must read every image.")
+    app.add_middleware(BodyLimits, max_bytes=max_upload_bytes, stall_seconds=stall_seconds)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> str:
@@ -100,9 +102,14 @@ def create_app(model_path: str | Path, *, max_upload_bytes: int = 20 * 1024 * 10
     async def predict(file: UploadFile = File(..., description="a chest X-ray: JPEG, PNG, BMP, TIFF or DICOM"),
                       heatmap: bool = Query(False, description="include the Grad-CAM overlay as PNG images"),
                       output: str = Query("json", pattern="^(json|dicom)$",
-                                          description="json, or dicom: a Secondary Capture of the overlay")):
+                                          description="json, or dicom: a Secondary Capture of the overlay"),
+                      target: str | None = Query(None, description="the class whose evidence the heatmap shows "
+                                                                   "(default: the class the screening decided)")):
         started = time.perf_counter()
         name = file.filename or "upload"
+        if target is not None and target.lower() not in [c.lower() for c in screener.classes]:
+            return JSONResponse({"detail": f"target {target!r}: this model's classes are {list(screener.classes)}"},
+                                status_code=422)
         data = await file.read(max_upload_bytes + 1)
         if len(data) > max_upload_bytes:
             return _not_scored(413, UNREADABLE, f"{name}: upload is over the {max_upload_bytes // (1024 * 1024)} MB "
@@ -112,9 +119,10 @@ def create_app(model_path: str | Path, *, max_upload_bytes: int = 20 * 1024 * 10
         if content_type not in ACCEPTED_TYPES and not content_type.startswith("image/"):
             return _not_scored(415, UNREADABLE, f"{name}: content type {content_type!r} is not an image; send JPEG, "
                                                 f"PNG, BMP, TIFF or DICOM")
-        if data and not is_dicom and not data.startswith(MAGIC):
+        if data and not is_dicom and not data.startswith(IMAGE_SIGNATURES):
             return _not_scored(415, UNREADABLE, f"{name}: not a JPEG, PNG, BMP, TIFF or DICOM file")
-        result = await run_in_threadpool(screener.screen_one, (name, data), heatmap=heatmap or output == "dicom")
+        result = await run_in_threadpool(screener.screen_one, (name, data), heatmap=heatmap or output == "dicom",
+                                         target=target)
         if not result.scored:
             too_many_pixels = "pixel" in result.reason and "limit" in result.reason
             return _not_scored(413 if too_many_pixels else 422, result.status, f"{name}: {result.reason}")
@@ -132,6 +140,7 @@ def create_app(model_path: str | Path, *, max_upload_bytes: int = 20 * 1024 * 10
                                      "X-Pneumoscan-Label": result.label,
                                      "X-Pneumoscan-Flagged": str(result.flagged).lower()})
         if heatmap:
+            body["explained"] = result.explained
             body["image_png"] = _png_data_uri((result.image * 255).round().astype(np.uint8))
             body["heatmap_png"] = _png_data_uri(_heatmap_rgba(result.heatmap))
             body["overlay_png"] = _png_data_uri(overlay(result.image, result.heatmap))
