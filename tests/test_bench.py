@@ -59,8 +59,8 @@ def test_int8_model_keeps_outputs_and_metadata(tmp_path):
     runtime = OnnxModel(int8)
     assert runtime.threshold == 0.3 and runtime.preprocessing == SMALL  # metadata carried over
     got, reference = runtime.run(images(4).numpy()), OnnxModel(fp32).run(images(4).numpy())
-    assert got["probabilities"].shape == (4, 2) and got["heatmap"].shape == (4, 64, 64)
-    assert np.isfinite(got["heatmap"]).all()
+    assert got["probabilities"].shape == (4, 2) and got["heatmaps"].shape == (4, 2, 64, 64)
+    assert np.isfinite(got["heatmaps"]).all()
     assert np.abs(got["probabilities"] - reference["probabilities"]).max() < 0.05
 
 

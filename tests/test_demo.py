@@ -36,7 +36,8 @@ def test_the_report_shows_both_classes_errors_first_and_says_real_films_are_refu
 def test_the_gallery_takes_the_errors_then_each_class_in_turn():
     paths = ["n1", "n2", "n3", "p1", "p2", "p3"]
     labels, probabilities = [0, 0, 0, 1, 1, 1], [0.1, 0.3, 0.9, 0.95, 0.7, 0.2]
-    assert choose_gallery(paths, labels, probabilities, 0.5, 5) == ["n3", "p3", "n1", "p1", "n2"]
+    called = [int(p >= 0.5) for p in probabilities]
+    assert choose_gallery(paths, labels, called, probabilities, 0.5, 5) == ["n3", "p3", "n1", "p1", "n2"]
 
 
 @needs_chromium

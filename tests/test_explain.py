@@ -27,9 +27,9 @@ from pneumoscan.models import MODELS, build_model
 SMALL = Preprocessing(image_size=64)
 
 
-def small_model(name: str, seed: int = 0):
+def small_model(name: str, seed: int = 0, **kwargs):
     torch.manual_seed(seed)
-    return build_model(name, preprocessing=SMALL).eval()
+    return build_model(name, preprocessing=SMALL, **kwargs).eval()
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +99,23 @@ def test_closed_form_gradient_matches_autograd(batch):
     expected = torch.relu((grads.mean((2, 3), keepdim=True) * fmap).sum(1))
     torch.testing.assert_close(cam, expected.detach(), rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(logit, model(batch))
+
+
+@pytest.mark.parametrize("outputs", [1, 3])
+def test_every_class_map_in_closed_form_matches_autograd(batch, outputs):
+    model = small_model("densenet121", outputs=outputs)
+    with torch.no_grad():
+        fmap = model.feature_map(batch)
+        logits, cams = ClosedFormGradCAM(model.head).every_class(fmap)
+    torch.testing.assert_close(logits, model(batch))
+    fmap = fmap.clone().requires_grad_(True)
+    scores = model.head(fmap).squeeze(1)
+    per_class = [-scores, scores] if outputs == 1 else [scores[:, k] for k in range(outputs)]
+    assert cams.shape == (len(batch), len(per_class), *fmap.shape[2:])
+    for k, score in enumerate(per_class):
+        (grads,) = torch.autograd.grad(score.sum(), fmap, retain_graph=True)
+        expected = torch.relu((grads.mean((2, 3), keepdim=True) * fmap).sum(1))
+        torch.testing.assert_close(cams[:, k], expected.detach(), rtol=1e-4, atol=1e-6)
 
 
 def test_unknown_method_and_target_are_refused(batch):
@@ -178,3 +195,30 @@ def test_explain_files_writes_panels_and_survives_a_broken_file(phantom_root, tm
     assert [bool(r["error"]) for r in rows] == [False, False, False, True]
     assert len(list((tmp_path / "out").glob("*.png"))) == 3 and len(list((tmp_path / "out").glob("*.npy"))) == 3
     assert (tmp_path / "out" / "index.html").read_text().count("panel") >= 3
+
+
+def test_explain_draws_the_map_the_screening_serves_for_the_class_it_decided(tiny_run, phantom_root, tmp_path):
+    import pneumoscan
+    from pneumoscan.checkpoint import load_model
+    from pneumoscan.data import scan_kaggle_split
+    from pneumoscan.explain.run import explain_batches
+    from pneumoscan.export import export_run
+
+    paths = [s.path for s in scan_kaggle_split(phantom_root, "test")]
+    loaded = load_model(tiny_run)
+    export_run(tiny_run, tmp_path / "onnx")
+    served = {r.source: r for r in pneumoscan.load(tiny_run).screen(paths, heatmaps=True, progress=False)}
+    exported = {r.source: r for r in pneumoscan.load(tmp_path / "onnx" / "model.onnx").screen(
+        paths, heatmaps=True, progress=False)}
+    explained = [item for item in explain_batches(loaded, paths) if not isinstance(item, tuple)]
+    assert {item.label for item in explained} == {"NORMAL", "PNEUMONIA"}  # both decisions are explained
+    for item in explained:
+        screening = served[item.path]
+        assert item.explained == item.label == screening.label == screening.explained
+        np.testing.assert_array_equal(item.heatmap, screening.heatmap)
+        assert exported[item.path].explained == item.explained
+        np.testing.assert_allclose(exported[item.path].heatmap, item.heatmap, atol=1e-3)
+    other = next(item for item in explained if item.label == "NORMAL")
+    asked = next(explain_batches(loaded, [other.path], target="PNEUMONIA"))
+    assert asked.explained == "PNEUMONIA" and asked.label == "NORMAL"
+    assert np.abs(asked.heatmap - other.heatmap).max() > 0.1  # another class's evidence is another map

@@ -39,10 +39,10 @@ def test_onnx_graph_matches_pytorch_for_every_model(name, tmp_path):
     for batch in (1, 5):  # dynamic batch size
         x = images(batch, seed=batch).numpy()
         got, expected = runtime.run(x), reference.run(x)
-        assert got["probabilities"].shape == (batch, 2) and got["heatmap"].shape == (batch, 64, 64)
+        assert got["probabilities"].shape == (batch, 2) and got["heatmaps"].shape == (batch, 2, 64, 64)
         assert got["shift_score"].shape == (batch,) and got["modality_probability"].shape == (batch,)
         np.testing.assert_allclose(got["probabilities"], expected["probabilities"], atol=1e-4)
-        np.testing.assert_allclose(got["heatmap"], expected["heatmap"], atol=1e-3)
+        np.testing.assert_allclose(got["heatmaps"], expected["heatmaps"], atol=1e-3)
         np.testing.assert_allclose(got["probabilities"].sum(1), 1.0, atol=1e-6)
 
 
@@ -60,12 +60,12 @@ def test_openvino_runs_the_onnx_file_like_onnxruntime(tmp_path):
     for batch in (1, 5):  # dynamic batch size
         x = images(batch, seed=batch).numpy()
         expected, got = reference.run(x), fp32.run(x)
-        for name, tolerance in (("probabilities", 1e-4), ("heatmap", 1e-3), ("shift_score", 1e-3),
+        for name, tolerance in (("probabilities", 1e-4), ("heatmaps", 1e-3), ("shift_score", 1e-3),
                                 ("modality_probability", 1e-4)):
             np.testing.assert_allclose(got[name], expected[name], rtol=1e-3, atol=tolerance)
         low = bf16.run(x)
         assert np.abs(low["probabilities"] - expected["probabilities"]).max() < 0.05
-        assert np.abs(low["heatmap"] - expected["heatmap"]).mean() < 0.05
+        assert np.abs(low["heatmaps"] - expected["heatmaps"]).mean() < 0.05
 
 
 def test_openvino_model_can_be_called_from_several_threads(tmp_path):
@@ -81,14 +81,18 @@ def test_openvino_model_can_be_called_from_several_threads(tmp_path):
         np.testing.assert_allclose(a, b, atol=1e-6)
 
 
-def test_exported_heatmap_is_the_fast_gradcam():
+@pytest.mark.parametrize("target", ["NORMAL", "PNEUMONIA"])
+def test_exported_heatmaps_are_the_fast_gradcam_of_each_class(target):
     from pneumoscan.explain import gradcam
 
+    torch.manual_seed(0)
     model = build_model("densenet121", preprocessing=SMALL).eval()
     with torch.no_grad():
-        probabilities, heatmap, _, _ = ServingGraph(model)(images(4))
-    reference = gradcam(model, images(4))
-    np.testing.assert_allclose(heatmap.numpy(), reference.heatmaps, atol=1e-5)
+        probabilities, heatmaps, _, _ = ServingGraph(model)(images(4))
+    reference = gradcam(model, images(4), target=target)
+    assert heatmaps.shape == (4, 2, 64, 64)
+    np.testing.assert_allclose(heatmaps[:, ("NORMAL", "PNEUMONIA").index(target)].numpy(), reference.heatmaps,
+                               atol=1e-5)
     np.testing.assert_allclose(probabilities[:, 1].numpy(), reference.probabilities, atol=1e-6)
 
 
@@ -100,8 +104,8 @@ def test_openvino_int8_model_keeps_outputs_and_metadata(tmp_path):
     runtime = load_runtime(xml)  # an .xml goes to OpenVINO on its own
     assert runtime.runtime == "openvino" and runtime.threshold == 0.3 and runtime.preprocessing == SMALL
     got, reference = runtime.run(images(4).numpy()), OnnxModel(fp32).run(images(4).numpy())
-    assert got["probabilities"].shape == (4, 2) and got["heatmap"].shape == (4, 64, 64)
-    assert np.isfinite(got["heatmap"]).all()
+    assert got["probabilities"].shape == (4, 2) and got["heatmaps"].shape == (4, 2, 64, 64)
+    assert np.isfinite(got["heatmaps"]).all()
     assert np.abs(got["probabilities"] - reference["probabilities"]).max() < 0.05
     with pytest.raises(ValueError, match=r"\.xml"):
         quantize_openvino_int8(fp32, tmp_path / "m.int8.onnx", images(4).numpy())
@@ -111,6 +115,7 @@ def test_openvino_int8_model_keeps_outputs_and_metadata(tmp_path):
 def test_input_checks_are_baked_into_the_graph(name, tmp_path):
     from pneumoscan.input_checks import shift_layer_of
 
+    torch.manual_seed(0)
     model = build_model(name, preprocessing=SMALL).eval()
     layer = shift_layer_of(model)
     assert layer == ("last" if name == "baseline_cnn" else "trunk")
@@ -175,3 +180,15 @@ def test_runtime_choice_and_bad_files(tiny_run, tmp_path):
         load_runtime(path, runtime="tensorrt")
     with pytest.raises(FileNotFoundError):
         load_runtime(tmp_path / "absent.onnx")
+
+
+def test_export_run_refuses_an_export_that_screens_differently(tiny_run, phantom_root, tmp_path, monkeypatch):
+    from pneumoscan import export as export_module
+    from pneumoscan.data import scan_kaggle_split
+
+    paths = [s.path for s in scan_kaggle_split(phantom_root, "test")[:4]]
+    monkeypatch.setattr(export_module, "parity_check", lambda *args: {
+        "images": 4, "scored": 4, "outcome_mismatches": 1, "prob_max_abs_diff": 2e-4, "heatmap_max_abs_diff": 0.0})
+    with pytest.raises(ValueError, match="prob_max_abs_diff 0.0002 > 0.0001, outcome_mismatches 1 > 0"):
+        export_run(tiny_run, tmp_path / "onnx", parity_paths=paths)
+    assert not (tmp_path / "onnx" / "model.onnx").exists() and not (tmp_path / "onnx" / "model.card.json").exists()

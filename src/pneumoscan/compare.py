@@ -27,7 +27,7 @@ from pneumoscan.compare_report import BINARY_METRICS, comparison_markdown
 from pneumoscan.device import pick_device
 from pneumoscan.evaluate.multiclass import paired_comparison, read_multiclass_predictions
 from pneumoscan.evaluate.plots import plot_roc
-from pneumoscan.evaluate.report import read_predictions, write_json
+from pneumoscan.evaluate.report import read_called, read_predictions, write_json
 from pneumoscan.evaluate.stats import delong_test, mcnemar_test
 from pneumoscan.models import count_parameters
 from pneumoscan.run_folder import RunFolder
@@ -108,12 +108,9 @@ def run_one(config: TrainConfig) -> dict:
     binary = "at_threshold" in metrics["test"]
     loaded = load_model(folder.root)
     names = tuple(loaded.classes.names)  # the run's own class names, whatever the task
-    if binary:
-        paths, y, prob = read_predictions(folder.predictions("test"), names)
-        called = (prob >= metrics["threshold"]).astype(int)  # the run's calls at its validation threshold
-    else:
-        paths, y, prob = read_multiclass_predictions(folder.predictions("test"), names)
-        called = prob.argmax(1)
+    read = read_predictions if binary else read_multiclass_predictions
+    paths, y, prob = read(folder.predictions("test"), names)
+    called = read_called(folder.predictions("test"), names)  # the screening's decisions
     keys = METRICS if binary else MULTICLASS_METRICS  # what metrics_of reads back from the summary
     model = loaded.model
     test = metrics["test"]["at_threshold" if binary else "at_argmax"]

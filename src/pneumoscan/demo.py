@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pneumoscan.checkpoint import load_model
 from pneumoscan.data.synthetic import read_lesion_boxes, write_synthetic_dataset
-from pneumoscan.evaluate.report import read_predictions
+from pneumoscan.evaluate.report import read_called, read_predictions
 from pneumoscan.explain.checks import pointing_game
 from pneumoscan.explain.render import panel_title, save_panel
 from pneumoscan.explain.run import explain_batches
@@ -91,8 +91,9 @@ def explain_test(run: RunFolder, out_dir: Path, lesions: dict | None, *, gallery
     names = loaded.classes.names
     paths, labels, probabilities = read_predictions(run.predictions("test"), names)
     truth = dict(zip(paths, labels))
-    called = {p: int(prob >= loaded.threshold) for p, prob in zip(paths, probabilities)}
-    gallery = choose_gallery(paths, labels, probabilities, loaded.threshold, gallery_size)
+    called = dict(zip(paths, read_called(run.predictions("test"), names)))  # the screenings' decisions
+    gallery = choose_gallery(paths, labels, [called[p] for p in paths], probabilities, loaded.threshold,
+                             gallery_size)
     wanted = paths if lesions is not None else gallery
     out_dir.mkdir(parents=True, exist_ok=True)
     cards, hits = {}, []
@@ -117,11 +118,11 @@ def explain_test(run: RunFolder, out_dir: Path, lesions: dict | None, *, gallery
     return result
 
 
-def choose_gallery(paths: list[str], labels, probabilities, threshold: float, size: int) -> list[str]:
-    """``size`` paths: every error first (the most confident first), then the right calls of each true class in
-    turn, the most confident first, so that both classes are shown."""
+def choose_gallery(paths: list[str], labels, called, probabilities, threshold: float, size: int) -> list[str]:
+    """``size`` paths: every error first (the most confident first: furthest from the threshold), then the right
+    calls of each true class in turn, the most confident first, so that both classes are shown."""
     confidence = {p: abs(prob - threshold) for p, prob in zip(paths, probabilities)}
-    right = {p: int(prob >= threshold) == label for p, label, prob in zip(paths, labels, probabilities)}
+    right = {p: c == label for p, label, c in zip(paths, labels, called)}
     errors = sorted((p for p in paths if not right[p]), key=lambda p: -confidence[p])
     by_class = [sorted((p for p, label in zip(paths, labels) if label == c and right[p]), key=lambda p: -confidence[p])
                 for c in sorted(set(labels))]

@@ -72,9 +72,22 @@ def parity_check(model_path: str | Path, onnx_path: str | Path, paths: list[str]
     exported = load(onnx_path).screen(paths, heatmaps=True, progress=False)
     both = [(a, b) for a, b in zip(reference, exported) if a.scored and b.scored]
     return {"images": len(paths), "scored": len(both),
-            "outcome_mismatches": sum(a.status != b.status for a, b in zip(reference, exported)),
+            "outcome_mismatches": sum((a.status, a.label, a.explained) != (b.status, b.label, b.explained)
+                                      for a, b in zip(reference, exported)),
             "prob_max_abs_diff": max((abs(a.probability - b.probability) for a, b in both), default=0.0),
             "heatmap_max_abs_diff": max((float(np.abs(a.heatmap - b.heatmap).max()) for a, b in both), default=0.0)}
+
+
+PARITY_LIMITS = {"prob_max_abs_diff": 1e-4, "heatmap_max_abs_diff": 1e-3, "outcome_mismatches": 0}
+
+
+def check_parity(parity: dict) -> None:
+    """A ``ValueError`` naming every difference over ``PARITY_LIMITS`` (a status, label or explained class that
+    differs, or probabilities or heatmaps further apart than float noise)."""
+    over = [f"{key} {parity[key]:.3g} > {limit:g}" for key, limit in PARITY_LIMITS.items() if parity[key] > limit]
+    if over:
+        raise ValueError(f"the export screens differently from the trained model on {parity['images']} images: "
+                         f"{', '.join(over)}; it was not accepted")
 
 
 def sha256_of(path: str | Path) -> str:
@@ -227,6 +240,11 @@ def export_run(model_path: str | Path, out_dir: str | Path, *, fmt: str = "onnx"
         parity = parity_check(model_path, target, parity_paths)
         log.info("ONNX parity on %d images: probability %.2e, heatmap %.2e, %d outcomes differ", parity["images"],
                  parity["prob_max_abs_diff"], parity["heatmap_max_abs_diff"], parity["outcome_mismatches"])
+        try:
+            check_parity(parity)
+        except ValueError:
+            target.unlink()  # nobody serves an export that decides differently
+            raise
     files, int8 = [target, checkpoint], None
     if fmt == "onnx" and int8_calibration is not None:
         xml = quantize_openvino_int8(target, out_dir / "model.int8.xml", int8_calibration)

@@ -14,13 +14,14 @@ from pneumoscan.input_checks import FLAG_ABOVE, NO_CLASSIFIER_BIAS, POPULATION_L
 from pneumoscan.models import PneumoniaNet
 
 METADATA_KEY = "pneumoscan"
-OUTPUTS = ("probabilities", "heatmap", "shift_score", "modality_probability")
+OUTPUTS = ("probabilities", "heatmaps", "shift_score", "modality_probability")
 NO_GATE_BIAS = 30.0  # a model without a modality gate: sigmoid(30) = 1, every image passes
 
 
 class ServingGraph(nn.Module):
-    """images ``[B, C, S, S]`` -> class probabilities ``[B, K]``, heatmap ``[B, S, S]``, population-shift
-    score ``[B]`` and modality probability ``[B]``.
+    """images ``[B, C, S, S]`` -> class probabilities ``[B, K]``, a Grad-CAM heatmap per class ``[B, K, S, S]``
+    (the screening shows its decision's, or the class asked for), population-shift score ``[B]`` and modality
+    probability ``[B]``.
 
     Without input checks the shift score is 0 and the modality probability 1. The shift score is
     ``PopulationShift.score``: the larger of novelty over its limit (on the trunk's pooled output or the
@@ -48,8 +49,9 @@ class ServingGraph(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         activations = self.trunk(images)
         fmap = self.tail(activations)
-        logit, cam = self.gradcam(fmap)
-        heatmap = scale_maps(cam, (images.shape[-2], images.shape[-1]))
+        logit, cams = self.gradcam.every_class(fmap)
+        size = (images.shape[-2], images.shape[-1])
+        heatmaps = scale_maps(cams.flatten(0, 1), size).reshape(-1, cams.shape[1], *size)
         pooled = fmap.float().mean(dim=(2, 3))
         shift_features = activations.float().mean(dim=(2, 3)) if self.shift_on_trunk else pooled
         centred = shift_features - self.shift_mean
@@ -57,10 +59,10 @@ class ServingGraph(nn.Module):
         other_population = torch.sigmoid(pooled @ self.population_weight + self.population_bias)
         shift_score = torch.maximum(novelty / self.novelty_limit, other_population / self.population_limit)
         modality = torch.sigmoid(pooled @ self.gate_weight + self.gate_bias)
-        if logit.ndim == 2:  # one logit per class: softmax; the heatmap is the most probable class's
-            return torch.softmax(logit.float(), dim=1), heatmap, shift_score, modality
+        if logit.ndim == 2:  # one logit per class: softmax
+            return torch.softmax(logit.float(), dim=1), heatmaps, shift_score, modality
         positive = torch.sigmoid(logit.float())
-        return torch.stack([1 - positive, positive], dim=1), heatmap, shift_score, modality
+        return torch.stack([1 - positive, positive], dim=1), heatmaps, shift_score, modality
 
 
 def model_metadata(loaded: LoadedModel) -> dict:
@@ -69,8 +71,8 @@ def model_metadata(loaded: LoadedModel) -> dict:
 
     checks = loaded.checks
     names = loaded.classes.names
-    heatmap = (f"Grad-CAM of the {names[1]} logit on the last feature map" if loaded.classes.binary else
-               "Grad-CAM of the most probable class's logit on the last feature map")
+    heatmap = ("Grad-CAM of every class on the last feature map, in class order (two classes: the first class's "
+               "map explains -logit, the second's +logit); a screening shows its decision's")
     return {"arch": loaded.model.arch, "preprocessing": loaded.preprocessing.to_dict(), "classes": list(names),
             "threshold": loaded.threshold, "threshold_rule": loaded.threshold_rule, "pneumoscan_version": __version__,
             "outputs": list(OUTPUTS), "heatmap": heatmap,

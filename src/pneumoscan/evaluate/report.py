@@ -60,8 +60,10 @@ def write_plots(y_true, prob, threshold: float, name: str, out_dir: Path,
 
 
 def write_predictions(path: str | Path, paths: list[str], y_true, prob, threshold: float,
-                      flagged: list[bool] | None = None, names: tuple[str, ...] = CLASSES) -> None:
-    """A CSV of ``path,label,probability,predicted,threshold[,flagged]`` rows.
+                      flagged: list[bool] | None = None, names: tuple[str, ...] = CLASSES,
+                      predicted: list[str] | None = None) -> None:
+    """A CSV of ``path,label,probability,predicted,threshold[,flagged]`` rows; ``predicted``: the screenings'
+    labels where images were screened (else the probability at the threshold, as a screening decides).
 
     Probabilities are written exactly (shortest round-trip form), not rounded: a confident model puts
     many test images within 1e-6 of 1, and rounding them to ties would change the AUC that
@@ -71,7 +73,8 @@ def write_predictions(path: str | Path, paths: list[str], y_true, prob, threshol
         writer = csv.writer(handle)
         writer.writerow(["path", "label", "probability", "predicted", "threshold"] + (["flagged"] if flagged else []))
         for i, (p, y, s) in enumerate(zip(paths, y_true, prob)):
-            row = [p, names[int(y)], repr(float(s)), names[int(s >= threshold)], f"{threshold:.6f}"]
+            label = predicted[i] if predicted is not None else names[int(s >= threshold)]
+            row = [p, names[int(y)], repr(float(s)), label, f"{threshold:.6f}"]
             writer.writerow(row + ([int(flagged[i])] if flagged else []))
 
 
@@ -81,6 +84,12 @@ def read_predictions(path: str | Path, names: tuple[str, ...] = CLASSES) -> tupl
         rows = list(csv.DictReader(handle))
     return ([r["path"] for r in rows], np.array([list(names).index(r["label"]) for r in rows]),
             np.array([float(r["probability"]) for r in rows]))
+
+
+def read_called(path: str | Path, names: tuple[str, ...]) -> np.ndarray:
+    """The class index each row of a predictions CSV was called (its ``predicted`` column: the decision)."""
+    with Path(path).open(newline="") as handle:
+        return np.array([list(names).index(row["predicted"]) for row in csv.DictReader(handle)])
 
 
 def write_json(path: str | Path, payload: dict) -> None:
@@ -136,7 +145,7 @@ def evaluate_screened(screener, samples, *, out_dir: str | Path, name: str, n_bo
         write_multiclass_predictions(RunFolder(out_dir).predictions(name), paths, y, prob, names, flagged=flagged)
     else:
         write_predictions(RunFolder(out_dir).predictions(name), paths, y, prob, screener.threshold, flagged=flagged,
-                          names=names)
+                          names=names, predicted=[r.label for _, r in scored])
     return result
 
 

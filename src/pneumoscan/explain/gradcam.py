@@ -88,14 +88,17 @@ def scale_maps(cams: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def gradcam(model: PneumoniaNet, images: torch.Tensor, *, target: str = "predicted", threshold: float = 0.5,
-            precision: str = "fp32", classes: tuple[str, ...] = CLASSES, scale: str = "image") -> Explanation:
-    """Grad-CAM of ``model`` (in eval mode) on a batch ``[B, C, H, W]``; gradients through the head only."""
+            precision: str = "fp32", classes: tuple[str, ...] = CLASSES, scale: str = "image",
+            explained: torch.Tensor | None = None) -> Explanation:
+    """Grad-CAM of ``model`` (in eval mode) on a batch ``[B, C, H, W]``; gradients through the head only.
+    ``explained``: the class index to explain per image, when a screening already decided it (else ``target``)."""
     with torch.no_grad(), autocast_for(images.device, precision):
         fmap = model.feature_map(images)
     fmap = fmap.float().requires_grad_(True)
     with torch.enable_grad():
         logits = model.head(fmap).squeeze(1)
-        explained = explained_classes(target, logits.detach(), classes, threshold)
+        if explained is None:
+            explained = explained_classes(target, logits.detach(), classes, threshold)
         (grads,) = torch.autograd.grad(explained_score(logits, explained).sum(), fmap)
     with torch.no_grad():
         weights = grads.mean(dim=(2, 3), keepdim=True)
@@ -148,3 +151,17 @@ class ClosedFormGradCAM(nn.Module):
             weights = weights * sign[:, None]
         cam = torch.relu((weights[:, :, None, None] * fmap).sum(dim=1))
         return logit, cam
+
+    def every_class(self, fmap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, low-resolution Grad-CAM of every class ``[B, K, h, w]``). One logit (two classes): the first
+        class's map explains -logit and the second's +logit, as ``gradcam`` with ``target`` does."""
+        positions = fmap.shape[2] * fmap.shape[3]
+        hidden = self.first(fmap.mean(dim=(2, 3)))
+        logits = self.second(torch.relu(hidden))
+        rows = self.second.weight  # [K, H], or [1, H] for one logit
+        if rows.shape[0] == 1:
+            rows, logits = torch.cat([-rows, rows]), logits.squeeze(1)
+        on = (hidden > 0).to(fmap.dtype)  # [B, H]
+        weights = (on[:, None, :] * rows[None]) @ self.first.weight / positions  # [B, K, C]
+        cams = torch.relu(weights @ fmap.flatten(2))  # [B, K, h * w]
+        return logits, cams.reshape(fmap.shape[0], rows.shape[0], fmap.shape[2], fmap.shape[3])

@@ -33,18 +33,20 @@ METHODS = ("gradcam", *LIBRARY_CAMS, "integrated_gradients")
 
 def explain(model: PneumoniaNet, images: torch.Tensor, *, method: str = "gradcam", target: str = "predicted",
             threshold: float = 0.5, precision: str = "fp32", classes: tuple[str, ...] = CLASSES,
-            scale: str = "image") -> Explanation:
+            scale: str = "image", explained: torch.Tensor | None = None) -> Explanation:
     """Heatmaps of ``method`` for a batch of network inputs; ``target`` picks the explained class
-    (``predicted`` or a class name), ``scale`` how maps are scaled (``explain.gradcam.SCALES``)."""
+    (``predicted`` or a class name) unless ``explained`` gives each image's class index (a screening's
+    decision), ``scale`` how maps are scaled (``explain.gradcam.SCALES``)."""
     if method not in METHODS:
         raise ValueError(f"unknown explanation method {method!r}: choose one of {list(METHODS)}")
     model.eval()
     if method == "gradcam":
         return gradcam(model, images, target=target, threshold=threshold, precision=precision, classes=classes,
-                       scale=scale)
+                       scale=scale, explained=explained)
     with torch.no_grad(), autocast_for(images.device, precision):
         logits = model(images).float()
-    explained = explained_classes(target, logits, classes, threshold)
+    if explained is None:
+        explained = explained_classes(target, logits, classes, threshold)
     if method == "integrated_gradients":
         cams = _integrated_gradients(model, images, explained)
     else:

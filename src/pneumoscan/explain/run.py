@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from pneumoscan.checkpoint import LoadedModel
 from pneumoscan.data.records import Sample
+from pneumoscan.explain.gradcam import SCALES
 from pneumoscan.explain.methods import explain, heatmap_agreement
 from pneumoscan.explain.render import overlay, panel_title, save_grid, save_panel
 
@@ -35,6 +36,7 @@ class Explained:
     empty: bool
     label: str = ""           # the model's decision (screen.Screener's)
     explained: str = ""       # the class the map explains
+    warning: str = ""         # why the screening flagged the image ("" when it did not)
 
 
 def explain_batches(loaded: LoadedModel, paths: list[str], *, method: str = "gradcam", target: str = "predicted",
@@ -42,30 +44,49 @@ def explain_batches(loaded: LoadedModel, paths: list[str], *, method: str = "gra
     """Yield, in input order, ``Explained`` per scored path and ``(path, reason)`` per unreadable or refused one."""
     from pneumoscan.screen import load
 
-    model, pre, names = loaded.model.eval(), loaded.preprocessing, loaded.classes.names
     screener = load(loaded)
     for start in tqdm(range(0, len(paths), batch_size), desc=desc, unit="batch", leave=False):
         chunk = paths[start:start + batch_size]
         grays, errors, screened = {}, {}, {}
-        for result in screener.screen(chunk, heatmaps=True, batch_size=batch_size, progress=False):
+        for result in screener.screen(chunk, heatmaps=True, batch_size=batch_size, progress=False,
+                                      target=None if target == "predicted" else target):
             if result.scored:
                 grays[result.source] = torch.as_tensor(result.image)
                 screened[result.source] = result
             else:
                 log.warning("skipping %s (%s): %s", result.source, result.status, result.reason)
                 errors[result.source] = f"{result.status}: {result.reason}"
-        if grays:
-            images = torch.stack([pre.normalize(g[None]) for g in grays.values()])
-            result = explain(model, images, method=method, target=target, threshold=loaded.threshold,
-                             precision=precision, classes=names, scale=scale)
-            position = {path: i for i, path in enumerate(grays)}
+        maps = screened_maps(screened, scale) if method == "gradcam" else other_maps(
+            loaded, screened, grays, method=method, precision=precision, scale=scale)
         for path in chunk:
             if path in errors:
                 yield path, errors[path]
                 continue
-            i, screening = position[path], screened[path]
-            yield Explained(path, grays[path].numpy(), result.heatmaps[i], float(screening.probability),
-                            bool(result.empty[i]), label=screening.label, explained=names[int(result.explained[i])])
+            screening, heatmap = screened[path], maps[path]
+            yield Explained(path, grays[path].numpy(), heatmap, float(screening.probability), not heatmap.any(),
+                            label=screening.label, explained=screening.explained, warning=screening.warning)
+
+
+def screened_maps(screened: dict, scale: str) -> dict[str, np.ndarray]:
+    """Grad-CAM as the screening computed it (the served map, in every runtime), dimmed by the explained
+    class's probability with ``scale="probability"``."""
+    if scale not in SCALES:
+        raise ValueError(f"scale {scale!r}: choose one of {SCALES}")
+    return {path: s.heatmap * (s.probabilities[s.explained] if scale == "probability" else 1.0)
+            for path, s in screened.items()}
+
+
+def other_maps(loaded: LoadedModel, screened: dict, grays: dict, *, method: str, precision: str,
+               scale: str) -> dict[str, np.ndarray]:
+    """``method``'s maps of the classes the screenings explained."""
+    if not grays:
+        return {}
+    names = loaded.classes.names
+    images = torch.stack([loaded.preprocessing.normalize(g[None]) for g in grays.values()])
+    decided = torch.tensor([names.index(screened[path].explained) for path in grays])
+    result = explain(loaded.model.eval(), images, method=method, threshold=loaded.threshold, precision=precision,
+                     classes=names, scale=scale, explained=decided)
+    return dict(zip(grays, result.heatmaps))
 
 
 def explain_files(loaded: LoadedModel, paths: list[str], out_dir: str | Path, *, method: str = "gradcam",
@@ -86,16 +107,18 @@ def explain_files(loaded: LoadedModel, paths: list[str], out_dir: str | Path, *,
             continue
         stem = _unique_stem(out_dir, item.path)
         true = names[labels[item.path]] if labels and item.path in labels else None
+        title = panel_title(item.label, item.probability, threshold=threshold, true_label=true, method=method,
+                            explained=item.explained)
         save_panel(out_dir / f"{stem}.png", item.gray, item.heatmap, empty=item.empty,
-                   title=panel_title(item.label, item.probability, threshold=threshold, true_label=true,
-                                     method=method, explained=item.explained))
+                   title=f"FLAGGED: unlike the training population\n{title}" if item.warning else title)
         if save_arrays:
             np.save(out_dir / f"{stem}.npy", item.heatmap.astype(np.float32))
         if overlays is not None:
             overlays.append((overlay(item.gray, item.heatmap),
                              f"{Path(item.path).name}\np={item.probability:.3f}" + (f", true {true}" if true else "")))
         rows.append({"path": item.path, "probability": round(item.probability, 6), "label": item.label,
-                     "explained": item.explained, "empty_map": item.empty, "panel": f"{stem}.png", "error": ""})
+                     "explained": item.explained, "empty_map": item.empty, "flagged": bool(item.warning),
+                     "warning": item.warning, "panel": f"{stem}.png", "error": ""})
     _write_rows(out_dir / "explanations.csv", rows)
     _write_index(out_dir / "index.html", f"pneumoscan explanations ({method})", {"images": rows})
     return rows
