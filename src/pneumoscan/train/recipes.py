@@ -63,7 +63,7 @@ RECIPES["densenet121-brain-mri"] = {  # the study's trials decayed each learning
 }
 QUICK_NOTE = ("This model comes from the quick recipe (the head alone, on frozen ImageNet features). The full recipe, "
               "pneumoscan train --data ROOT (no --recipe), is better: on the Kermany test split 0.977 AUC and 0.932 "
-              "accuracy over five seeds, against the quick recipe's 0.966 and 0.854; it takes about 25 minutes on 2 "
+              "accuracy over five seeds, against the quick recipe's 0.964 and 0.873; it takes about 25 minutes on 2 "
               "CPU cores (docs/results.md).")
 BEST = {("densenet121", "cpu"): "densenet121-tuned", ("densenet121", "cuda"): "end-to-end"}
 
