@@ -70,7 +70,9 @@ def test_upload_shows_probabilities_overlay_and_flag(server_url, phantom_root):
         page.wait_for_selector("#result:not([hidden])", timeout=30_000)
         probabilities = [float(page.inner_text(f"#p-{name}")) for name in ("NORMAL", "PNEUMONIA")]
         assert sum(probabilities) == pytest.approx(1, abs=2e-4)
-        assert page.inner_text("#label") in ("NORMAL", "PNEUMONIA")
+        label = page.inner_text("#label")
+        assert label in ("NORMAL", "PNEUMONIA")
+        assert f"pushed the model towards {label} (Grad-CAM)" in page.inner_text("#explained")  # the decision's map
         assert page.get_attribute("#overlay", "src").startswith("data:image/png;base64,")
         warning = page.locator("#warning")
         if kind == "flagging":
