@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from tests.conftest import launch_chromium, needs_chromium
 
@@ -54,3 +56,15 @@ def test_report_opens_in_a_browser_with_metrics_and_heatmaps(demo):
         plots = page.eval_on_selector_all("figure img", "images => images.filter(i => i.naturalWidth > 0).length")
         browser.close()
     assert loaded >= 1 and plots >= loaded + 3
+
+
+def test_the_demo_on_a_labelled_folder_trains_the_quick_recipe_and_reports_real_films(phantom_root, tmp_path,
+                                                                                     monkeypatch):
+    monkeypatch.setenv("PNEUMOSCAN_CACHE", str(tmp_path / "cache"))  # the user's cache, here a test's
+    out = tmp_path / "demo-real"
+    summary = run_demo(DemoConfig(out=str(out), data=str(phantom_root), weights="none", gallery=6))
+    config = json.loads((out / "run" / "config.json").read_text())
+    assert config["recipe"] == "quick" and config["stages"] == ["head"] and config["model"] == "densenet121"
+    assert summary["real_films"] and "lesions" not in summary and len(summary["gallery"]) == 6
+    page = (out / "report.html").read_text()
+    assert "quick recipe" in page and "refuses real chest X-rays" not in page and 'id="lesions"' not in page
