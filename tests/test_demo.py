@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from tests.conftest import launch_chromium, needs_chromium
+from tests.conftest import LIGHT_CHECKS, launch_chromium, needs_chromium
 
 from pneumoscan.demo import DemoConfig, choose_gallery, run_demo
 
@@ -60,7 +60,12 @@ def test_report_opens_in_a_browser_with_metrics_and_heatmaps(demo):
 
 def test_the_demo_on_a_labelled_folder_trains_the_quick_recipe_and_reports_real_films(phantom_root, tmp_path,
                                                                                      monkeypatch):
+    from pneumoscan import demo as demo_module
+    from pneumoscan.train.recipes import recipe_settings
+
     monkeypatch.setenv("PNEUMOSCAN_CACHE", str(tmp_path / "cache"))  # the user's cache, here a test's
+    monkeypatch.setattr(demo_module, "recipe_settings", lambda name: {  # the quick recipe at the phantoms' size
+        **recipe_settings(name), "image_size": 64, "n_boot": 50, "input_checks": LIGHT_CHECKS})
     out = tmp_path / "demo-real"
     summary = run_demo(DemoConfig(out=str(out), data=str(phantom_root), weights="none", gallery=6))
     config = json.loads((out / "run" / "config.json").read_text())
