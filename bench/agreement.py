@@ -35,7 +35,7 @@ from pneumoscan.data.records import expand_inputs
 from pneumoscan.export import export_run
 from pneumoscan.screen import SCORED, load
 from pneumoscan.serve import create_app
-from pneumoscan.serve.app import _heatmap_rgba
+from pneumoscan.serve.app import heatmap_rgba
 
 WORK = Path(__file__).resolve().parents[1] / "bench" / "work" / "agreement"
 TASKS = {
@@ -153,7 +153,7 @@ def compare_task(task: str) -> dict:
         scored = [p for p in paths if python[p].scored]
         classes_differ = [p for p in scored if len({python[p].explained, server[p][2], explained[p][2]}) > 1]
         map_diff = max((float(np.abs(python[p].heatmap - explained[p][3]).max()) for p in scored), default=0.0)
-        png_diff = max((int(np.abs(server[p][3].astype(int) - _heatmap_rgba(python[p].heatmap).astype(int)).max())
+        png_diff = max((int(np.abs(server[p][3].astype(int) - heatmap_rgba(python[p].heatmap).astype(int)).max())
                         for p in scored), default=0)
         report["forms"][name] = {"mismatches": len(mismatched), "mismatched_files": mismatched[:10],
                                  "explained_class_mismatches": len(classes_differ), "scored": len(scored),

@@ -43,7 +43,7 @@ def _png_data_uri(rgb_or_rgba: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def _heatmap_rgba(heatmap: np.ndarray) -> np.ndarray:
+def heatmap_rgba(heatmap: np.ndarray) -> np.ndarray:
     from matplotlib import colormaps
 
     return (colormaps["jet"](np.clip(heatmap, 0, 1)) * 255).round().astype(np.uint8)
@@ -142,7 +142,7 @@ def create_app(model_path: str | Path, *, max_upload_bytes: int = 20 * 1024 * 10
         if heatmap:
             body["explained"] = result.explained
             body["image_png"] = _png_data_uri((result.image * 255).round().astype(np.uint8))
-            body["heatmap_png"] = _png_data_uri(_heatmap_rgba(result.heatmap))
+            body["heatmap_png"] = _png_data_uri(heatmap_rgba(result.heatmap))
             body["overlay_png"] = _png_data_uri(overlay(result.image, result.heatmap))
         body["timing_ms"] = {"total": round(1000 * (time.perf_counter() - started), 2)}
         return body

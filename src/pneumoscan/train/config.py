@@ -126,6 +126,15 @@ class TrainConfig:
             return self.select_on
         return "auc" if classes == 2 else "accuracy"
 
+    def trains_on_clean_views(self) -> bool:
+        """Whether the cached stages train on the clean views themselves (one view, no augmentation: the quick
+        recipe), so that no augmented views are cached."""
+        return self.train_views == 1 and self.augmentation.changes_nothing()
+
+    def cached_views_per_image(self) -> int:
+        """Trunk views the cached stages store per image: the augmented ones and the clean one, or the clean alone."""
+        return 1 if self.trains_on_clean_views() else self.train_views + 1
+
     def weights_argument(self) -> str | None:
         """The ``weights=`` value for the model builder."""
         return None if self.weights in ("none", "", "auto") else self.weights

@@ -54,8 +54,7 @@ def run_steps(stages: tuple[str, ...], config, size: RunSize) -> list[Step]:
             steps.append(Step(stage, config.full_epochs * (FULL_COST * size.train + SCREEN_COST * size.val)))
             continue
         views = config.train_views
-        caching = 0.0 if cached else size.pool * (1 if views == 1 and config.augmentation.changes_nothing()
-                                                  else views + 1)
+        caching = 0.0 if cached else size.pool * config.cached_views_per_image()
         cached = True
         per_view = TAIL_COST if stage == "tail" else HEAD_COST
         epochs = config.tail_epochs if stage == "tail" else config.head_epochs

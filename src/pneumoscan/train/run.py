@@ -127,11 +127,10 @@ def _train(config: TrainConfig, folder: RunFolder, finish: bool, on_epoch, ranks
 def log_cache(config: TrainConfig, model: PneumoniaNet, size: RunSize) -> None:
     """Where the frozen trunk's outputs are cached, how much is there, and about how much this run adds."""
     per_view = trunk_output_size(model, config.image_size) * 2  # float16
-    views = 1 if config.train_views == 1 and config.augmentation.changes_nothing() else config.train_views + 1
     log.info("activation cache: %s (%s there now; this run's trunk outputs take about %s, reused by every later "
              "run on the same images; set PNEUMOSCAN_CACHE or cache_dir to move it, 'pneumoscan cache --clear' "
              "frees it)", config.cache_dir, format_bytes(cache_bytes(config.cache_dir)),
-             format_bytes(per_view * size.pool * views))
+             format_bytes(per_view * size.pool * config.cached_views_per_image()))
 
 
 def trunk_output_size(model: PneumoniaNet, image_size: int) -> int:

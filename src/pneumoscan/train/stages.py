@@ -153,7 +153,7 @@ def cache_rows(pool: list[Sample], samples: list[Sample], views: int) -> np.ndar
 def trunk_activations(model: PneumoniaNet, config: TrainConfig, pool: list[Sample], device):
     """The frozen trunk's cached outputs for the whole pool: augmented views, and the clean view. Without
     augmentation (one view, ``Augmentation.none()``: the quick recipe) the clean views are the training views."""
-    if config.train_views == 1 and config.augmentation.changes_nothing():
+    if config.trains_on_clean_views():
         clean = clean_activations(model, config, pool, device)
         return clean, clean
     augmented = cached_activations(model.trunk, pool, model.preprocessing, augmentation=config.augmentation,
