@@ -41,7 +41,7 @@ WORK = Path(__file__).resolve().parents[1] / "bench" / "work" / "agreement"
 TASKS = {
     "two_classes": {"data": SHARED / "data" / "chest_xray_224", "test": "test", "set": []},
     "three_classes": {"data": SHARED / "data" / "brain_tumor_mri", "test": "Testing", "set": [
-        "train_split=Training", "test_split=Testing", "group_by=duplicates", "input_checks.modality=brain MRI",
+        "train_split=Training", "test_split=Testing", "group_by=duplicates",
         "classes=notumor=no tumour,glioma=glioma,meningioma=other tumour,pituitary=other tumour"]},
 }
 REAL_PER_CLASS_FOLDER = 20  # real test images from each class folder: Kermany 2 folders (40), brain MRI 4 (80)

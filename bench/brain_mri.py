@@ -67,9 +67,7 @@ def recipe_of(model: str) -> str:
 def settings(model: str, seed: int, classes: str, out: Path, budget: dict, recipe: str = "") -> TrainConfig:
     """A run's settings: the task, split, budget and input checks of this benchmark on ``recipe`` (default:
     ``recipe_of`` the model)."""
-    checks = InputCheckSettings(modality="brain MRI", population="brain MRI slices of the Kaggle Brain Tumor MRI "
-                                "set (figshare, SARTAJ, Br35H)", refuse=(str(refuse_list()),),
-                                resampled_examples=200)
+    checks = InputCheckSettings(refuse=(str(refuse_list()),), resampled_examples=200)  # words: data.known
     overrides = {"data": str(MRI), "model": model, "seed": seed, "out": str(out), "classes": classes,
                  "train_split": "Training", "test_split": "Testing", "group_by": "duplicates",
                  "cache_dir": str(WORK / "cache"), "input_checks": checks.to_dict(), **budget}

@@ -49,7 +49,6 @@ ADULT = SHARED / "data" / "adult_cxr_reference"
 MRI = SHARED / "data" / "brain_tumor_mri"
 KERMANY, ORIG256 = SHARED / "data" / "chest_xray_224", SHARED / "data" / "chest_xray_orig256"
 WORK = ROOT / "bench" / "work" / "qc"
-POPULATION = "pediatric chest X-rays (children aged 1 to 5) from one hospital in Guangzhou"
 
 
 def adult_halves() -> tuple[list[str], list[str], dict[str, str]]:
@@ -76,7 +75,7 @@ def refit(run: Path, adult_fit: list[str]) -> dict:
     refuse = [str(p) for cls in ("glioma", "meningioma", "pituitary")
               for p in sorted((MRI / "Training" / cls).iterdir())]
     settings = InputCheckSettings(accept=(str(write_list(adult_fit, "accept_adult_fit.csv")),),
-                                  refuse=(str(write_list(refuse, "refuse_mri_training.csv")),), population=POPULATION)
+                                  refuse=(str(write_list(refuse, "refuse_mri_training.csv")),))
     started = time.perf_counter()
     report = refit_input_checks(run, settings)
     return {"seconds": round(time.perf_counter() - started, 1), **report["fitted_on"]}

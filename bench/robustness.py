@@ -29,14 +29,14 @@ from pneumoscan.data import evenly_spaced, read_split, scan_kaggle_split
 from pneumoscan.device import pick_device
 from pneumoscan.evaluate import binary_metrics, choose_threshold
 from pneumoscan.evaluate.robustness import pool_with_shifts, selection_summary, shifted_logits
-from pneumoscan.models import PneumoniaNet
+from pneumoscan.models import ScreeningNet
 from pneumoscan.predict import predict_logits, sigmoid
 
 
 class FlipAveraged(nn.Module):
     """Test-time augmentation: the mean logit of each image and its left-right mirror (one batched pass)."""
 
-    def __init__(self, model: PneumoniaNet):
+    def __init__(self, model: ScreeningNet):
         super().__init__()
         self.model = model
         self.preprocessing = model.preprocessing

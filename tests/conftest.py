@@ -73,6 +73,25 @@ def tiny_run(phantom_root, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def brain_mri_model(tmp_path_factory) -> Path:
+    """A folder with a (random) four-class brain MRI model.pt, described as training would describe it."""
+    import torch
+
+    from pneumoscan.checkpoint import LoadedModel, save_model
+    from pneumoscan.data.known import BRAIN_MRI_FOLDERS
+    from pneumoscan.data.labels import class_map
+    from pneumoscan.data.preprocess import Preprocessing
+    from pneumoscan.models import build_model
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("brain_mri_model")
+    model = build_model("baseline_cnn", preprocessing=Preprocessing(image_size=64), outputs=4).eval()
+    described = LoadedModel.of(model, classes=class_map(list(BRAIN_MRI_FOLDERS))).description
+    save_model(folder / "model.pt", model, described)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def tiny_settings(tmp_path_factory) -> Path:
     """A train --config file of seconds-long settings (64 px, 1-2 epochs per stage, no workers)."""
     path = tmp_path_factory.mktemp("settings") / "tiny.json"

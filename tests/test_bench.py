@@ -53,11 +53,11 @@ def test_flip_averaging_is_the_mean_over_the_image_and_its_mirror():
 
 def test_int8_model_keeps_outputs_and_metadata(tmp_path):
     torch.manual_seed(0)
-    loaded = LoadedModel(model=build_model("baseline_cnn", preprocessing=SMALL).eval(), threshold=0.3)
+    loaded = LoadedModel.of(build_model("baseline_cnn", preprocessing=SMALL).eval(), threshold=0.3)
     fp32 = export_onnx(loaded, tmp_path / "m.onnx")
     int8 = quantize_int8(fp32, tmp_path / "m.int8.onnx", images(16, seed=3).numpy())
     runtime = OnnxModel(int8)
-    assert runtime.threshold == 0.3 and runtime.preprocessing == SMALL  # metadata carried over
+    assert runtime.description.threshold == 0.3 and runtime.preprocessing == SMALL  # metadata carried over
     got, reference = runtime.run(images(4).numpy()), OnnxModel(fp32).run(images(4).numpy())
     assert got["probabilities"].shape == (4, 2) and got["heatmaps"].shape == (4, 2, 64, 64)
     assert np.isfinite(got["heatmaps"]).all()

@@ -4,6 +4,7 @@ result. Skips, with the reason, only where Chromium is not installed."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import threading
@@ -23,27 +24,27 @@ def flagging_run(tiny_run, tmp_path_factory) -> Path:
     """A copy of the tiny run whose novelty limit is near 0: every X-ray it scores is flagged."""
     import dataclasses
 
-    from pneumoscan.checkpoint import load_model, replace_checks
+    from pneumoscan.checkpoint import load_model, redescribe, replace_checks
 
     run = tmp_path_factory.mktemp("flagging") / "run"
     shutil.copytree(tiny_run, run)
     checks = load_model(run).checks
-    replace_checks(run, dataclasses.replace(checks, shift=dataclasses.replace(checks.shift, threshold=1e-6),
-                                            population="the phantoms of the test suite"))
+    replace_checks(run, dataclasses.replace(checks, shift=dataclasses.replace(checks.shift, threshold=1e-6)))
+    redescribe(run, population="the phantoms of the test suite")
     return run
 
 
-@pytest.fixture(scope="module", params=["tiny", "flagging"])
-def server_url(request, tiny_run, flagging_run):
+@contextlib.contextmanager
+def serving(model: Path):
+    """The app serving ``model`` on a free loopback port, in a thread; yields its URL."""
     import uvicorn
 
     from pneumoscan.serve import create_app
 
-    run = tiny_run if request.param == "tiny" else flagging_run
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(run), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_app(model), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
@@ -53,9 +54,17 @@ def server_url(request, tiny_run, flagging_run):
                 break
         except httpx.HTTPError:
             time.sleep(0.1)
-    yield url, request.param
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module", params=["tiny", "flagging"])
+def server_url(request, tiny_run, flagging_run):
+    with serving(tiny_run if request.param == "tiny" else flagging_run) as url:
+        yield url, request.param
 
 
 def test_upload_shows_probabilities_overlay_and_flag(server_url, phantom_root):
@@ -103,4 +112,17 @@ def test_a_document_is_refused_with_the_reason(server_url, tmp_path):
         page.wait_for_selector("#error.refused", timeout=30_000)
         assert "does not look like a chest X-ray" in page.inner_text("#error")
         assert page.locator("#result").is_hidden()
+        browser.close()
+
+
+def test_the_page_speaks_of_the_served_models_task(brain_mri_model, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with serving(brain_mri_model) as url, sync_api.sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        page = browser.new_page()
+        page.goto(url)
+        page.wait_for_function("document.getElementById('drop-what').textContent.includes('brain MRI')")
+        assert page.inner_text("#drop-what") == "Drop a brain MRI here"
+        assert "on brain MRI" in page.inner_text("#task") and "brain MRI" in page.inner_text("#use")
+        assert "chest" not in page.content().lower() and "pneumonia" not in page.content().lower()
         browser.close()

@@ -19,8 +19,8 @@ def demo(tmp_path_factory):
 def test_demo_measures_the_heatmaps_against_the_lesions(demo):
     out, summary = demo
     lesions = summary["lesions"]
-    assert lesions["pneumonia_phantoms"] > 0 and 0 <= lesions["hit_rate"] <= 1
-    assert 0 <= lesions["hits"] <= lesions["pneumonia_phantoms"]
+    assert lesions["lesion_phantoms"] > 0 and 0 <= lesions["hit_rate"] <= 1
+    assert 0 <= lesions["hits"] <= lesions["lesion_phantoms"]
     assert all((g["hit"] is None) == (g["label"] == "NORMAL") for g in summary["gallery"])
     assert "test" in summary["metrics"] and (out / "run" / "model.pt").exists()
 

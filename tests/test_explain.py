@@ -187,7 +187,7 @@ def test_review_picks_confident_hits_and_every_error():
 
 
 def test_explain_files_writes_panels_and_survives_a_broken_file(phantom_root, tmp_path):
-    loaded = LoadedModel(model=small_model("baseline_cnn"), threshold=0.5)
+    loaded = LoadedModel.of(small_model("baseline_cnn"), threshold=0.5)
     paths = [s.path for s in scan_kaggle_split(phantom_root, "test")[:3]]
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG not really")

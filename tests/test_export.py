@@ -32,10 +32,11 @@ def images(n: int, seed: int = 0) -> torch.Tensor:
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_onnx_graph_matches_pytorch_for_every_model(name, tmp_path):
     torch.manual_seed(0)
-    loaded = LoadedModel(model=build_model(name, preprocessing=SMALL).eval(), threshold=0.4, threshold_rule="youden")
+    loaded = LoadedModel.of(build_model(name, preprocessing=SMALL).eval(), threshold=0.4, threshold_rule="youden")
     path = export_onnx(loaded, tmp_path / f"{name}.onnx")
     runtime, reference = OnnxModel(path), TorchModel(loaded)
-    assert runtime.threshold == 0.4 and runtime.preprocessing == SMALL and runtime.classes == ("NORMAL", "PNEUMONIA")
+    assert runtime.description.threshold == 0.4 and runtime.preprocessing == SMALL
+    assert runtime.description.classes == ("NORMAL", "PNEUMONIA")
     for batch in (1, 5):  # dynamic batch size
         x = images(batch, seed=batch).numpy()
         got, expected = runtime.run(x), reference.run(x)
@@ -50,11 +51,11 @@ def test_openvino_runs_the_onnx_file_like_onnxruntime(tmp_path):
     import openvino as ov
 
     torch.manual_seed(0)
-    loaded = LoadedModel(model=build_model("densenet121", preprocessing=SMALL).eval(), threshold=0.4)
+    loaded = LoadedModel.of(build_model("densenet121", preprocessing=SMALL).eval(), threshold=0.4)
     path = export_onnx(loaded, tmp_path / "m.onnx")
     reference = OnnxModel(path)
     fp32, bf16 = OpenVinoModel(path, precision="fp32"), OpenVinoModel(path, precision="bf16")
-    assert fp32.threshold == 0.4 and fp32.preprocessing == SMALL and fp32.precision == "fp32"
+    assert fp32.description.threshold == 0.4 and fp32.preprocessing == SMALL and fp32.precision == "fp32"
     bf16_capable = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     assert bf16.precision == ("bf16" if bf16_capable else "fp32")  # what the CPU can do
     for batch in (1, 5):  # dynamic batch size
@@ -71,7 +72,7 @@ def test_openvino_runs_the_onnx_file_like_onnxruntime(tmp_path):
 def test_openvino_model_can_be_called_from_several_threads(tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
-    loaded = LoadedModel(model=build_model("baseline_cnn", preprocessing=SMALL).eval(), threshold=0.5)
+    loaded = LoadedModel.of(build_model("baseline_cnn", preprocessing=SMALL).eval(), threshold=0.5)
     runtime = OpenVinoModel(export_onnx(loaded, tmp_path / "m.onnx"), precision="fp32")
     batches = [images(2, seed=k).numpy() for k in range(8)]
     alone = [runtime.run(x)["probabilities"] for x in batches]
@@ -98,11 +99,11 @@ def test_exported_heatmaps_are_the_fast_gradcam_of_each_class(target):
 
 def test_openvino_int8_model_keeps_outputs_and_metadata(tmp_path):
     torch.manual_seed(0)
-    loaded = LoadedModel(model=build_model("baseline_cnn", preprocessing=SMALL).eval(), threshold=0.3)
+    loaded = LoadedModel.of(build_model("baseline_cnn", preprocessing=SMALL).eval(), threshold=0.3)
     fp32 = export_onnx(loaded, tmp_path / "m.onnx")
     xml = quantize_openvino_int8(fp32, tmp_path / "m.int8.xml", images(16, seed=3).numpy())
     runtime = load_runtime(xml)  # an .xml goes to OpenVINO on its own
-    assert runtime.runtime == "openvino" and runtime.threshold == 0.3 and runtime.preprocessing == SMALL
+    assert runtime.runtime == "openvino" and runtime.description.threshold == 0.3 and runtime.preprocessing == SMALL
     got, reference = runtime.run(images(4).numpy()), OnnxModel(fp32).run(images(4).numpy())
     assert got["probabilities"].shape == (4, 2) and got["heatmaps"].shape == (4, 2, 64, 64)
     assert np.isfinite(got["heatmaps"]).all()
@@ -129,14 +130,14 @@ def test_input_checks_are_baked_into_the_graph(name, tmp_path):
     shift.weight, shift.bias = fit_logistic(features[:16], features[16:], c=0.01)  # an other-population classifier
     shift.population_limit = 0.8
     checks = InputChecks(shift=shift, shift_layer=layer, gate=fit_gate(features[:32], features[32:]))
-    path = export_onnx(LoadedModel(model=model, threshold=0.5, checks=checks), tmp_path / "m.onnx")
+    path = export_onnx(LoadedModel.of(model, threshold=0.5, checks=checks), tmp_path / "m.onnx")
     got = OnnxModel(path).run(images(3, seed=9).numpy())
     with torch.no_grad():
         pooled = model.feature_map(images(3, seed=9)).mean((2, 3))
         np.testing.assert_allclose(got["shift_score"], checks.shift.score(shift_input(images(3, seed=9)), pooled),
                                    rtol=1e-3, atol=1e-3)
     np.testing.assert_allclose(got["modality_probability"], checks.gate.probability(pooled), atol=1e-5)
-    limits = OnnxModel(path).limits
+    limits = OnnxModel(path).description.input_checks
     assert limits["novelty_threshold"] == pytest.approx(checks.shift.threshold) and limits["gate_threshold"] == 0.5
     assert limits["shift_threshold"] == 1.0 and limits["other_population_classifier"]
     assert limits["population_limit"] == pytest.approx(0.8)

@@ -131,7 +131,7 @@ def test_the_other_population_limit_flags_nearly_every_unseen_example_and_nothin
 def test_checks_survive_the_checkpoint_and_refuse_held_out_made_images(tiny_run):
     loaded = load_model(tiny_run)
     checks = loaded.checks
-    assert isinstance(checks, InputChecks) and checks.gate is not None and checks.modality == "chest X-ray"
+    assert isinstance(checks, InputChecks) and checks.gate is not None
     again = InputChecks.from_state(checks.to_state())
     torch.testing.assert_close(again.gate.weight, checks.gate.weight)
     held_out = made_images(10, seed=12345, photos=PHOTOS_HELD_OUT, size=64)
@@ -157,8 +157,8 @@ def test_refit_with_examples_to_refuse(tiny_run, tmp_path, capsys):
         y, x = np.mgrid[-1:1:64j, -1:1:64j]
         ring = np.exp(-((np.hypot(x, y) - rng.uniform(0.3, 0.8)) ** 2) / 0.01)
         Image.fromarray((ring * 255).astype(np.uint8)).save(refuse / f"ring{i}.png")
-    assert main(["checks", str(run), "--refuse", str(refuse), "--set", "population=phantoms"]) == 0
+    assert main(["checks", str(run), "--refuse", str(refuse), "--set", "examples_per_source=10"]) == 0
     report = json.loads((run / "input_checks.json").read_text())
-    assert report["fitted_on"]["refuse"] == {str(refuse): 12} and report["settings"]["population"] == "phantoms"
-    assert load_model(run).checks.population == "phantoms"
+    assert report["fitted_on"]["refuse"] == {str(refuse): 10} and report["settings"]["examples_per_source"] == 10
+    assert load_model(run).description.input_checks["fitted_on"]["refuse"] == {str(refuse): 10}
     assert load_model(run).threshold == load_model(tiny_run).threshold

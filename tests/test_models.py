@@ -10,7 +10,7 @@ import torchvision
 from tests.conftest import DENSENET_WEIGHTS, RESNET_WEIGHTS, needs
 from torch import nn
 
-from pneumoscan.checkpoint import load_model, save_model
+from pneumoscan.checkpoint import LoadedModel, load_model, save_model
 from pneumoscan.data import Preprocessing
 from pneumoscan.models import MODELS, ClassifierHead, build_model, count_parameters
 
@@ -36,7 +36,7 @@ def test_checkpoint_round_trip_gives_identical_logits(name, tmp_path):
     torch.manual_seed(0)
     model = build_model(name, preprocessing=SMALL).eval()
     path = tmp_path / "model.pt"
-    save_model(path, model, threshold=0.37, threshold_rule="youden", metrics={"val_auc": 0.9})
+    save_model(path, model, LoadedModel.of(model, threshold=0.37, threshold_rule="youden").description)
     loaded = load_model(path)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():

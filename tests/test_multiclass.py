@@ -12,9 +12,10 @@ from tests.conftest import LIGHT_CHECKS
 
 from pneumoscan.checkpoint import load_model
 from pneumoscan.data.duplicates import duplicate_groups, duplicates_of
-from pneumoscan.data.labels import PNEUMONIA_TASK, class_map
+from pneumoscan.data.labels import DEFAULT_TASK, class_map
 from pneumoscan.data.records import load_samples, task_classes
 from pneumoscan.data.split import patient_split
+from pneumoscan.data.tasks import TaskSettings
 from pneumoscan.evaluate.multiclass import multiclass_metrics, paired_comparison
 from pneumoscan.input_checks import InputCheckSettings
 from pneumoscan.screen import load
@@ -56,7 +57,7 @@ def test_class_names_come_from_the_folders_and_a_mapping_merges_them(shapes_root
     assert merged.names == ("bars", "circle+cross") and merged.binary
     named = class_map(["notumor", "glioma", "pituitary"], "notumor=no tumour,glioma=tumour,pituitary=tumour")
     assert named.names == ("no tumour", "tumour") and named.index("glioma") == 1 and named.index("notumor") == 0
-    assert class_map(["NORMAL", "PNEUMONIA"]) == PNEUMONIA_TASK
+    assert class_map(["NORMAL", "PNEUMONIA"]) == DEFAULT_TASK
     assert {s.label for s in load_samples(shapes_root, "test", merged)} == {0, 1}
     with pytest.raises(ValueError, match="does not say where"):
         task_classes(shapes_root, "bars=0,circle=1")
@@ -100,7 +101,7 @@ def test_tiny_three_class_run_trains_evaluates_explains_exports_and_serves(shape
     config = TrainConfig(data=str(shapes_root), out=str(tmp_path / "run"), model="baseline_cnn", image_size=64,
                          full_epochs=8, full_lr=3e-3, batch_size=16, workers=0, n_boot=50, val_fraction=0.25,
                          cache_dir=str(tmp_path / "cache"), patience=8,
-                         input_checks=InputCheckSettings(modality="shape picture", **LIGHT_CHECKS))
+                         input_checks=InputCheckSettings(**LIGHT_CHECKS), task=TaskSettings(modality="shape picture"))
     run = train(config)
     metrics = json.loads((run / "metrics.json").read_text())
     test = metrics["test"]["at_argmax"]

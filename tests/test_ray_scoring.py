@@ -56,7 +56,7 @@ def test_each_actor_runs_the_exported_model_on_its_share_of_the_cores(tmp_path):
     from pneumoscan.models import build_model
     from pneumoscan.ray_scoring import ScreenBatches
 
-    loaded = LoadedModel(model=build_model("baseline_cnn", preprocessing=Preprocessing(image_size=64)).eval(),
+    loaded = LoadedModel.of(build_model("baseline_cnn", preprocessing=Preprocessing(image_size=64)).eval(),
                          threshold=0.5)
     path = export_onnx(loaded, tmp_path / "m.onnx")
     before = torch.get_num_threads()

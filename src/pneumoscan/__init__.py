@@ -1,8 +1,9 @@
-"""pneumoscan: explainable pneumonia screening on chest X-rays.
+"""pneumoscan: explainable screening of medical images, from a labelled folder to a served model.
 
 The pipeline reads left to right: ``data`` -> ``models`` -> ``train`` -> ``evaluate`` ->
 ``explain`` -> ``export`` -> ``serve``; ``cli`` only parses arguments and calls these stages.
-Every finished model screens through one object: ``pneumoscan.load(path).screen(paths)``.
+Every finished model screens through one object, ``pneumoscan.load(path).screen(paths)``, and says what
+it is in ``pneumoscan.load(path).description`` (``model_description.ModelDescription``).
 """
 
 from pneumoscan.data.labels import CLASSES

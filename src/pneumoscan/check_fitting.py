@@ -176,8 +176,8 @@ def fit_input_checks(model, train_features: np.ndarray, val_features: np.ndarray
     gate = fit_gate(positive, negative, seed=seed)
     report["fit_accepted"] = float((gate.probability(positive) >= gate.threshold).mean())
     report["fit_refused"] = float((gate.probability(negative) < gate.threshold).mean())
-    log.info("input check fitted on %d %s images and %d others: accepts %.1f%% and refuses %.1f%% of them",
-             len(positive), settings.modality, len(negative), 100 * report["fit_accepted"],
+    log.info("input check fitted on %d images of the modality and %d others: accepts %.1f%% and refuses %.1f%% "
+             "of them", len(positive), len(negative), 100 * report["fit_accepted"],
              100 * report["fit_refused"])
     resampled = {"train": resampled_features(model, train_images, settings.resampled_examples, precision, device),
                  "val": resampled_features(model, list(val_images) if accepted else [],
@@ -191,8 +191,7 @@ def fit_input_checks(model, train_features: np.ndarray, val_features: np.ndarray
     if accepted:
         at_layer = np.concatenate([layer for layer, _ in accepted])
         report["fit_flagged_accept"] = float((shift.score(at_layer, accepted_last) > FLAG_ABOVE).mean())
-    checks = InputChecks(shift=shift, gate=gate, modality=settings.modality,
-                         population=settings.population or "the training images", shift_layer=shift_layer_of(model))
+    checks = InputChecks(shift=shift, gate=gate, shift_layer=shift_layer_of(model))
     return checks, report
 
 

@@ -1,45 +1,67 @@
 """Self-describing model checkpoints: weights plus everything needed to rebuild and use them.
 
-A checkpoint holds the architecture name and arguments, the preprocessing, the class names, the
-decision threshold (and how it was chosen), the input checks, metrics and the training settings,
-next to the state dict. It contains only tensors and plain Python values, so ``torch.load(weights_only=True)`` reads
-it without unpickling arbitrary objects. Files are written atomically.
+A checkpoint holds the model's description (``model_description``: architecture and arguments,
+preprocessing, classes, threshold, words, checks, metrics), the fitted input checks and the training
+settings, next to the state dict. It contains only tensors and plain Python values, so
+``torch.load(weights_only=True)`` reads it without unpickling arbitrary objects. Files are written atomically.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
-from pneumoscan.data.labels import PNEUMONIA_TASK, ClassMap
+from pneumoscan.data.labels import DEFAULT_TASK, ClassMap
 from pneumoscan.data.preprocess import Preprocessing
-from pneumoscan.input_checks import InputChecks, PopulationShift
-from pneumoscan.models import PneumoniaNet, build_model
+from pneumoscan.data.tasks import TaskSettings
+from pneumoscan.input_checks import InputChecks
+from pneumoscan.model_description import ModelDescription, check_limits, describe, task_words
+from pneumoscan.models import ScreeningNet, build_model
 from pneumoscan.run_folder import MODEL_FILE
 
-FORMAT = "pneumoscan-model/1"
+FORMAT = "pneumoscan-model/2"
+FORMAT_1 = "pneumoscan-model/1"  # before the description: the same facts as loose keys
 
 
 @dataclass
 class LoadedModel:
-    """A model rebuilt from a checkpoint, with the threshold and metadata saved beside it."""
+    """A model rebuilt from a checkpoint, with its description (threshold, classes, words) and input checks."""
 
-    model: PneumoniaNet
-    threshold: float
-    threshold_rule: str = "fixed"
-    metrics: dict = field(default_factory=dict)
+    model: ScreeningNet
+    description: ModelDescription
+    checks: InputChecks | None = None
     settings: dict = field(default_factory=dict)
     path: str = ""
-    checks: InputChecks | None = None
-    classes: ClassMap = PNEUMONIA_TASK
+
+    @classmethod
+    def of(cls, model: ScreeningNet, *, threshold: float = 0.5, threshold_rule: str = "fixed",
+           classes: ClassMap = DEFAULT_TASK, checks: InputChecks | None = None, path: str = "",
+           **described) -> LoadedModel:
+        """A model in hand (not read from a file) with a description built from what is given."""
+        description = describe(arch=model.arch, arch_kwargs=model.arch_kwargs,
+                               preprocessing=model.preprocessing.to_dict(), classes=classes, threshold=threshold,
+                               threshold_rule=threshold_rule, words=task_words(classes), checks=checks, **described)
+        return cls(model=model, description=description, checks=checks, path=path)
 
     @property
     def preprocessing(self) -> Preprocessing:
         return self.model.preprocessing
+
+    @property
+    def threshold(self) -> float:
+        return self.description.threshold
+
+    @property
+    def threshold_rule(self) -> str:
+        return self.description.threshold_rule
+
+    @property
+    def classes(self) -> ClassMap:
+        return self.description.class_map
 
 
 def atomic_save(payload, path: str | Path) -> None:
@@ -50,24 +72,12 @@ def atomic_save(payload, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
-def save_model(path: str | Path, model: PneumoniaNet, *, threshold: float, threshold_rule: str,
-               metrics: dict | None = None, settings: dict | None = None, checks: InputChecks | None = None,
-               classes: ClassMap = PNEUMONIA_TASK) -> None:
-    """Write ``model`` and what it needs to be used as one weights-only file (``threshold`` is used only
-    with two classes; more are decided by the most probable class)."""
-    from pneumoscan import __version__
-
+def save_model(path: str | Path, model: ScreeningNet, description: ModelDescription, *,
+               settings: dict | None = None, checks: InputChecks | None = None) -> None:
+    """Write ``model``, its description, input checks and training settings as one weights-only file."""
     atomic_save({
         "format": FORMAT,
-        "pneumoscan_version": __version__,
-        "arch": model.arch,
-        "arch_kwargs": model.arch_kwargs,
-        "preprocessing": model.preprocessing.to_dict(),
-        "classes": list(classes.names),
-        "class_sources": classes.sources,
-        "threshold": float(threshold),
-        "threshold_rule": threshold_rule,
-        "metrics": metrics or {},
+        "description": description.to_dict(),
         "settings": settings or {},
         "input_checks": checks.to_state() if checks else None,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -92,18 +102,20 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> Loade
     except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
         raise ValueError(f"{path}: not a pneumoscan model ({type(err).__name__} reading it as a checkpoint); give a "
                          f"run folder, its {MODEL_FILE}, an exported .onnx or an OpenVINO .xml") from err
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    if not isinstance(payload, dict) or payload.get("format") not in (FORMAT, FORMAT_1):
         raise ValueError(f"{path}: not a pneumoscan model file (expected format {FORMAT})")
-    classes = ClassMap(tuple(payload["classes"]), payload.get("class_sources") or {})
+    checks = InputChecks.from_state(payload["input_checks"]) if payload.get("input_checks") else None
+    description = (ModelDescription.from_dict(payload["description"]) if payload["format"] == FORMAT
+                   else _format_1_description(payload, checks))
+    classes = description.class_map
     if model_outputs(payload) != classes.outputs:
         raise ValueError(f"{path}: the head has {model_outputs(payload)} outputs for classes {list(classes.names)}")
-    preprocessing = Preprocessing.from_dict(payload["preprocessing"])
-    model = build_model(payload["arch"], **payload["arch_kwargs"], preprocessing=preprocessing)
+    preprocessing = Preprocessing.from_dict(description.preprocessing)
+    model = build_model(description.arch, **description.arch_kwargs, preprocessing=preprocessing)
     model.load_state_dict(payload["state_dict"])
     model.to(device).eval()
-    return LoadedModel(model=model, threshold=payload["threshold"], threshold_rule=payload["threshold_rule"],
-                       metrics=payload["metrics"], settings=payload["settings"], path=str(path),
-                       checks=_read_checks(payload), classes=classes)
+    return LoadedModel(model=model, description=description, checks=checks, settings=payload["settings"],
+                       path=str(path))
 
 
 def model_outputs(payload: dict) -> int:
@@ -111,22 +123,36 @@ def model_outputs(payload: dict) -> int:
     return int(payload["state_dict"]["head.6.bias"].shape[0])
 
 
-def _read_checks(payload: dict) -> InputChecks | None:
-    """The input checks; a model saved before the modality gate existed has its shift score only."""
-    if payload.get("input_checks"):
-        return InputChecks.from_state(payload["input_checks"])
-    if payload.get("ood"):
-        old = payload["ood"]
-        return InputChecks(shift=PopulationShift(mean=old["mean"].float(), precision=old["precision"].float(),
-                                                 threshold=float(old["threshold"]), quantile=float(old["quantile"])),
-                           gate=None)
-    return None
+def _format_1_description(payload: dict, checks: InputChecks | None) -> ModelDescription:
+    """The description of a model saved before descriptions existed, from its loose keys and the words its
+    checks and settings kept."""
+    classes = ClassMap(tuple(payload["classes"]), payload.get("class_sources") or {})
+    state = payload.get("input_checks") or {}
+    kept = TaskSettings(modality=state.get("modality", ""), population=state.get("population", ""))
+    return describe(arch=payload["arch"], arch_kwargs=payload["arch_kwargs"], preprocessing=payload["preprocessing"],
+                    classes=classes, threshold=payload["threshold"], threshold_rule=payload["threshold_rule"],
+                    words=task_words(classes, payload["settings"].get("data", ""), kept), checks=checks,
+                    training=training_facts(payload["settings"]))
 
 
-def replace_checks(path: str | Path, checks: InputChecks) -> None:
-    """Give a saved model new input checks (the weights, threshold and everything else stay)."""
-    path = resolve_model_path(path)
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    payload.pop("ood", None)
-    payload["input_checks"] = checks.to_state()
-    atomic_save(payload, path)
+def training_facts(settings: dict) -> dict:
+    """What a description says about how the model was trained (from the run's settings)."""
+    keys = ("recipe", "data", "model", "weights", "stages", "seed", "group_by", "image_size")
+    return {k: settings[k] for k in keys if k in settings}
+
+
+def replace_checks(path: str | Path, checks: InputChecks, fitted_on: dict | None = None) -> None:
+    """Give a saved model new input checks, fitted on ``fitted_on`` (default: what the old ones were fitted on);
+    the weights, threshold and the rest of the description stay."""
+    loaded = load_model(path)
+    fitted_on = fitted_on if fitted_on is not None else (loaded.description.input_checks or {}).get("fitted_on", {})
+    save_model(loaded.path, loaded.model, replace(loaded.description, input_checks=check_limits(checks) |
+                                                  {"fitted_on": fitted_on}), settings=loaded.settings, checks=checks)
+
+
+def redescribe(path: str | Path, **changes) -> ModelDescription:
+    """Change words of a saved model's description (``population="adults from ..."``); nothing else changes."""
+    loaded = load_model(path)
+    description = replace(loaded.description, **changes)
+    save_model(loaded.path, loaded.model, description, settings=loaded.settings, checks=loaded.checks)
+    return description

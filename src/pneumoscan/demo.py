@@ -113,7 +113,7 @@ def explain_test(run: RunFolder, out_dir: Path, lesions: dict | None, *, gallery
                                 "hit": hit}
     result = {"gallery": [cards[p] for p in gallery if p in cards]}
     if lesions is not None:
-        result["lesions"] = {"pneumonia_phantoms": len(hits), "hits": int(sum(hits)),
+        result["lesions"] = {"lesion_phantoms": len(hits), "hits": int(sum(hits)),
                              "hit_rate": sum(hits) / len(hits) if hits else float("nan")}
     return result
 
@@ -169,8 +169,8 @@ def write_report(path: Path, run: RunFolder, summary: dict) -> Path:
         about = f'<p id="about">{PHANTOM_NOTE}</p>'
         pointing = f"""<h2>Where the heatmaps point</h2>
 <p id="lesions">Lesion hit rate (pointing game: the Grad-CAM peak within 15 px of a known lesion):
-<strong>{lesions['hit_rate']:.3f}</strong> ({lesions['hits']} of {lesions['pneumonia_phantoms']} PNEUMONIA
-phantoms).</p>"""
+<strong>{lesions['hit_rate']:.3f}</strong> ({lesions['hits']} of {lesions['lesion_phantoms']}
+phantoms with a lesion).</p>"""
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:24px;color:#1d2330}} table td,table th{{padding:4px 10px}}

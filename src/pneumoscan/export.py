@@ -1,10 +1,10 @@
 """Stage 7 of the pipeline: a model that predicts *and* explains without PyTorch, plus its model card.
 
-``ServingGraph`` maps an image batch to (class probabilities, Grad-CAM heatmap of the PNEUMONIA
+``ServingGraph`` maps an image batch to (class probabilities, a Grad-CAM heatmap of each class's
 evidence at input resolution, population-shift score, probability that the image is of the model's
 modality: see ``input_checks``). The heatmap's gradient is the head's closed form
-(``explain.ClosedFormGradCAM``), so the ONNX graph needs no autograd. The ONNX file carries its
-preprocessing, threshold, class names and input-check limits as metadata; every export is checked
+(``explain.ClosedFormGradCAM``), so the ONNX graph needs no autograd. The ONNX file carries the
+model's description (``model_description``) as metadata, and the card is written from it; every export is checked
 against PyTorch through ``screen.Screener``, the object every entry point screens with.
 """
 
@@ -20,8 +20,9 @@ import torch
 
 from pneumoscan.checkpoint import LoadedModel, load_model, resolve_model_path
 from pneumoscan.data import evenly_spaced, load_samples, read_split, stack_inputs
-from pneumoscan.graph import METADATA_KEY, OUTPUTS, ServingGraph, check_limits, model_metadata
-from pneumoscan.input_checks import POPULATION_LIMIT
+from pneumoscan.data.tasks import with_article
+from pneumoscan.graph import METADATA_KEY, OUTPUTS, ServingGraph, model_metadata
+from pneumoscan.model_description import checks_sentence
 from pneumoscan.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
@@ -98,48 +99,25 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def model_card(loaded: LoadedModel, run_dir: Path | None, files: list[Path], parity: dict | None) -> dict:
-    """What a user or reviewer needs to know before trusting the model, as data."""
-    metrics_file = RunFolder(run_dir).metrics if run_dir else None
-    metrics = json.loads(metrics_file.read_text()) if metrics_file and metrics_file.exists() else {}
-    settings = loaded.settings or {}
-
-    def summary(split):
-        at = metrics.get(split, {}).get("at_threshold")
-        if not at:
-            return None
-        keys = ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1", "average_precision")
-        values = {k: {"value": at[k], "ci95": at["ci95"].get(k)} for k in keys}
-        return values | {"n": at["n"], "confusion_matrix": at["confusion_matrix"]}
-
+def model_card(loaded: LoadedModel, files: list[Path], parity: dict | None) -> dict:
+    """What a user or reviewer needs to know before trusting the model, as data: its description, the
+    exported files and their parity with PyTorch."""
+    d = loaded.description
     return {
-        "name": f"pneumoscan {loaded.model.arch}",
-        "version": f"{loaded.model.arch}-{sha256_of(files[0])[:12]}",
-        "intended_use": "Research and education: screening support that flags chest X-rays likely to show "
-                        "pneumonia, with a heatmap of the evidence. Not a medical device; not for diagnosis "
-                        "without a radiologist reading the image.",
-        "data": {"training_data": settings.get("data"),
-                 "validation": "patients held out of train (patient-level split)",
-                 "model": loaded.model.arch, "weights": settings.get("weights"), "stages": settings.get("stages")},
-        "preprocessing": loaded.preprocessing.to_dict(),
-        "threshold": {"value": loaded.threshold, "rule": loaded.threshold_rule,
-                      "chosen_on": metrics.get("threshold_on", "validation"),
-                      "ci95_over_validation_patients": metrics.get("threshold_ci95")},
-        "test_metrics": summary("test"),
-        "validation_metrics": summary("validation"),
-        "validation_under_acquisition_shifts": {k: v for k, v in metrics.get("validation_shifted", {}).items()
-                                                if k.startswith(("mean_", "worst_"))} or None,
-        "input_checks": check_limits(loaded.checks),
-        "limitations": [
-            "Trained on one pediatric dataset (Kermany et al. 2018: children aged 1-5, one hospital in Guangzhou); "
-            "performance on adults, other hospitals and other devices is unknown.",
-            "The official test split was acquired differently from train: expect a drop on new data and re-check "
-            "the threshold locally before any use.",
-            "Binary NORMAL vs PNEUMONIA only: other findings are not detected, and bacterial vs viral is not "
-            "told apart.",
-            "Heatmaps show where the model's evidence lies, not the lesion's extent; they can highlight markers or "
-            "borders.",
-        ],
+        "name": d.name,
+        "version": f"{d.arch}-{sha256_of(files[0])[:12]}",
+        "task": d.task, "classes": list(d.classes), "display": d.display, "modality": d.modality,
+        "population": d.population, "intended_use": d.intended_use,
+        "data": {"validation": "held out of train by patient or duplicate group", **d.training},
+        "preprocessing": d.preprocessing,
+        "threshold": {"value": d.threshold, "rule": d.threshold_rule, "chosen_on": d.threshold_on or "validation",
+                      "ci95_over_validation_patients": d.threshold_ci95},
+        "test_metrics": d.metrics.get("test"),
+        "validation_metrics": d.metrics.get("validation"),
+        "validation_under_acquisition_shifts": d.metrics.get("validation_under_acquisition_shifts"),
+        "input_checks": d.input_checks,
+        "limitations": list(d.limitations),
+        "description": d.to_dict(),
         "onnx_parity": parity,
         "files": {p.name: {"sha256": sha256_of(p), "bytes": p.stat().st_size} for p in files},
     }
@@ -147,7 +125,8 @@ def model_card(loaded: LoadedModel, run_dir: Path | None, files: list[Path], par
 
 def card_markdown(card: dict) -> str:
     """The model card as Markdown."""
-    lines = [f"# {card['name']} ({card['version']})", "", "## Intended use", card["intended_use"], "",
+    lines = [f"# {card['name']} ({card['version']})", "", f"Classes: {_class_words(card)}. Modality: "
+             f"{card['modality']}. Validated on {card['population']}.", "", "## Intended use", card["intended_use"], "",
              "## Data", *[f"- {k}: {v}" for k, v in card["data"].items()], "",
              "## Preprocessing", *[f"- {k}: {v}" for k, v in card["preprocessing"].items()], "",
              "## Decision threshold",
@@ -156,14 +135,15 @@ def card_markdown(card: dict) -> str:
     for title, key in (("Test metrics", "test_metrics"), ("Validation metrics", "validation_metrics")):
         if card.get(key):
             lines += [f"## {title} (95% bootstrap CI)", "| metric | value | 95% CI |", "|---|---|---|"]
-            lines += [f"| {k} | {v['value']:.4f} | [{v['ci95'][0]:.4f}, {v['ci95'][1]:.4f}] |"
-                      for k, v in card[key].items() if isinstance(v, dict)]
+            lines += [f"| {k} | {v['value']:.4f} | {_interval(v['ci95'])} |" for k, v in card[key].items()
+                      if isinstance(v, dict)]
             lines.append("")
     if card.get("validation_under_acquisition_shifts"):
         lines += ["## Validation under synthetic acquisition shifts",
                   *[f"- {k}: {v:.4f}" for k, v in card["validation_under_acquisition_shifts"].items()], ""]
     if card.get("input_checks"):
-        lines += ["## Input checks", *_input_check_lines(card["input_checks"]), ""]
+        lines += ["## Input checks", *_input_check_lines(card["input_checks"], card["modality"], card["population"]),
+                  checks_sentence(card["input_checks"]).capitalize() + ".", ""]
     lines += ["## Limitations", *[f"- {item}" for item in card["limitations"]], ""]
     if card.get("onnx_parity"):
         lines += ["## ONNX parity with PyTorch", *[f"- {k}: {v}" for k, v in card["onnx_parity"].items()], ""]
@@ -172,21 +152,24 @@ def card_markdown(card: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _input_check_lines(limits: dict) -> list[str]:
-    refuse = (f"Images that are not a {limits['modality']} (the modality gate's probability under "
+def _interval(ci95) -> str:
+    return f"[{ci95[0]:.4f}, {ci95[1]:.4f}]" if ci95 else ""
+
+
+def _class_words(card: dict) -> str:
+    return ", ".join(f"{name} ({card['display'][name]})" if card["display"].get(name, name) != name else name
+                     for name in card["classes"])
+
+
+def _input_check_lines(limits: dict, modality: str, population: str) -> list[str]:
+    refuse = (f"Images that are not {with_article(modality)} (the modality gate's probability under "
               f"{limits['gate_threshold']:.2f}), blank images and colour images are refused, not scored."
-              if limits.get("gate_threshold") is not None else
-              "Blank and colour images are refused; this model has no modality gate (fitted before it existed).")
-    if "novelty_threshold" not in limits:  # exported before the other-population classifier existed
-        return [refuse, f"Images with a population-shift score over {limits['shift_threshold']:.3f} (the "
-                f"{100 * limits['shift_quantile']:.1f}% quantile of validation images) are scored and flagged: "
-                f"they are unlike {limits['population']}."]
-    limit = limits.get("population_limit", POPULATION_LIMIT)  # models fitted before it was read on examples: 0.5
+              if limits.get("gate_threshold") is not None else "Blank and colour images are refused.")
     classifier = (" or that a classifier fitted on examples of other populations puts there (probability over "
-                  f"{limit:.2f})" if limits.get("other_population_classifier") else "")
+                  f"{limits['population_limit']:.2f})" if limits.get("other_population_classifier") else "")
     return [refuse, f"Images far from the training images' features (novelty over {limits['novelty_threshold']:.3f}, "
             f"the {100 * limits['novelty_quantile']:.1f}% quantile of validation images){classifier} are scored and "
-            f"flagged: they are unlike {limits['population']}."]
+            f"flagged: they are unlike {population}."]
 
 
 def _threshold_interval_lines(threshold: dict) -> list[str]:
@@ -253,7 +236,7 @@ def export_run(model_path: str | Path, out_dir: str | Path, *, fmt: str = "onnx"
                 "quantized": "convolutions to int8 by NNCF; head, heatmap and input checks in float",
                 "check": "measure its metrics against model.onnx before serving it "
                          "(bench/inference.py does on the test split)"}
-    card = model_card(loaded, checkpoint.parent, files, parity)
+    card = model_card(loaded, files, parity)
     if int8:
         card["openvino_int8"] = int8
     card_file = card_path(target)

@@ -1,6 +1,6 @@
 """The screening graph: one forward pass gives the class probabilities, the heatmap and both input-check
 scores. PyTorch runs it as it is (``runtime.TorchModel``); ``export`` writes it as ONNX or TorchScript,
-with ``model_metadata`` (preprocessing, threshold, classes, input-check limits) beside it.
+with ``model_metadata`` (the model's description) beside it.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from torch import nn
 
 from pneumoscan.checkpoint import LoadedModel
 from pneumoscan.explain.gradcam import ClosedFormGradCAM, scale_maps
-from pneumoscan.input_checks import FLAG_ABOVE, NO_CLASSIFIER_BIAS, POPULATION_LIMIT, InputChecks
-from pneumoscan.models import PneumoniaNet
+from pneumoscan.input_checks import NO_CLASSIFIER_BIAS, POPULATION_LIMIT, InputChecks
+from pneumoscan.models import ScreeningNet
 
 METADATA_KEY = "pneumoscan"
 OUTPUTS = ("probabilities", "heatmaps", "shift_score", "modality_probability")
@@ -28,7 +28,7 @@ class ServingGraph(nn.Module):
     last feature map's, as the checks were fitted) and the other-population probability over its limit.
     """
 
-    def __init__(self, model: PneumoniaNet, checks: InputChecks | None = None):
+    def __init__(self, model: ScreeningNet, checks: InputChecks | None = None):
         super().__init__()
         self.trunk, self.tail = model.trunk, model.tail
         self.gradcam = ClosedFormGradCAM(model.head)
@@ -66,25 +66,7 @@ class ServingGraph(nn.Module):
 
 
 def model_metadata(loaded: LoadedModel) -> dict:
-    """What a runtime needs besides the graph: preprocessing, threshold, classes, input checks, provenance."""
-    from pneumoscan import __version__
-
-    checks = loaded.checks
-    names = loaded.classes.names
+    """What a runtime needs besides the graph: the model's description, and what the graph's outputs are."""
     heatmap = ("Grad-CAM of every class on the last feature map, in class order (two classes: the first class's "
                "map explains -logit, the second's +logit); a screening shows its decision's")
-    return {"arch": loaded.model.arch, "preprocessing": loaded.preprocessing.to_dict(), "classes": list(names),
-            "threshold": loaded.threshold, "threshold_rule": loaded.threshold_rule, "pneumoscan_version": __version__,
-            "outputs": list(OUTPUTS), "heatmap": heatmap,
-            "input_checks": check_limits(checks)}
-
-
-def check_limits(checks: InputChecks | None) -> dict | None:
-    """The input checks' limits and words, which the graph's scores are compared with."""
-    if checks is None:
-        return None
-    return {"shift_threshold": FLAG_ABOVE, "novelty_threshold": checks.shift.threshold,
-            "novelty_quantile": checks.shift.quantile, "other_population_classifier": checks.shift.weight is not None,
-            "population_limit": checks.shift.population_limit,
-            "gate_threshold": checks.gate.threshold if checks.gate else None,
-            "modality": checks.modality, "population": checks.population, "shift_layer": checks.shift_layer}
+    return {"outputs": list(OUTPUTS), "heatmap": heatmap, "description": loaded.description.to_dict()}

@@ -1,6 +1,6 @@
 """The two input checks that travel inside every model, with two different answers.
 
-- *Not the model's modality* (for the pneumonia models: not a chest X-ray; a photo, document,
+- *Not the model's modality* (for a chest X-ray model: a photo, document,
   screenshot, noise, another modality, a blank or a colour image): **refused**, never scored. Two
   rules run on the decoded file (blank: grey levels that barely vary; colour: a colourful file, since
   X-rays are grey), and ``ModalityGate`` learns the rest: a logistic regression on the model's pooled
@@ -37,6 +37,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from pneumoscan.data.tasks import with_article
+
 log = logging.getLogger(__name__)
 
 BLANK_STD = 0.01       # grey levels varying less than this: blank, nothing to screen
@@ -49,8 +51,6 @@ RESAMPLINGS = ("blur_1", "lowres_0.5", "sharpen", "jpeg_15")  # data.shifts that
 class InputCheckSettings:
     """How a run fits its input checks (part of the training settings)."""
 
-    modality: str = "chest X-ray"      # what the model screens; a refusal says "not a <modality>"
-    population: str = ""               # who the training images are, for the shift warning ("" = the training data)
     accept: tuple[str, ...] = ()       # more images of the modality (folders or CSVs with a path column):
                                        # other hospitals, ages, devices; never refused for being unlike training
     refuse: tuple[str, ...] = ()       # images of other modalities or body parts (folders or path CSVs)
@@ -126,12 +126,11 @@ SHIFT_LAYERS = ("trunk", "last")  # where the shift score's features are pooled 
 
 @dataclass
 class InputChecks:
-    """What a model knows about its inputs: the gate, the shift score and the words to report them in."""
+    """What a model knows about its inputs: the gate and the shift score (the words to report them in are
+    the model's description's modality and population)."""
 
     shift: PopulationShift
     gate: ModalityGate | None
-    modality: str = "chest X-ray"
-    population: str = "the training images"
     shift_layer: str = "last"          # "trunk": the frozen trunk's pooled output; "last": the last feature map
 
     def to_state(self) -> dict:
@@ -141,7 +140,7 @@ class InputChecks:
                           "population_limit": self.shift.population_limit},
                 "gate": {"weight": self.gate.weight, "bias": self.gate.bias, "threshold": self.gate.threshold}
                 if self.gate else None,
-                "modality": self.modality, "population": self.population, "shift_layer": self.shift_layer}
+                "shift_layer": self.shift_layer}
 
     @classmethod
     def from_state(cls, state: dict) -> InputChecks:
@@ -155,8 +154,6 @@ class InputChecks:
                                          population_limit=float(shift.get("population_limit", POPULATION_LIMIT))),
                    gate=ModalityGate(weight=gate["weight"].float(), bias=float(gate["bias"]),
                                      threshold=float(gate["threshold"])) if gate else None,
-                   modality=state.get("modality", "chest X-ray"),
-                   population=state.get("population", "the training images"),
                    shift_layer=state.get("shift_layer", "last"))
 
 
@@ -170,7 +167,7 @@ def rule_refusal(gray: np.ndarray, colour: float, modality: str) -> str:
     if is_blank(gray):
         return "the image is blank (uniform grey levels); nothing to screen"
     if colour > COLOUR_LIMIT:
-        return f"a colour image (colourfulness {colour:.0f} > {COLOUR_LIMIT:.0f}), not a {modality}"
+        return f"a colour image (colourfulness {colour:.0f} > {COLOUR_LIMIT:.0f}), not {with_article(modality)}"
     return ""
 
 

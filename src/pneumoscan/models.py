@@ -1,6 +1,6 @@
 """Stage 2 of the pipeline: the three classifiers, each split into trunk, tail and head.
 
-Every model is a ``PneumoniaNet``: ``trunk`` (frozen in both training stages, so its output can be
+Every model is a ``ScreeningNet``: ``trunk`` (frozen in both training stages, so its output can be
 computed once per image and cached), ``tail`` (the last block, fine-tuned in stage 2, ending in the
 last feature map that Grad-CAM explains) and ``head`` (GAP -> Dropout -> Linear -> ReLU -> Dropout ->
 Linear to one logit for a two-class task, one per class for more). ``MODELS`` maps names to
@@ -46,7 +46,7 @@ class ClassifierHead(nn.Sequential):
         return relu(linear(pooled))
 
 
-class PneumoniaNet(nn.Module):
+class ScreeningNet(nn.Module):
     """trunk -> tail -> head: the positive class's logit per image (``[B]``) for two classes, else ``[B, K]``."""
 
     def __init__(self, trunk: nn.Module, tail: nn.Module, head: ClassifierHead, *, arch: str,
@@ -68,7 +68,7 @@ class PneumoniaNet(nn.Module):
         """The last feature map before pooling (what Grad-CAM explains), ``[B, C, h, w]``."""
         return self.tail(self.trunk(x))
 
-    def freeze_trunk(self, frozen: bool = True) -> PneumoniaNet:
+    def freeze_trunk(self, frozen: bool = True) -> ScreeningNet:
         """Freeze (or unfreeze) the trunk's parameters; a frozen trunk also keeps its BatchNorm statistics."""
         self.trunk_frozen = frozen
         self.trunk.requires_grad_(not frozen)
@@ -85,7 +85,7 @@ class PneumoniaNet(nn.Module):
             units += grandchildren if is_stage else [child]
         return [u for u in units if any(True for _ in u.parameters())]
 
-    def train_tail_fraction(self, fraction: float) -> PneumoniaNet:
+    def train_tail_fraction(self, fraction: float) -> ScreeningNet:
         """Train only the last ``fraction`` of the tail's blocks; the blocks before stay frozen (and in eval)."""
         if not 0.0 < fraction <= 1.0:
             raise ValueError(f"tail fraction {fraction}: use a value in (0, 1]")
@@ -95,7 +95,7 @@ class PneumoniaNet(nn.Module):
             unit.requires_grad_(i >= self.frozen_tail_units)
         return self.train(self.training)
 
-    def train(self, mode: bool = True) -> PneumoniaNet:
+    def train(self, mode: bool = True) -> ScreeningNet:
         super().train(mode)
         self.trunk.train(mode and not self.trunk_frozen)
         for unit in self.tail_units()[:self.frozen_tail_units]:
@@ -106,7 +106,7 @@ class PneumoniaNet(nn.Module):
 class TailAndHead(nn.Module):
     """A model's tail -> head, applied to trunk activations (shares the model's modules)."""
 
-    def __init__(self, model: PneumoniaNet):
+    def __init__(self, model: ScreeningNet):
         super().__init__()
         self.tail, self.head = model.tail, model.head
 
@@ -122,7 +122,7 @@ def _make_head(in_features: int, head_hidden: int, dropout_in: float, dropout_hi
 
 def densenet121(*, weights: str | Path | WeightsEnum | None = None, allow_partial_weights: bool = False,
                 head_hidden: int = 128, dropout_in: float = 0.5, dropout_hidden: float = 0.3,
-                preprocessing: Preprocessing | None = None, outputs: int = 1) -> PneumoniaNet:
+                preprocessing: Preprocessing | None = None, outputs: int = 1) -> ScreeningNet:
     """DenseNet121: trunk = conv0..transition3, tail = denseblock4 + norm5 + ReLU (1024 x 7 x 7)."""
     backbone = torchvision.models.densenet121()
     load_backbone_weights(backbone, weights, torchvision.models.DenseNet121_Weights, allow_partial_weights)
@@ -131,13 +131,13 @@ def densenet121(*, weights: str | Path | WeightsEnum | None = None, allow_partia
     tail = nn.Sequential(backbone.features.denseblock4, backbone.features.norm5, nn.ReLU())
     head = _make_head(1024, head_hidden, dropout_in, dropout_hidden, outputs)
     kwargs = dict(head_hidden=head_hidden, dropout_in=dropout_in, dropout_hidden=dropout_hidden, outputs=outputs)
-    return PneumoniaNet(trunk, tail, head, arch="densenet121", arch_kwargs=kwargs,
+    return ScreeningNet(trunk, tail, head, arch="densenet121", arch_kwargs=kwargs,
                         preprocessing=preprocessing or Preprocessing())
 
 
 def resnet50(*, weights: str | Path | WeightsEnum | None = None, allow_partial_weights: bool = False,
              head_hidden: int = 128, dropout_in: float = 0.5, dropout_hidden: float = 0.3,
-             preprocessing: Preprocessing | None = None, outputs: int = 1) -> PneumoniaNet:
+             preprocessing: Preprocessing | None = None, outputs: int = 1) -> ScreeningNet:
     """ResNet50: trunk = conv1..layer3, tail = layer4 (2048 x 7 x 7). L2 comes from AdamW's weight decay."""
     backbone = torchvision.models.resnet50()
     load_backbone_weights(backbone, weights, torchvision.models.ResNet50_Weights, allow_partial_weights)
@@ -146,7 +146,7 @@ def resnet50(*, weights: str | Path | WeightsEnum | None = None, allow_partial_w
     tail = nn.Sequential(backbone.layer4)
     head = _make_head(2048, head_hidden, dropout_in, dropout_hidden, outputs)
     kwargs = dict(head_hidden=head_hidden, dropout_in=dropout_in, dropout_hidden=dropout_hidden, outputs=outputs)
-    return PneumoniaNet(trunk, tail, head, arch="resnet50", arch_kwargs=kwargs,
+    return ScreeningNet(trunk, tail, head, arch="resnet50", arch_kwargs=kwargs,
                         preprocessing=preprocessing or Preprocessing())
 
 
@@ -157,7 +157,7 @@ def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
 
 def baseline_cnn(*, weights: str | Path | None = None, width: int = 16, blocks: int = 5,
                  head_hidden: int = 128, dropout_in: float = 0.5, dropout_hidden: float = 0.3,
-                 preprocessing: Preprocessing | None = None, outputs: int = 1) -> PneumoniaNet:
+                 preprocessing: Preprocessing | None = None, outputs: int = 1) -> ScreeningNet:
     """A small CNN trained from scratch: ``blocks`` x (conv3x3-BN-ReLU-maxpool), doubling ``width``."""
     preprocessing = preprocessing or Preprocessing()
     channels = [preprocessing.channels] + [width * 2 ** i for i in range(blocks)]
@@ -165,7 +165,7 @@ def baseline_cnn(*, weights: str | Path | None = None, width: int = 16, blocks: 
     head = _make_head(channels[-1], head_hidden, dropout_in, dropout_hidden, outputs)
     kwargs = dict(width=width, blocks=blocks, head_hidden=head_hidden, dropout_in=dropout_in,
                   dropout_hidden=dropout_hidden, outputs=outputs)
-    model = PneumoniaNet(nn.Identity(), tail, head, arch="baseline_cnn", arch_kwargs=kwargs,
+    model = ScreeningNet(nn.Identity(), tail, head, arch="baseline_cnn", arch_kwargs=kwargs,
                          preprocessing=preprocessing)
     if weights is not None:
         model.load_state_dict(_read_state_dict(weights))
@@ -176,7 +176,7 @@ MODELS = {"densenet121": densenet121, "resnet50": resnet50, "baseline_cnn": base
 PRETRAINED = {"densenet121", "resnet50"}  # the models whose trunk starts from ImageNet weights
 
 
-def build_model(name: str, **kwargs) -> PneumoniaNet:
+def build_model(name: str, **kwargs) -> ScreeningNet:
     """Build a model by name (see ``MODELS``) with the builder's keyword arguments."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}: choose one of {sorted(MODELS)}")

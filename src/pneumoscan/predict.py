@@ -2,7 +2,7 @@
 
 ``write_screenings_csv`` writes what ``screen.Screener`` said about each file (scored with its
 probabilities and flag, refused with the reason, unreadable with the problem): the CSV of
-``pneumoscan predict``. ``predict_logits`` runs a bare ``PneumoniaNet`` over image files; training
+``pneumoscan predict``. ``predict_logits`` runs a bare ``ScreeningNet`` over image files; training
 uses it on validation images before the model and its input checks exist. Everything that screens
 a finished model goes through ``screen.Screener`` instead.
 """

@@ -4,7 +4,7 @@ probabilities, heatmap and input-check scores out, as a dict keyed by ``graph.OU
 ``load_runtime(path)`` gives an ``OnnxModel`` for a ``.onnx`` file (no PyTorch needed to run it) and
 a ``TorchModel`` for a run folder or ``model.pt``; ``runtime="openvino"`` runs the same ``.onnx`` with
 OpenVINO, whose bf16 mode is the fastest CPU path on processors with bf16 matrix instructions. Each
-carries the model's metadata (preprocessing, classes, threshold, input-check limits); nothing here
+carries the model's description (``model_description``); nothing here
 decides anything: ``screen.Screener`` does, for every entry point.
 """
 
@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from pneumoscan.data.preprocess import Preprocessing
+from pneumoscan.model_description import ModelDescription
 
 
 class TorchModel:
@@ -142,19 +143,17 @@ def _openvino_metadata(path: Path, model) -> dict:
 
 
 def _read_metadata(model, path: Path, custom: dict) -> None:
-    """Set ``metadata``, ``preprocessing``, ``classes``, ``threshold`` and ``limits`` (the input checks')."""
+    """Set ``metadata``, ``description`` and the ``preprocessing`` it names."""
     from pneumoscan.graph import OUTPUTS
 
     if "pneumoscan" not in custom:
-        raise ValueError(f"{path}: not exported by pneumoscan (no preprocessing/threshold metadata)")
+        raise ValueError(f"{path}: not exported by pneumoscan (no model description in its metadata)")
     model.metadata = json.loads(custom["pneumoscan"])
-    if tuple(model.metadata.get("outputs", ())) != OUTPUTS:
-        raise ValueError(f"{path}: exported by an older pneumoscan (outputs {model.metadata.get('outputs')}); "
-                         f"export the run again with this version")
-    model.preprocessing = Preprocessing.from_dict(model.metadata["preprocessing"])
-    model.classes = tuple(model.metadata["classes"])
-    model.threshold = float(model.metadata["threshold"])
-    model.limits = model.metadata.get("input_checks")
+    if tuple(model.metadata.get("outputs", ())) != OUTPUTS or "description" not in model.metadata:
+        raise ValueError(f"{path}: exported by an older pneumoscan (no model description, or outputs "
+                         f"{model.metadata.get('outputs')}); export the run again with this version")
+    model.description = ModelDescription.from_dict(model.metadata["description"])
+    model.preprocessing = Preprocessing.from_dict(model.description.preprocessing)
 
 
 RUNTIMES = ("auto", "pytorch", "onnxruntime", "openvino")

@@ -26,7 +26,9 @@ from tqdm.auto import tqdm
 
 from pneumoscan.data.io import MAX_PIXELS, ImageLoadError, read_image
 from pneumoscan.data.records import expand_inputs
+from pneumoscan.data.tasks import with_article
 from pneumoscan.input_checks import rule_refusal
+from pneumoscan.model_description import ModelDescription
 from pneumoscan.runtime import load_runtime
 
 log = logging.getLogger(__name__)
@@ -67,16 +69,18 @@ class Screening:
 
 
 class Screener:
-    """A model with its preprocessing, classes, threshold and input checks, behind one ``screen`` call."""
+    """A model with its description (preprocessing, classes, threshold, words) and input checks, behind one
+    ``screen`` call."""
 
     def __init__(self, engine, *, max_pixels: int = MAX_PIXELS):
         self.engine = engine
         self.max_pixels = max_pixels
         self.preprocessing = engine.preprocessing
-        self.classes: tuple[str, ...] = engine.classes
-        self.threshold: float = engine.threshold
-        self.limits: dict = engine.limits or {}
-        self.modality: str = self.limits.get("modality", "chest X-ray")
+        self.description: ModelDescription = engine.description
+        self.classes: tuple[str, ...] = self.description.classes
+        self.threshold: float = self.description.threshold
+        self.limits: dict = self.description.input_checks or {}
+        self.modality: str = self.description.modality
 
     @property
     def runtime(self) -> str:
@@ -143,12 +147,12 @@ class Screener:
         gate_threshold = self.limits.get("gate_threshold")
         if gate_threshold is not None and modality < gate_threshold:
             return Screening(name, REFUSED, modality_probability=modality, shift_score=shift,
-                             reason=f"this does not look like a {self.modality} (modality probability "
+                             reason=f"this does not look like {with_article(self.modality)} (modality probability "
                                     f"{modality:.3f} < {gate_threshold:.2f}); it was not scored")
         probabilities = {c: float(p) for c, p in zip(self.classes, out["probabilities"])}
         flag_threshold = self.limits.get("shift_threshold")
         flagged = flag_threshold is not None and shift > flag_threshold
-        warning = (f"unlike {self.limits.get('population', 'the training images')}, on which the model was trained "
+        warning = (f"unlike {self.description.population}, on which the model was trained "
                    f"and validated (population-shift score {shift:.2f} > {flag_threshold:.2f}): its output is "
                    f"less reliable here" if flagged else "")
         label = self.decide(probabilities)

@@ -2,7 +2,7 @@
 
 The default objective is the score over validation images pooled with their acquisition-shifted
 copies (``data.shifts``): ROC-AUC for two classes, accuracy for more (the score training stops on).
-Clean validation AUC sits near 1.0 on the pneumonia task, where a search would chase noise, while the
+Clean validation AUC sits near 1.0 on the default chest X-ray task, where a search would chase noise, while the
 shifted copies separate models that transfer from those that do not.
 
 Trials are cheap because they train on the cached frozen-trunk activations of the core pipeline

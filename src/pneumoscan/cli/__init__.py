@@ -17,7 +17,7 @@ USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryErro
 COMMANDS = {"train": commands.cmd_train, "evaluate": commands.cmd_evaluate, "predict": commands.cmd_predict,
             "checks": commands.cmd_checks, "explain": commands.cmd_explain, "export": commands.cmd_export,
             "serve": commands.cmd_serve, "compare": commands.cmd_compare, "tune": commands.cmd_tune,
-            "demo": commands.cmd_demo, "cache": commands.cmd_cache}
+            "demo": commands.cmd_demo, "describe": commands.cmd_describe, "cache": commands.cmd_cache}
 
 
 def main(argv: list[str] | None = None) -> int:

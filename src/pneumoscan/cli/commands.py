@@ -221,6 +221,14 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_describe(args) -> int:
+    from pneumoscan.screen import load
+
+    description = load(args.model).description
+    print(json.dumps(description.to_dict(), indent=2) if args.json else "\n".join(description.summary_lines()))
+    return 0
+
+
 def cmd_serve(args) -> int:
     import uvicorn
 
@@ -268,8 +276,8 @@ def cmd_demo(args) -> int:
     _print_summary(Path(args.out) / "run")
     lesions = summary.get("lesions")
     if lesions:
-        print(f"lesion hit rate {lesions['hit_rate']:.3f} ({lesions['hits']} of {lesions['pneumonia_phantoms']} "
-              f"PNEUMONIA phantoms: the Grad-CAM peak on a known lesion)")
+        print(f"lesion hit rate {lesions['hit_rate']:.3f} ({lesions['hits']} of {lesions['lesion_phantoms']} "
+              f"phantoms with a lesion: the Grad-CAM peak on it)")
         print("this phantom model refuses real chest X-rays by design; for a real one: make demo DATA=ROOT")
     else:
         from pneumoscan.train.recipes import QUICK_NOTE

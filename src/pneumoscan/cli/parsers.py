@@ -94,7 +94,7 @@ def _add_explain(sub) -> None:
     p.add_argument("--model", required=True, help="run folder or model.pt")
     p.add_argument("--method", default="gradcam", choices=METHODS)
     p.add_argument("--target", default="predicted",
-                   help="the class whose evidence is shown: predicted (default) or a class name, e.g. PNEUMONIA")
+                   help="the class whose evidence is shown: predicted (default) or a class name, e.g. NORMAL")
     p.add_argument("--scale", default="image", choices=SCALES,
                    help="image: each map min-max scaled; probability: also times the explained class's probability, "
                         "so maps compare across images")
@@ -192,6 +192,16 @@ def _add_demo(sub) -> None:
     p.add_argument("--epochs", type=int, default=12, help="phantoms: epochs of the baseline CNN")
 
 
+def _add_describe(sub) -> None:
+    p = sub.add_parser("describe", help="what a model is: task, classes, modality, population, threshold, checks, "
+                                        "metrics",
+                       description="Print a model's description (saved in model.pt and embedded in exported files): "
+                                   "its task and classes, the modality it screens, the population it was validated "
+                                   "on, its intended use, threshold, input checks, metrics and limitations.")
+    p.add_argument("model", help="run folder, model.pt, exported model.onnx or OpenVINO .xml")
+    p.add_argument("--json", action="store_true", help="print it as JSON")
+
+
 def _add_cache(sub) -> None:
     p = sub.add_parser("cache", help="where the activation cache is and how big; --clear frees it",
                        description="Training caches what the frozen trunk computes (reused by every later run on the "
@@ -208,6 +218,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings only")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_train, _add_evaluate, _add_predict, _add_checks, _add_explain, _add_export, _add_serve,
-                _add_compare, _add_tune, _add_demo, _add_cache):
+                _add_compare, _add_tune, _add_demo, _add_describe, _add_cache):
         add(sub)
     return parser

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-CLASSES: tuple[str, str] = ("NORMAL", "PNEUMONIA")  # the pneumonia task's classes
+CLASSES: tuple[str, str] = ("NORMAL", "PNEUMONIA")  # the default task's classes (Kermany chest X-rays)
 POSITIVE = 1  # with two classes, the index of the positive class (the single logit's)
 
 
@@ -48,7 +48,7 @@ class ClassMap:
                          f"or 0..{len(self.names) - 1}")
 
 
-PNEUMONIA_TASK = ClassMap(CLASSES, {"NORMAL": 0, "PNEUMONIA": 1})
+DEFAULT_TASK = ClassMap(CLASSES, {"NORMAL": 0, "PNEUMONIA": 1})
 
 
 def class_map(found: list[str], spec: str = "") -> ClassMap:
@@ -57,7 +57,7 @@ def class_map(found: list[str], spec: str = "") -> ClassMap:
     found = sorted(set(found))
     if not spec:
         if {f.upper() for f in found} <= {"0", "1", *CLASSES}:
-            return PNEUMONIA_TASK  # Kermany labels, by name or 0/1
+            return DEFAULT_TASK  # Kermany labels, by name or 0/1
         return ClassMap(tuple(found), {name: i for i, name in enumerate(found)})
     pairs = [item.split("=", 1) for item in spec.split(",") if item.strip()]
     if any(len(p) != 2 for p in pairs):
@@ -78,4 +78,4 @@ def class_map(found: list[str], spec: str = "") -> ClassMap:
 
 def label_index(value: str | int) -> int:
     """A Kermany label ("NORMAL", "pneumonia", "0", 1) as its class index."""
-    return PNEUMONIA_TASK.index(value)
+    return DEFAULT_TASK.index(value)

@@ -102,10 +102,10 @@ class Augmentation:
     noise_std: float = 0.02                            # acquisition: additive Gaussian noise
     p_acquisition: float = 0.8                         # chance each acquisition change is applied
 
-    # Why these acquisition ranges: train NORMAL images come from higher-resolution originals than
-    # PNEUMONIA ones, so a model can learn "sharp = normal". Under blur or 4x lower resolution, a model
-    # trained with the recipe alone kept its AUC but lost specificity (0.47 on shifted validation);
-    # with these ranges the worst shifted specificity was 0.83 (see bench/results/robustness.json).
+    # Why these acquisition ranges: in the default chest X-ray data, train images of the negative class come from
+    # higher-resolution originals than positive ones, so a model can learn "sharp = negative". Under blur or 4x
+    # lower resolution, a model trained with the recipe alone kept its AUC but lost specificity (0.47 on shifted
+    # validation); with these ranges the worst shifted specificity was 0.83 (see bench/results/robustness.json).
 
     @classmethod
     def recipe(cls) -> Augmentation:

@@ -13,7 +13,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from pneumoscan.data.io import ImageLoadError, load_image, looks_like_image
-from pneumoscan.data.labels import ClassMap, class_map
+from pneumoscan.data.labels import CLASSES, ClassMap, class_map
 from pneumoscan.data.samples import Sample, patient_id
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def scan_kaggle_split(root: str | Path, split: str, classes: ClassMap | None = N
     folders = class_folders(split_dir)
     if classes is None and len(folders) < 2:
         raise FileNotFoundError(f"{split_dir}: only the class folder {folders}; a task needs one folder per class "
-                                "(the pneumonia task: NORMAL and PNEUMONIA)")
+                                f"(the default task: {' and '.join(CLASSES)})")
     classes = classes or class_map(folders)
     samples = []
     for folder in folders:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
+from pneumoscan.data.labels import CLASSES
 from pneumoscan.data.samples import Sample, patient_id
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def evenly_spaced(total: int, count: int) -> np.ndarray:
     return np.unique(np.linspace(0, total - 1, count).round().astype(int))
 
 
-def describe_split(samples: list[Sample], names: tuple[str, ...] = ("NORMAL", "PNEUMONIA")) -> str:
+def describe_split(samples: list[Sample], names: tuple[str, ...] = CLASSES) -> str:
     """A one-line summary: images, patients (or duplicate groups) and images per class."""
     counts = Counter(s.label for s in samples)
     return (f"{len(samples)} images, {len({s.patient for s in samples})} patients, "

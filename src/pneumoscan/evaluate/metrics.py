@@ -1,7 +1,7 @@
 """Binary screening metrics, bootstrap confidence intervals and decision-threshold rules.
 
-Labels are 0 = NORMAL, 1 = PNEUMONIA; scores are PNEUMONIA probabilities. A case is called
-PNEUMONIA when its probability is >= the threshold.
+Labels are 0 = negative, 1 = positive class (``data.labels``: index 1 of a two-class task); scores are
+positive-class probabilities. A case is called positive when its probability is >= the threshold.
 """
 
 from __future__ import annotations

@@ -17,10 +17,10 @@ from pneumoscan.data.records import Sample
 from pneumoscan.data.shifts import SHIFTS
 from pneumoscan.device import autocast_for
 from pneumoscan.evaluate.metrics import binary_metrics
-from pneumoscan.models import PneumoniaNet, TailAndHead
+from pneumoscan.models import ScreeningNet, TailAndHead
 
 
-def shifted_logits(model: PneumoniaNet, samples: list[Sample], *, shifts: tuple[str, ...] = tuple(SHIFTS),
+def shifted_logits(model: ScreeningNet, samples: list[Sample], *, shifts: tuple[str, ...] = tuple(SHIFTS),
                    cache_dir: str | None = None, precision: str = "bf16", device: torch.device | str = "cpu",
                    workers: int = 2, engine: str = "auto") -> np.ndarray:
     """Logits ``[len(samples), len(shifts)]`` (one logit) or ``[len(samples), len(shifts), K]`` (K class logits);

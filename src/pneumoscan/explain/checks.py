@@ -17,10 +17,11 @@ import torch
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
+from pneumoscan.data.labels import CLASSES, POSITIVE
 from pneumoscan.device import autocast_for
 from pneumoscan.explain.gradcam import probabilities_of
 from pneumoscan.explain.methods import explain, rank_correlation
-from pneumoscan.models import PneumoniaNet
+from pneumoscan.models import ScreeningNet
 
 
 def _is_stage(module: nn.Module) -> bool:
@@ -29,7 +30,7 @@ def _is_stage(module: nn.Module) -> bool:
     return len(children) > 1 and all(list(c.children()) for c in children)
 
 
-def randomization_order(model: PneumoniaNet) -> list[tuple[str, nn.Module]]:
+def randomization_order(model: ScreeningNet) -> list[tuple[str, nn.Module]]:
     """The model's blocks from the output down: head, the tail's blocks (last first), the trunk's."""
     def children_reversed(prefix, module):
         blocks = []
@@ -42,7 +43,7 @@ def randomization_order(model: PneumoniaNet) -> list[tuple[str, nn.Module]]:
     return [("head", model.head)] + children_reversed("tail", model.tail) + children_reversed("trunk", model.trunk)
 
 
-def last_block_prefix(model: PneumoniaNet) -> str:
+def last_block_prefix(model: ScreeningNet) -> str:
     """The model's last block: denseblock4 (DenseNet121), layer4 (ResNet50), the last conv block (baseline)."""
     named = [(name, child) for name, child in model.tail.named_children() if list(child.parameters())]
     return f"tail.{[name for name, child in named if list(child.children())][-1]}"
@@ -57,14 +58,14 @@ def _reinitialize(module: nn.Module, generator_seed: int) -> None:
             sub.reset_running_stats()
 
 
-def cascading_randomization(model: PneumoniaNet, images: torch.Tensor, *, method: str = "gradcam",
-                            seed: int = 0) -> list[dict]:
-    """Mean Spearman correlation between original and randomized-model maps, block by block.
+def cascading_randomization(model: ScreeningNet, images: torch.Tensor, *, method: str = "gradcam",
+                            target: str = CLASSES[POSITIVE], seed: int = 0) -> list[dict]:
+    """Mean Spearman correlation between original and randomized-model maps of class ``target``, block by block.
 
     Row ``k`` has every block up to and including ``block`` re-initialized; ``last_block`` marks
     the row where the model's last block (``last_block_prefix``) has been randomized entirely.
     """
-    original = explain(model, images, method=method, target="pneumonia").heatmaps
+    original = explain(model, images, method=method, target=target).heatmaps
     randomized = copy.deepcopy(model).eval()
     blocks = dict(randomization_order(randomized))
     prefix = last_block_prefix(randomized)
@@ -72,7 +73,7 @@ def cascading_randomization(model: PneumoniaNet, images: torch.Tensor, *, method
     curve = []
     for step, (name, module) in enumerate(blocks.items()):
         _reinitialize(module, seed + step)
-        maps = explain(randomized, images, method=method, target="pneumonia").heatmaps
+        maps = explain(randomized, images, method=method, target=target).heatmaps
         rho = [rank_correlation(a, b) for a, b in zip(original, maps)]
         curve.append({"block": name, "rank_corr": float(np.mean(rho)),
                       "last_block": name == last_block})

@@ -1,4 +1,4 @@
-"""Fast Grad-CAM for a ``PneumoniaNet`` (one logit or one per class), with no hooks and no backbone
+"""Fast Grad-CAM for a ``ScreeningNet`` (one logit or one per class), with no hooks and no backbone
 backward pass.
 
 Grad-CAM needs the gradient of the explained score only with respect to the last feature map A.
@@ -28,9 +28,9 @@ from torch import nn
 
 from pneumoscan.data.labels import CLASSES
 from pneumoscan.device import autocast_for
-from pneumoscan.models import ClassifierHead, PneumoniaNet
+from pneumoscan.models import ClassifierHead, ScreeningNet
 
-TARGETS = ("predicted", "pneumonia", "normal")  # or any class name of the model
+TARGETS = ("predicted",)  # or any class name of the model
 SCALES = ("image", "probability")
 EPS = 1e-7  # pytorch-grad-cam's guard in its min-max scaling
 
@@ -55,8 +55,7 @@ class Explanation:
 
 def explained_classes(target: str, logits: torch.Tensor, classes: tuple[str, ...] = CLASSES,
                       threshold: float = 0.5) -> torch.Tensor:
-    """The class index to explain per image: the predicted class, or the named one (for the pneumonia
-    models ``pneumonia`` and ``normal`` name theirs)."""
+    """The class index to explain per image: the predicted class, or the one named (any case)."""
     names = [c.lower() for c in classes]
     if target == "predicted":
         if logits.ndim == 1:
@@ -87,7 +86,7 @@ def scale_maps(cams: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return minmax(resized)
 
 
-def gradcam(model: PneumoniaNet, images: torch.Tensor, *, target: str = "predicted", threshold: float = 0.5,
+def gradcam(model: ScreeningNet, images: torch.Tensor, *, target: str = "predicted", threshold: float = 0.5,
             precision: str = "fp32", classes: tuple[str, ...] = CLASSES, scale: str = "image",
             explained: torch.Tensor | None = None) -> Explanation:
     """Grad-CAM of ``model`` (in eval mode) on a batch ``[B, C, H, W]``; gradients through the head only.

@@ -17,7 +17,7 @@ from torchvision.transforms.v2 import functional as TF
 from pneumoscan.data.labels import CLASSES
 from pneumoscan.device import autocast_for
 from pneumoscan.explain.gradcam import Explanation, explained_classes, explanation_of, gradcam
-from pneumoscan.models import PneumoniaNet
+from pneumoscan.models import ScreeningNet
 
 LIBRARY_CAMS = {
     "gradcam_reference": GradCAM,  # pytorch-grad-cam's own Grad-CAM: the reference for parity and speed
@@ -31,7 +31,7 @@ LIBRARY_CAMS = {
 METHODS = ("gradcam", *LIBRARY_CAMS, "integrated_gradients")
 
 
-def explain(model: PneumoniaNet, images: torch.Tensor, *, method: str = "gradcam", target: str = "predicted",
+def explain(model: ScreeningNet, images: torch.Tensor, *, method: str = "gradcam", target: str = "predicted",
             threshold: float = 0.5, precision: str = "fp32", classes: tuple[str, ...] = CLASSES,
             scale: str = "image", explained: torch.Tensor | None = None) -> Explanation:
     """Heatmaps of ``method`` for a batch of network inputs; ``target`` picks the explained class
@@ -59,7 +59,7 @@ def explain(model: PneumoniaNet, images: torch.Tensor, *, method: str = "gradcam
     return explanation_of(cams, logits, explained, images.shape[-2:], method, scale)
 
 
-def _integrated_gradients(model: PneumoniaNet, images: torch.Tensor, explained: torch.Tensor, *,
+def _integrated_gradients(model: ScreeningNet, images: torch.Tensor, explained: torch.Tensor, *,
                           steps: int = 24) -> torch.Tensor:
     """Positive Integrated-Gradients evidence, summed over channels and smoothed (sigma 3 px).
 

@@ -4,8 +4,9 @@ The handler only parses the upload and formats what ``screen.Screener`` decides,
 CLI and the Python API screen with. Every input that is not scored gets a 4xx whose JSON says what
 is wrong (``detail``) and how screening ended (``status``): too large (413), an unsupported type
 (415), a corrupt or truncated file or too many pixels (``unreadable``, 422 or 413), blank, colour
-or not a chest X-ray (``refused``, 422). A chest X-ray unlike the training population is scored and
-comes back ``flagged``, with a warning.
+or not of the model's modality (``refused``, 422). An image of the modality unlike the training population
+is scored and comes back ``flagged``, with a warning. ``/v1/model`` is the model's description, which the
+page reads for its words.
 """
 
 from __future__ import annotations
@@ -77,11 +78,11 @@ def create_app(model_path: str | Path, *, max_upload_bytes: int = 20 * 1024 * 10
     answered 413, and one that stalls for ``stall_seconds`` 408 (``serve.limits``)."""
     model_path = Path(model_path)
     screener = load(model_path, precision=precision, runtime=runtime_name, max_pixels=max_pixels)
-    card = load_model_card(model_path) or {"metadata": screener.engine.metadata}
-    version = card.get("version") or f"{screener.engine.metadata.get('arch', 'model')}@{model_path.name}"
+    described = screener.description
+    card = load_model_card(model_path)
+    version = card.get("version") or f"{described.arch}@{model_path.name}"
     app = FastAPI(title="pneumoscan", version=__version__,
-                  description="Explainable pneumonia screening on chest X-rays. Research use only: not a "
-                              "medical device; a radiologist must read every image.")
+                  description=f"{described.name}. {described.intended_use}")
     app.add_middleware(BodyLimits, max_bytes=max_upload_bytes, stall_seconds=stall_seconds)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -95,11 +96,11 @@ def create_app(model_path: str | Path, *, max_upload_bytes: int = 20 * 1024 * 10
     @app.get("/v1/model")
     def model_card() -> dict:
         return {"version": version, "runtime": screener.runtime, "precision": screener.precision,
-                "classes": list(screener.classes), "threshold": screener.threshold, "input_checks": screener.limits,
-                "preprocessing": screener.preprocessing.to_dict(), "card": card}
+                "name": described.name, **described.to_dict(), "card": card}
 
     @app.post("/v1/predict")
-    async def predict(file: UploadFile = File(..., description="a chest X-ray: JPEG, PNG, BMP, TIFF or DICOM"),
+    async def predict(file: UploadFile = File(..., description="an image of the model's modality: JPEG, PNG, BMP, "
+                                                                "TIFF or DICOM"),
                       heatmap: bool = Query(False, description="include the Grad-CAM overlay as PNG images"),
                       output: str = Query("json", pattern="^(json|dicom)$",
                                           description="json, or dicom: a Secondary Capture of the overlay"),

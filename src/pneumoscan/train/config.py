@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 
 from pneumoscan.cache import ENGINES
 from pneumoscan.data.preprocess import INTENSITY_MODES, Augmentation
+from pneumoscan.data.tasks import TaskSettings
 from pneumoscan.evaluate.metrics import THRESHOLD_RULES
 from pneumoscan.input_checks import InputCheckSettings
 from pneumoscan.models import MODELS, PRETRAINED
@@ -32,9 +33,9 @@ class TrainConfig:
     dropout_hidden: float = 0.3
     seed: int = 0                      # one seed for the split, augmentation, init and batch order
     val_fraction: float = 0.15         # share of train patients (or duplicate groups) held out for validation
-    group_by: str = "patient"          # what stays on one side of the split: "patient" (from Kermany file names;
-                                       # other names are their own patient) or "duplicates" (exact and near
-                                       # duplicate images, by perceptual hash: data.duplicates)
+    group_by: str = "patient"          # what stays on one side of the split: "patient" (read from file names
+                                       # such as person12_bacteria_3.jpeg; other names are their own patient)
+                                       # or "duplicates" (exact and near duplicate images, by perceptual hash)
     split: str = ""                    # reuse a split.csv from an earlier run instead of drawing one
     image_size: int = 224              # square input side
     intensity: str = "none"            # per-image intensity normalization: "none" or "percentile"
@@ -81,6 +82,8 @@ class TrainConfig:
     test_split: str = "test"           # split evaluated once at the end ("" to skip)
     n_boot: int = 1000                 # bootstrap resamples for confidence intervals
     input_checks: InputCheckSettings = field(default_factory=InputCheckSettings)  # refuse / flag (input_checks)
+    task: TaskSettings = field(default_factory=TaskSettings)  # the task's words for its description (data.tasks):
+                                       # modality, population, intended use...; "" = task.json or the data's defaults
 
     def __post_init__(self):
         if self.model not in MODELS:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +14,9 @@ import numpy as np
 from pneumoscan import settings as settings_io
 from pneumoscan.cache import batched_logits
 from pneumoscan.check_fitting import fit_input_checks, model_features
-from pneumoscan.checkpoint import LoadedModel, replace_checks, save_model
+from pneumoscan.checkpoint import LoadedModel, replace_checks, save_model, training_facts
 from pneumoscan.data.io import load_image
-from pneumoscan.data.labels import PNEUMONIA_TASK, ClassMap
+from pneumoscan.data.labels import DEFAULT_TASK, ClassMap
 from pneumoscan.data.records import Sample, find_unreadable, load_samples
 from pneumoscan.data.shifts import SHIFTS
 from pneumoscan.data.split import evenly_spaced, read_split
@@ -30,7 +31,8 @@ from pneumoscan.evaluate.robustness import (
     shifted_logits,
 )
 from pneumoscan.input_checks import InputChecks, InputCheckSettings, shift_layer_of
-from pneumoscan.models import PneumoniaNet, TailAndHead
+from pneumoscan.model_description import describe, metric_summary, task_words
+from pneumoscan.models import ScreeningNet, TailAndHead
 from pneumoscan.predict import predict_logits, sigmoid, softmax
 from pneumoscan.run_folder import RunFolder
 from pneumoscan.screen import load as load_screener
@@ -41,7 +43,7 @@ from pneumoscan.train.stages import cache_rows, clean_activations, pooling
 log = logging.getLogger(__name__)
 
 
-def fit_run_input_checks(model: PneumoniaNet, config: TrainConfig, settings: InputCheckSettings, splits,
+def fit_run_input_checks(model: ScreeningNet, config: TrainConfig, settings: InputCheckSettings, splits,
                          device, folder: RunFolder) -> InputChecks:
     """Both input checks, on the final model's features of clean train and validation images (the last
     feature map's for the gate, the trunk's or the last's for the shift score); the fit report goes to
@@ -56,7 +58,7 @@ def fit_run_input_checks(model: PneumoniaNet, config: TrainConfig, settings: Inp
     return checks
 
 
-def split_features(model: PneumoniaNet, config: TrainConfig, splits, device) -> tuple[tuple, tuple]:
+def split_features(model: ScreeningNet, config: TrainConfig, splits, device) -> tuple[tuple, tuple]:
     """((trunk pooled, last pooled) of the clean training images, the same of validation's), read from the
     run's cached trunk activations where its stages cached them."""
     model.eval()
@@ -78,8 +80,9 @@ def refit_input_checks(run_dir: str | Path, settings: InputCheckSettings) -> dic
     device = pick_device(config.device)
     model = trained_model(run_dir).to(device)
     checks = fit_run_input_checks(model, config, settings, read_split(folder.split), device, folder)
-    replace_checks(folder.model, checks)
-    return json.loads(folder.input_checks.read_text())
+    report = json.loads(folder.input_checks.read_text())
+    replace_checks(folder.model, checks, report["fitted_on"])
+    return report
 
 
 def spatial_mean(activations: np.ndarray, rows: np.ndarray, chunk: int = 512) -> np.ndarray:
@@ -88,7 +91,7 @@ def spatial_mean(activations: np.ndarray, rows: np.ndarray, chunk: int = 512) ->
                            for i in range(0, len(rows), chunk)])
 
 
-def image_features(model: PneumoniaNet, samples: list[Sample], config: TrainConfig, device, chunk: int = 256):
+def image_features(model: ScreeningNet, samples: list[Sample], config: TrainConfig, device, chunk: int = 256):
     """(trunk pooled, last feature map pooled) of ``samples``' clean images, read a chunk at a time."""
     parts = [model_features(model, [load_image(s.path) for s in samples[i:i + chunk]], precision=config.precision,
                             device=device) for i in range(0, len(samples), chunk)]
@@ -114,8 +117,8 @@ def validation_logits(run_dir: str | Path, *, shift_images: int = 400) -> dict[s
     return {"labels": labels, "clean": clean, "shift_labels": labels[chosen], "shifted": shifted}
 
 
-def threshold_and_evaluate(model: PneumoniaNet, config: TrainConfig, splits, device, folder: RunFolder,
-                           checks: InputChecks, classes: ClassMap = PNEUMONIA_TASK,
+def threshold_and_evaluate(model: ScreeningNet, config: TrainConfig, splits, device, folder: RunFolder,
+                           checks: InputChecks, classes: ClassMap = DEFAULT_TASK,
                            test: list[Sample] | None = None) -> dict:
     """Choose the threshold on validation (two classes; more are decided by the most probable class), save
     the model, evaluate validation and (once) test (``test``: its readable images, read from the dataset when
@@ -137,10 +140,15 @@ def threshold_and_evaluate(model: PneumoniaNet, config: TrainConfig, splits, dev
                                                      n_boot=config.n_boot, seed=config.seed)}
         write_multiclass_predictions(folder.predictions("val"), val_paths, val_y, val_prob, classes.names)
         small = {"val_macro_auc": summary["validation"]["at_argmax"]["macro_auc"]}
+    described = describe(arch=model.arch, arch_kwargs=model.arch_kwargs, preprocessing=model.preprocessing.to_dict(),
+                         classes=classes, threshold=threshold, threshold_rule=rule,
+                         words=task_words(classes, config.data, config.task), checks=checks,
+                         fitted_on=json.loads(folder.input_checks.read_text())["fitted_on"],
+                         threshold_on=summary.get("threshold_on", ""), threshold_ci95=summary.get("threshold_ci95"),
+                         training=training_facts(settings_io.to_dict(config)))
     test = test_samples(config, classes) if test is None else test
     if test:
-        finished = LoadedModel(model=model, threshold=threshold, threshold_rule=rule, checks=checks,
-                               path=str(folder.model), classes=classes)
+        finished = LoadedModel(model=model, description=described, checks=checks, path=str(folder.model))
         screener = load_screener(finished, precision=config.precision)  # the screener model.pt will load as
         summary["test"] = evaluate_screened(screener, test, out_dir=folder.root, name="test", n_boot=config.n_boot,
                                             seed=config.seed, plots_dir=folder.plots)
@@ -148,8 +156,13 @@ def threshold_and_evaluate(model: PneumoniaNet, config: TrainConfig, splits, dev
         keys = ("auc", "accuracy", "sensitivity", "specificity") if classes.binary else ("accuracy", "macro_f1",
                                                                                           "macro_auc")
         small.update({f"test_{k}": at[k] for k in keys})
-    save_model(folder.model, model, threshold=threshold, threshold_rule=rule, metrics=small,
-               settings=settings_io.to_dict(config), checks=checks, classes=classes)
+    metrics = {split: metric_summary(summary[key]) for split, key in (("validation", "validation"), ("test", "test"))
+               if key in summary} | {"headline": small}
+    shifted = {k: v for k, v in summary.get("validation_shifted", {}).items() if k.startswith(("mean_", "worst_"))}
+    if shifted:
+        metrics["validation_under_acquisition_shifts"] = shifted
+    save_model(folder.model, model, replace(described, metrics=metrics), settings=settings_io.to_dict(config),
+               checks=checks)
     return summary
 
 
@@ -200,7 +213,7 @@ def _shift_summary(folder: RunFolder, labels, shifted_logit, shifted, threshold:
     return report
 
 
-def test_samples(config: TrainConfig, classes: ClassMap = PNEUMONIA_TASK) -> list[Sample]:
+def test_samples(config: TrainConfig, classes: ClassMap = DEFAULT_TASK) -> list[Sample]:
     """The readable images of the dataset's test split ([] when it has none)."""
     if not config.test_split or not Path(config.data).is_dir():
         return []

@@ -25,7 +25,7 @@ from pneumoscan.distributed import start as start_ranks
 from pneumoscan.distributed import stop as stop_ranks
 from pneumoscan.evaluate.plots import plot_history
 from pneumoscan.evaluate.report import write_json
-from pneumoscan.models import PneumoniaNet
+from pneumoscan.models import ScreeningNet
 from pneumoscan.run_folder import RunFolder
 from pneumoscan.storage import cache_bytes, format_bytes
 from pneumoscan.train.config import TrainConfig
@@ -124,7 +124,7 @@ def _train(config: TrainConfig, folder: RunFolder, finish: bool, on_epoch, ranks
     log.info("run finished in %.0f s: %s", time.perf_counter() - started, folder.root)
 
 
-def log_cache(config: TrainConfig, model: PneumoniaNet, size: RunSize) -> None:
+def log_cache(config: TrainConfig, model: ScreeningNet, size: RunSize) -> None:
     """Where the frozen trunk's outputs are cached, how much is there, and about how much this run adds."""
     per_view = trunk_output_size(model, config.image_size) * 2  # float16
     log.info("activation cache: %s (%s there now; this run's trunk outputs take about %s, reused by every later "
@@ -133,7 +133,7 @@ def log_cache(config: TrainConfig, model: PneumoniaNet, size: RunSize) -> None:
              format_bytes(per_view * size.pool * config.cached_views_per_image()))
 
 
-def trunk_output_size(model: PneumoniaNet, image_size: int) -> int:
+def trunk_output_size(model: ScreeningNet, image_size: int) -> int:
     """How many values the trunk computes per image, from a pass in eval mode that leaves the model as it was (a
     pass in training mode would move its BatchNorm statistics)."""
     was_training = model.trunk.training
@@ -160,7 +160,7 @@ def class_weights(config: TrainConfig, splits, classes: ClassMap) -> tuple[float
     return weights
 
 
-def _load_progress(folder: RunFolder, model: PneumoniaNet) -> dict:
+def _load_progress(folder: RunFolder, model: ScreeningNet) -> dict:
     """The stages done, history and timings of a killed run (its weights go into ``model``); empty for a new run."""
     if not folder.progress.exists():
         return {"completed": [], "history": [], "timings": {}}

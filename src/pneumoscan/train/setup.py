@@ -16,7 +16,7 @@ from pneumoscan.data.preprocess import Preprocessing
 from pneumoscan.data.records import Sample, find_unreadable, load_samples, task_classes
 from pneumoscan.data.split import describe_split, patient_split, read_split, write_split
 from pneumoscan.evaluate.report import write_json
-from pneumoscan.models import PneumoniaNet, build_model
+from pneumoscan.models import ScreeningNet, build_model
 from pneumoscan.run_folder import RunFolder
 from pneumoscan.train.config import TrainConfig
 
@@ -71,7 +71,7 @@ def run_classes(folder: RunFolder, config: TrainConfig) -> ClassMap:
 
 
 def class_map_of_split(config: TrainConfig) -> ClassMap:
-    """A run given only a split file: its labels are indices; two of them are the pneumonia task."""
+    """A run given only a split file: its labels are indices; two of them are the default task."""
     from pneumoscan.data.labels import class_map
 
     labels = {s.label for samples in read_split(config.split).values() for s in samples}
@@ -123,7 +123,7 @@ def labels_of(samples: list[Sample]) -> np.ndarray:
     return np.array([s.label for s in samples], dtype=np.float32)
 
 
-def build(config: TrainConfig, classes: ClassMap) -> PneumoniaNet:
+def build(config: TrainConfig, classes: ClassMap) -> ScreeningNet:
     """The untrained model ``config`` describes (ImageNet weights where asked; the head seeded)."""
     preprocessing = Preprocessing(image_size=config.image_size, intensity=config.intensity)
     kwargs = {"weights": config.weights_argument(), "preprocessing": preprocessing, "head_hidden": config.head_hidden,
@@ -134,7 +134,7 @@ def build(config: TrainConfig, classes: ClassMap) -> PneumoniaNet:
     return build_model(config.model, **kwargs)
 
 
-def trained_model(run_dir: str | Path) -> PneumoniaNet:
+def trained_model(run_dir: str | Path) -> ScreeningNet:
     """The model of a run after its training stages (also a run stopped with ``finish=False``)."""
     config = run_config(run_dir)
     model = build(config, run_classes(RunFolder(run_dir), config))

@@ -18,7 +18,7 @@ from pneumoscan.cache import batched_logits, cached_activations, cached_outputs
 from pneumoscan.data.dataset import XRayDataset
 from pneumoscan.data.records import Sample
 from pneumoscan.distributed import SINGLE, Ranks, main_first
-from pneumoscan.models import ClassifierHead, PneumoniaNet, TailAndHead
+from pneumoscan.models import ClassifierHead, ScreeningNet, TailAndHead
 from pneumoscan.predict import predict_logits
 from pneumoscan.run_folder import RunFolder
 from pneumoscan.train.config import TrainConfig
@@ -51,7 +51,7 @@ def stage_settings(stage: str, config: TrainConfig, weights: tuple[float, ...], 
         label_smoothing=config.label_smoothing)
 
 
-def run_training_stage(stage: str, model: PneumoniaNet, config: TrainConfig, splits: dict[str, list[Sample]],
+def run_training_stage(stage: str, model: ScreeningNet, config: TrainConfig, splits: dict[str, list[Sample]],
                        pool: list[Sample], weights: tuple[float, ...], device, folder: RunFolder,
                        history: list[dict], on_epoch=None, ranks: Ranks = SINGLE) -> None:
     """Train one stage in place, resuming from the folder's epoch state when a killed run left one."""
@@ -79,7 +79,7 @@ def run_training_stage(stage: str, model: PneumoniaNet, config: TrainConfig, spl
     model.frozen_tail_units = 0
 
 
-def _full_stage(model: PneumoniaNet, config: TrainConfig, splits, device, ranks: Ranks):
+def _full_stage(model: ScreeningNet, config: TrainConfig, splits, device, ranks: Ranks):
     """Every layer, on augmented images read by a DataLoader; validation on the clean images."""
     model.freeze_trunk(False)
     dataset = XRayDataset(splits["train"], model.preprocessing, augmentation=config.augmentation, seed=config.seed)
@@ -94,7 +94,7 @@ def _full_stage(model: PneumoniaNet, config: TrainConfig, splits, device, ranks:
     return model, source, validate
 
 
-def _cached_stage(stage: str, model: PneumoniaNet, config: TrainConfig, splits, pool, device, ranks: Ranks):
+def _cached_stage(stage: str, model: ScreeningNet, config: TrainConfig, splits, pool, device, ranks: Ranks):
     """``head`` on cached pooled features, or ``tail`` on cached trunk activations (augmented views). Rank 0
     computes the caches; the other ranks read them."""
     model.freeze_trunk(True)
@@ -150,7 +150,7 @@ def cache_rows(pool: list[Sample], samples: list[Sample], views: int) -> np.ndar
     return (index[:, None] * views + np.arange(views)[None, :]).ravel()
 
 
-def trunk_activations(model: PneumoniaNet, config: TrainConfig, pool: list[Sample], device):
+def trunk_activations(model: ScreeningNet, config: TrainConfig, pool: list[Sample], device):
     """The frozen trunk's cached outputs for the whole pool: augmented views, and the clean view. Without
     augmentation (one view, ``Augmentation.none()``: the quick recipe) the clean views are the training views."""
     if config.trains_on_clean_views():
@@ -162,7 +162,7 @@ def trunk_activations(model: PneumoniaNet, config: TrainConfig, pool: list[Sampl
     return augmented, clean_activations(model, config, pool, device)
 
 
-def clean_activations(model: PneumoniaNet, config: TrainConfig, samples: list[Sample], device):
+def clean_activations(model: ScreeningNet, config: TrainConfig, samples: list[Sample], device):
     """The frozen trunk's cached outputs for ``samples``' clean images (one view each)."""
     return cached_activations(model.trunk, samples, model.preprocessing, augmentation=None, views=1,
                               desc="caching clean views", **cache_options(config, device))
@@ -173,6 +173,6 @@ def cache_options(config: TrainConfig, device) -> dict:
                 device=device, engine=config.cache_engine)
 
 
-def pooling(model: PneumoniaNet) -> nn.Module:
+def pooling(model: ScreeningNet) -> nn.Module:
     """tail -> global average pooling: the head's input, from trunk activations."""
     return nn.Sequential(model.tail, nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
