@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import DATA, DATA_NAME, ROOT, WEIGHTS, launch_commit, write_result
-from pneumoscan.checkpoint import load_model  # noqa: E402
 from pneumoscan.data import read_split  # noqa: E402
 from pneumoscan.device import pick_device  # noqa: E402
 from pneumoscan.evaluate import binary_metrics  # noqa: E402
-from pneumoscan.models import count_parameters  # noqa: E402
-from pneumoscan.predict import predict_logits, sigmoid  # noqa: E402
+from pneumoscan.inference.predict import predict_logits, sigmoid  # noqa: E402
+from pneumoscan.models.checkpoint import load_model  # noqa: E402
+from pneumoscan.models.networks import count_parameters  # noqa: E402
 from pneumoscan.settings import load_settings, parse_overrides, to_dict  # noqa: E402
 from pneumoscan.storage import cache_bytes  # noqa: E402
 from pneumoscan.train import TrainConfig, train  # noqa: E402

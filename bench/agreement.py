@@ -5,7 +5,7 @@
 Two trained runs of the quick recipe (two classes: Kermany NORMAL vs PNEUMONIA; three classes: brain MRI no
 tumour / glioma / other tumour), each served three ways (the run folder in PyTorch, its ONNX export in
 onnxruntime, the same file in OpenVINO), screen a hostile folder (every format, broken files, non-images:
-``bench.hostile``) and real test images of both kinds, through the CLI's ``predict``, the Python ``screen``, the
+``tests.hostile``) and real test images of both kinds, through the CLI's ``predict``, the Python ``screen``, the
 server's ``POST /v1/predict?heatmap=true``, the CLI's ``evaluate`` and (run folder) the CLI's ``explain``. Counted:
 files whose status or label differ between entry points (``mismatches``), heatmaps whose explained class differs
 (``explained_class_mismatches``), and the largest difference between a served heatmap and the Grad-CAM that
@@ -27,13 +27,13 @@ from pathlib import Path
 import numpy as np
 from fastapi.testclient import TestClient
 from PIL import Image
+from tests.hostile import write_hostile_folder
 
 from bench.common import SHARED, WEIGHTS, launch_commit, write_result
-from bench.hostile import write_hostile_folder
 from pneumoscan.cli import main as cli
 from pneumoscan.data.records import expand_inputs
-from pneumoscan.export import export_run
-from pneumoscan.screen import SCORED, load
+from pneumoscan.export.files import export_run
+from pneumoscan.inference.screen import SCORED, load
 from pneumoscan.serve import create_app
 from pneumoscan.serve.app import heatmap_rgba
 

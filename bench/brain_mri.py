@@ -29,9 +29,9 @@ from pneumoscan.data.records import scan_kaggle_split
 from pneumoscan.data.split import evenly_spaced, read_split
 from pneumoscan.evaluate.metrics import binary_metrics
 from pneumoscan.evaluate.multiclass import multiclass_metrics
-from pneumoscan.input_checks import InputCheckSettings
+from pneumoscan.inference.screen import load
+from pneumoscan.input_checks.checks import InputCheckSettings
 from pneumoscan.run_folder import RunFolder
-from pneumoscan.screen import load
 from pneumoscan.settings import load_settings
 from pneumoscan.train import TrainConfig, train
 from pneumoscan.train.recipes import recipe_settings
@@ -42,7 +42,7 @@ BINARY = "notumor=no tumour,glioma=tumour,meningioma=tumour,pituitary=tumour"
 # chosen for a 30-minute budget on 2 cores: two cached augmented views (not four), 15 head epochs (not 30),
 # resampled copies for the shift score from 200 training images; 15 tail epochs, since with 6 the validation
 # accuracy was still rising at the last epoch (docs/experiments.md, "Brain MRI: the tail stage's length")
-BUDGET = {"train_views": 2, "head_epochs": 15, "tail_epochs": 15, "patience": 4, "workers": 2}
+BUDGET = {"train_views": 2, "head": {"epochs": 15}, "tail": {"epochs": 15}, "patience": 4, "workers": 2}
 
 
 def refuse_list(count: int = 600) -> Path:
@@ -94,7 +94,7 @@ def test_rows(run: Path) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
 
 def run_folder(model: str, task: str, seed: int, budget: dict) -> Path:
     """Where one run lives: ``<model>_<task>_seed<seed>``, plus ``_tail<N>`` for another tail budget."""
-    suffix = "" if budget == BUDGET else f"_tail{budget['tail_epochs']}"
+    suffix = "" if budget == BUDGET else f"_tail{budget['tail']['epochs']}"
     return WORK / f"{model}_{task}_seed{seed}{suffix}"
 
 
@@ -155,12 +155,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="densenet121")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tail-epochs", type=int, default=BUDGET["tail_epochs"])
+    parser.add_argument("--tail-epochs", type=int, default=BUDGET["tail"]["epochs"])
     parser.add_argument("--suffix", default="", help="appended to the result's name (brain_mri_<model><suffix>.json)")
     parser.add_argument("--binary-from", default="", help="take the tumour vs no tumour task from this result file "
                                                           "instead of training it")
     args = parser.parse_args()
-    budget = {**BUDGET, "tail_epochs": args.tail_epochs}
+    budget = {**BUDGET, "tail": {"epochs": args.tail_epochs}}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     started = time.perf_counter()
     test = scan_kaggle_split(MRI, "Testing")

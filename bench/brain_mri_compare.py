@@ -25,8 +25,8 @@ from bench.brain_mri import BINARY, BUDGET, MRI, run_folder, settings
 from bench.common import RESULTS, launch_commit, write_result
 from bench.compare import ALL_MODELS, provenance, timing_note
 from bench.records import RunRecords
-from pneumoscan.compare import run_one, side_by_side
-from pneumoscan.compare_report import comparison_markdown
+from pneumoscan.studies.compare import run_one, side_by_side
+from pneumoscan.studies.compare_report import comparison_markdown
 from pneumoscan.train import TrainConfig
 
 RECORDS = RESULTS / "brain_mri_compare_runs"

@@ -23,17 +23,17 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tests.hostile import write_hostile_folder
 
 from bench.brain_mri import MRI, WORK
 from bench.common import DATA, ROOT, launch_commit, write_result
-from bench.hostile import write_hostile_folder
 from bench.qc import agreement
 from pneumoscan.data.records import class_folders, scan_kaggle_split
 from pneumoscan.data.split import evenly_spaced
 from pneumoscan.evaluate.multiclass import multiclass_metrics
 from pneumoscan.evaluate.report import screening_counts
-from pneumoscan.export import export_run
-from pneumoscan.screen import load
+from pneumoscan.export.files import export_run
+from pneumoscan.inference.screen import load
 
 DEPLOY = WORK / "deploy"
 

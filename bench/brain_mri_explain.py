@@ -36,7 +36,6 @@ from skimage.filters import threshold_otsu
 
 from bench.brain_mri import BUDGET, MRI, run_folder
 from bench.common import RESULTS, ROOT, launch_commit, write_result
-from pneumoscan.checkpoint import LoadedModel, load_model
 from pneumoscan.data.records import Sample, scan_kaggle_split
 from pneumoscan.data.split import evenly_spaced
 from pneumoscan.device import effective_precision
@@ -44,6 +43,7 @@ from pneumoscan.explain.checks import baseline_maps, deletion_insertion
 from pneumoscan.explain.methods import heatmap_agreement
 from pneumoscan.explain.render import overlay, save_grid
 from pneumoscan.explain.run import Explained, explain_batches, review_gallery
+from pneumoscan.models.checkpoint import LoadedModel, load_model
 from pneumoscan.run_folder import RunFolder
 
 WORK = ROOT / "bench" / "work" / "brain_mri_explain"

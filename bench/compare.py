@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bench.common import DATA, DATA_NAME, RESULTS, ROOT, WEIGHTS, launch_commit, machine, write_result
 from bench.records import RunRecords
-from pneumoscan.compare import CompareConfig, compare
+from pneumoscan.studies.compare import CompareConfig, compare
 
 ALL_MODELS = CompareConfig.models
 

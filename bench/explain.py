@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 from bench.common import DATA, DATA_NAME, ROOT, WEIGHTS, launch_commit, write_result
-from pneumoscan.checkpoint import load_model  # noqa: E402
 from pneumoscan.data import XRayDataset, scan_kaggle_split  # noqa: E402
 from pneumoscan.data.synthetic import read_lesion_boxes, write_synthetic_dataset  # noqa: E402
 from pneumoscan.explain import explain, gradcam  # noqa: E402
@@ -33,6 +32,7 @@ from pneumoscan.explain.checks import (  # noqa: E402
 )
 from pneumoscan.explain.methods import heatmap_agreement  # noqa: E402
 from pneumoscan.explain.run import explain_batches  # noqa: E402
+from pneumoscan.models.checkpoint import load_model  # noqa: E402
 
 ARCHS = ("densenet121", "resnet50", "baseline_cnn")
 SPEED_REPEATS = 11
@@ -172,6 +172,7 @@ def road(model, images: torch.Tensor) -> dict:
 def localization(runs: Path, work: Path) -> dict:
     """Pointing game and IoU on phantoms with known lesions; border mass on the real test split."""
     from pneumoscan.train import TrainConfig, train
+    from pneumoscan.train.config import HeadStage, TailStage
 
     root = work / "phantoms"
     if not (root / "lesions.csv").exists():
@@ -179,8 +180,8 @@ def localization(runs: Path, work: Path) -> dict:
     run = work / "phantom_densenet"
     if not (run / "model.pt").exists():
         train(TrainConfig(data=str(root), out=str(run), model="densenet121", weights=str(WEIGHTS["densenet121"]),
-                          train_views=2, head_epochs=15, tail_epochs=6, n_boot=100, cache_dir=str(work / "cache"),
-                          shift_report=False), resume=(run / "config.json").exists())
+                          train_views=2, head=HeadStage(epochs=15), tail=TailStage(epochs=6), n_boot=100,
+                          cache_dir=str(work / "cache"), shift_report=False), resume=(run / "config.json").exists())
     loaded = load_model(run)
     boxes = read_lesion_boxes(root)
     positives = [s for s in scan_kaggle_split(root, "test") if s.label == 1]

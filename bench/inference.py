@@ -21,16 +21,11 @@ import numpy as np
 import torch
 
 from bench.common import DATA, ROOT, launch_commit, write_result
-from pneumoscan.checkpoint import load_model
 from pneumoscan.data import read_split, scan_kaggle_split, stack_inputs
 from pneumoscan.evaluate import binary_metrics
-from pneumoscan.export import (
-    ServingGraph,
-    export_onnx,
-    parity_check,
-    quantize_openvino_int8,
-)
-from pneumoscan.runtime import OpenVinoModel, compile_openvino
+from pneumoscan.export.files import ServingGraph, export_onnx, parity_check, quantize_openvino_int8
+from pneumoscan.inference.runtime import OpenVinoModel, compile_openvino
+from pneumoscan.models.checkpoint import load_model
 
 
 def quantize_int8(onnx_path: str | Path, out_path: str | Path, calibration: np.ndarray) -> Path:

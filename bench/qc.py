@@ -10,7 +10,7 @@
    split (224 px and original aspect), the other half of the adult films, every brain MRI Testing
    slice (its ``notumor`` class comes from a source never fitted on), held-out made non-X-rays
    (another seed, the held-out photos), colour images and blank images.
-3. Agreement: a hostile folder (``bench/hostile.py``) plus real files of every kind, screened by the
+3. Agreement: a hostile folder (``tests/hostile.py``) plus real files of every kind, screened by the
    CLI (``pneumoscan predict``), the Python API and the web API (FastAPI's test client), for the run
    folder and its ONNX export.
 4. Overhead: what the checks add to screening 256 test images (rules on the decoded file, and the
@@ -35,15 +35,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from tests.hostile import write_hostile_folder
 
 from bench.common import ROOT, SHARED, launch_commit, write_result
-from bench.hostile import write_hostile_folder
 from pneumoscan.data import evenly_spaced, expand_inputs, scan_kaggle_split
 from pneumoscan.data.io import _pillow_colourfulness
-from pneumoscan.data.not_xray import PHOTOS_HELD_OUT, colour_images, made_images, skimage_photo
 from pneumoscan.evaluate.report import screening_counts
-from pneumoscan.input_checks import InputCheckSettings, rule_refusal
-from pneumoscan.screen import REFUSED, SCORED, load
+from pneumoscan.inference.screen import REFUSED, SCORED, load
+from pneumoscan.input_checks.checks import InputCheckSettings, rule_refusal
+from pneumoscan.input_checks.not_xray import PHOTOS_HELD_OUT, colour_images, made_images, skimage_photo
 
 ADULT = SHARED / "data" / "adult_cxr_reference"
 MRI = SHARED / "data" / "brain_tumor_mri"
@@ -211,7 +211,7 @@ def main() -> None:
     kinds = write_hostile_folder(hostile, scan_kaggle_split(KERMANY, "test")[0].path)
     for i, path in enumerate([adult_held_out[0], adult_held_out[-1], str(expand_inputs([MRI / "Testing"])[0])]):
         (hostile / f"real_{i}{Path(path).suffix}").write_bytes(Path(path).read_bytes())
-    from pneumoscan.export import export_run
+    from pneumoscan.export.files import export_run
 
     export_run(run, WORK / "export")
     agree = agreement([run, WORK / "export" / "model.onnx"], hostile)
@@ -225,7 +225,7 @@ def main() -> None:
                  "kermany_val_orig256": "shared/data/chest_xray_orig256/val",
                  "adult": "shared/data/adult_cxr_reference (held-out half: orig_sha256 first hex digit >= 8)",
                  "brain_mri": "shared/data/brain_tumor_mri/Testing (fit: Training glioma, meningioma, pituitary)",
-                 "made": f"pneumoscan.data.not_xray, seed 99, held-out photos {list(PHOTOS_HELD_OUT)}"},
+                 "made": f"pneumoscan.input_checks.not_xray, seed 99, held-out photos {list(PHOTOS_HELD_OUT)}"},
         "fit": fit,
         "limits": screener.limits,
         "kermany_test": summarize(kermany, {"by_class": by_group(kermany, lambda p: Path(p).parent.name)}),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,10 +35,33 @@ ARRAYS = ("y", "prob", "called")
 
 def protocol_settings(config: TrainConfig | dict) -> dict:
     """The settings that define a run, without where its files live (weights files are named, not located)."""
-    settings = to_dict(config) if isinstance(config, TrainConfig) else config
+    settings = to_dict(config) if isinstance(config, TrainConfig) else current_layout(config)
     settings = {k: v for k, v in settings.items() if k not in NOT_PROTOCOL}
     if settings["weights"] not in ("auto", "imagenet", "none"):
         settings["weights"] = Path(settings["weights"]).name
+    return settings
+
+
+FLAT_STAGE = re.compile(r"(head|tail|full)_(epochs|lr_min|lr|fraction)$")
+
+
+def current_layout(settings: dict) -> dict:
+    """A record's settings as today's TrainConfig lays them out: records written before the stage settings were
+    nested (``tail_epochs`` -> ``tail.epochs``) and before the task's words left the input-check settings
+    (``input_checks.modality`` -> ``task.modality``) describe the same runs."""
+    settings = dict(settings)
+    for key in [k for k in settings if FLAT_STAGE.match(k)]:
+        stage, name = FLAT_STAGE.match(key).groups()
+        settings[stage] = {**settings.get(stage, {}), name: settings.pop(key)}
+    checks = dict(settings.get("input_checks") or {})
+    words = {k: checks.pop(k) for k in ("modality", "population") if k in checks}
+    if "input_checks" in settings:
+        settings["input_checks"] = checks
+    if "task" not in settings and "input_checks" in settings:
+        default_words = {"modality": "chest X-ray", "population": ""}  # what every such run was given
+        task = to_dict(TrainConfig())["task"]
+        task.update({k: v for k, v in words.items() if v != default_words[k]})
+        settings["task"] = task
     return settings
 
 

@@ -36,7 +36,7 @@ from pneumoscan.data.split import evenly_spaced
 
 WORK = ROOT / "bench" / "work" / "scale"
 DDP_SETTINGS = ["--model", "densenet121", "--weights", str(WEIGHTS["densenet121"]), "--recipe", "densenet121-tuned",
-                "--set", "train_views=2", "head_epochs=6", "tail_epochs=3", "patience=6", "shift_report=false",
+                "--set", "train_views=2", "head.epochs=6", "tail.epochs=3", "patience=6", "shift_report=false",
                 "threshold_on=val", "test_split=", "val_fraction=0.2", "workers=1", "input_checks.made_per_kind=20",
                 "input_checks.exposure_examples=50", "input_checks.resampled_examples=50"]
 
@@ -83,7 +83,7 @@ def kill_during_tail(command: list[str], state: Path) -> None:
 
 
 def final_weights(run: Path) -> dict:
-    from pneumoscan.checkpoint import load_model
+    from pneumoscan.models.checkpoint import load_model
 
     return load_model(run).model.state_dict()
 
@@ -135,7 +135,7 @@ def exported_model() -> Path:
     if not (run / "metrics.json").exists():
         raise FileNotFoundError(f"{tuned}: run python -m bench.qc first, or the ddp part (its run is exported)")
     if not (out / "model.onnx").exists():
-        from pneumoscan.export import export_run
+        from pneumoscan.export.files import export_run
 
         export_run(run, out)
     return out / "model.onnx"
@@ -170,11 +170,12 @@ def ray_part(images: int = 2000) -> dict:
 
 
 def postgres_part(trials: int = 20) -> dict:
-    from bench.postgres import start_server
+    from tests.postgres import start_server
+
     from pneumoscan.data.synthetic import write_synthetic_dataset
     from pneumoscan.settings import load_settings
+    from pneumoscan.studies.tune import TuneConfig, open_study
     from pneumoscan.train import TrainConfig
-    from pneumoscan.tune import TuneConfig, open_study
 
     url, stop = start_server()
     try:
@@ -200,7 +201,7 @@ def postgres_part(trials: int = 20) -> dict:
                 len(numbers) == len(set(numbers)) == max(numbers) + 1, "duplicate_trials": len(draws) - len(set(draws)),
                 "states": {s: sum(t.state.name == s for t in every) for s in {t.state.name for t in every}},
                 "trials_per_worker": sorted(Counter(t.user_attrs.get("worker") for t in finished).values()),
-                "best_value": study.best_value, "best_config_loads": best.head_lr == study.best_params["head_lr"],
+                "best_value": study.best_value, "best_config_loads": best.head.lr == study.best_params["head_lr"],
                 "seconds": round(seconds, 1), "storage": "PostgreSQL " + server_version(url)}
     finally:
         stop()

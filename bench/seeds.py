@@ -25,8 +25,8 @@ import numpy as np
 
 from bench.common import DATA, DATA_NAME, ROOT, WEIGHTS, launch_commit, write_result
 from bench.timing import training_seconds  # noqa: E402
-from pneumoscan.compare import train_or_reuse  # noqa: E402
 from pneumoscan.settings import load_settings, parse_overrides, to_dict  # noqa: E402
+from pneumoscan.studies.compare import train_or_reuse  # noqa: E402
 from pneumoscan.train import TrainConfig  # noqa: E402
 
 KEYS = ("auc", "accuracy", "sensitivity", "specificity", "f1")

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from bench.common import DATA, RESULTS, WEIGHTS, launch_commit, write_result
 from pneumoscan.data import Augmentation, XRayDataset, scan_kaggle_split  # noqa: E402
 from pneumoscan.device import autocast_for  # noqa: E402
-from pneumoscan.models import TailAndHead, build_model  # noqa: E402
+from pneumoscan.models.networks import TailAndHead, build_model  # noqa: E402
 
 
 def time_steps(step, batches, warmup: int = 2) -> float:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from bench.common import DATA, DATA_NAME, ROOT, WEIGHTS, launch_commit, write_result
 from pneumoscan.settings import load_settings  # noqa: E402
+from pneumoscan.studies.tune import TuneConfig, tune  # noqa: E402
 from pneumoscan.train import TrainConfig, train  # noqa: E402
-from pneumoscan.tune import TuneConfig, tune  # noqa: E402
 
 
 def main() -> None:
@@ -39,7 +39,7 @@ def main() -> None:
     summary = tune(config)
 
     best = load_settings(TrainConfig, file=summary["best_config"],
-                         overrides={"out": str(work / "tune_best"), "head_epochs": 30, "tail_epochs": 10,
+                         overrides={"out": str(work / "tune_best"), "head": {"epochs": 30}, "tail": {"epochs": 10},
                                     "test_split": "test", "shift_report": True, "cache_dir": str(cache)})
     shutil.rmtree(best.out, ignore_errors=True)
     started = time.perf_counter()

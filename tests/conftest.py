@@ -64,10 +64,11 @@ def phantom_root(tmp_path_factory) -> Path:
 def tiny_run(phantom_root, tmp_path_factory) -> Path:
     """A trained (seconds-long) baseline run on the 64 px phantoms, with threshold and OOD detector."""
     from pneumoscan.train import TrainConfig, train
+    from pneumoscan.train.config import FullStage
 
     out = tmp_path_factory.mktemp("tiny_run")
     config = TrainConfig(data=str(phantom_root), out=str(out / "run"), model="baseline_cnn", image_size=64,
-                         full_epochs=4, full_lr=3e-3, batch_size=16, workers=0, n_boot=50, val_fraction=0.25,
+                         full=FullStage(epochs=4, lr=3e-3), batch_size=16, workers=0, n_boot=50, val_fraction=0.25,
                          cache_dir=str(out / "cache"), shift_report=False)
     return train(config)
 
@@ -77,11 +78,11 @@ def brain_mri_model(tmp_path_factory) -> Path:
     """A folder with a (random) four-class brain MRI model.pt, described as training would describe it."""
     import torch
 
-    from pneumoscan.checkpoint import LoadedModel, save_model
     from pneumoscan.data.known import BRAIN_MRI_FOLDERS
     from pneumoscan.data.labels import class_map
     from pneumoscan.data.preprocess import Preprocessing
-    from pneumoscan.models import build_model
+    from pneumoscan.models.checkpoint import LoadedModel, save_model
+    from pneumoscan.models.networks import build_model
 
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("brain_mri_model")
@@ -95,8 +96,8 @@ def brain_mri_model(tmp_path_factory) -> Path:
 def tiny_settings(tmp_path_factory) -> Path:
     """A train --config file of seconds-long settings (64 px, 1-2 epochs per stage, no workers)."""
     path = tmp_path_factory.mktemp("settings") / "tiny.json"
-    path.write_text(json.dumps({"image_size": 64, "train_views": 2, "head_epochs": 2, "tail_epochs": 1,
-                                "full_epochs": 2, "batch_size": 16, "workers": 0, "n_boot": 30,
+    path.write_text(json.dumps({"image_size": 64, "train_views": 2, "head": {"epochs": 2}, "tail": {"epochs": 1},
+                                "full": {"epochs": 2}, "batch_size": 16, "workers": 0, "n_boot": 30,
                                 "val_fraction": 0.25, "shift_report": False, "shift_images": LIGHT_SHIFT_IMAGES,
                                 "input_checks": LIGHT_CHECKS}))
     return path
@@ -106,7 +107,7 @@ def tiny_settings(tmp_path_factory) -> Path:
 def postgres_url():
     """A running PostgreSQL database for the duration of the tests (skips, with the reason, where none starts)."""
     pytest.importorskip("psycopg2", reason="psycopg2 (pip install pneumoscan[postgres]) talks to PostgreSQL")
-    from bench.postgres import start_server
+    from tests.postgres import start_server
 
     try:
         url, stop = start_server()

@@ -10,24 +10,20 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from bench.brain_mri_binary_cv import cv_folds, summary
 from bench.brain_mri_compare import record_name
 from bench.brain_mri_explain import head_mask, mass_outside
-from bench.brain_mri_threshold_cv import held_out, two_halves
 from bench.common import replace_section
 from bench.inference import quantize_int8
 from bench.records import RunRecords, protocol_settings, read_record
-from bench.robustness import FlipAveraged
 from bench.timing import cpu_times, seconds_across_invocations, steal_share, training_seconds, was_resumed
 
-from pneumoscan.checkpoint import LoadedModel
-from pneumoscan.compare import METRICS, CompareConfig, compare, comparison_markdown, seed_summary
 from pneumoscan.data import Preprocessing
-from pneumoscan.data.records import Sample
-from pneumoscan.export import export_onnx
-from pneumoscan.models import build_model
-from pneumoscan.runtime import OnnxModel
+from pneumoscan.export.files import export_onnx
+from pneumoscan.inference.runtime import OnnxModel
+from pneumoscan.models.checkpoint import LoadedModel
+from pneumoscan.models.networks import build_model
 from pneumoscan.settings import to_dict
+from pneumoscan.studies.compare import METRICS, CompareConfig, compare, comparison_markdown, seed_summary
 from pneumoscan.train import TrainConfig
 
 SMALL = Preprocessing(image_size=64)
@@ -35,20 +31,6 @@ SMALL = Preprocessing(image_size=64)
 
 def images(n: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(n, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
-
-
-def test_flip_averaging_is_the_mean_over_the_image_and_its_mirror():
-    torch.manual_seed(0)
-    model = build_model("baseline_cnn", preprocessing=Preprocessing(image_size=32), width=4, blocks=2).eval()
-    x = torch.randn(3, 3, 32, 32)
-    with torch.no_grad():
-        expected = (model(x) + model(x.flip(-1))) / 2
-        averaged = FlipAveraged(model)(x)
-        mirrored = FlipAveraged(model)(x.flip(-1))
-    assert averaged.shape == (3,)
-    assert torch.allclose(averaged, expected, atol=1e-6)
-    assert torch.allclose(mirrored, averaged, atol=1e-6)  # invariant to mirroring, unlike the plain model
-    assert not torch.allclose(model(x), model(x.flip(-1)), atol=1e-4)
 
 
 def test_int8_model_keeps_outputs_and_metadata(tmp_path):
@@ -127,12 +109,12 @@ def test_run_records_let_a_comparison_span_sessions_without_retraining(phantom_r
     assert in_fp32["models"]["baseline_cnn"]["precision_per_seed"] == [record["precision"]]
 
     other = tmp_path / "other.json"  # another protocol: the record does not stand in for it
-    other.write_text(json.dumps({**json.loads(tiny_settings.read_text()), "full_epochs": 1}))
+    other.write_text(json.dumps({**json.loads(tiny_settings.read_text()), "full": {"epochs": 1}}))
     changed = compare(replace(config, base_config=str(other), precision="fp32"), records)
     assert changed["runs"]["finished_earlier"] == 0 and (tmp_path / "cmp" / "baseline_cnn" / "seed0").exists()
     assert json.loads((tmp_path / "cmp" / "baseline_cnn" / "seed0" / "config.json").read_text())["precision"] == "fp32"
     assert changed["models"]["baseline_cnn"]["precision_per_seed"] == ["fp32"]
-    assert json.loads(record_file.read_text())["settings"]["full_epochs"] == 1
+    assert json.loads(record_file.read_text())["settings"]["full"]["epochs"] == 1
 
 
 def test_a_record_whose_time_is_marked_not_comparable_reports_no_training_time(tmp_path):
@@ -156,7 +138,7 @@ def test_how_the_activations_were_computed_does_not_define_a_run():
     config = TrainConfig(data="d", model="densenet121")
     from_before_the_setting = {k: v for k, v in to_dict(config).items() if k != "cache_engine"}
     assert protocol_settings(from_before_the_setting) == protocol_settings(replace(config, cache_engine="torch"))
-    assert protocol_settings(config) != protocol_settings(replace(config, tail_epochs=3))
+    assert protocol_settings(config) != protocol_settings(replace(config, tail=replace(config.tail, epochs=3)))
 
 
 def test_the_head_mask_of_an_mri_slice_is_its_largest_bright_region_with_holes_filled():
@@ -177,51 +159,6 @@ def test_brain_mri_records_of_the_two_tasks_never_share_a_name():
     assert record_name("densenet121", 1, "4class") == "densenet121_seed1"
     names = {record_name(m, s, t) for m in ("densenet121", "resnet50") for s in (0, 1) for t in ("4class", "binary")}
     assert len(names) == 8
-
-
-def test_brain_mri_cv_folds_validate_every_slice_once_and_never_split_a_duplicate_group():
-    rng = np.random.default_rng(0)
-    groups = rng.integers(0, 60, 240)  # 60 duplicate groups of unequal size
-    strata = [int(g) % 4 for g in groups]  # a group shares its source class, as duplicates do
-    samples = [Sample(f"img{i}.jpg", int(s == 2), f"group{g}") for i, (g, s) in enumerate(zip(groups, strata))]
-    folds = cv_folds(samples, strata, 3)
-    assert len(folds) == 3
-    validated = [s.path for fold in folds for s in fold["val"]]
-    assert sorted(validated) == sorted(s.path for s in samples)  # each slice validated exactly once
-    for fold in folds:
-        assert not {s.patient for s in fold["train"]} & {s.patient for s in fold["val"]}
-        assert len(fold["train"]) + len(fold["val"]) == len(samples)
-        assert {s.label for s in fold["val"]} == {0, 1}
-
-
-def test_brain_mri_cv_summary_pools_the_folds():
-    folds = [{"n": 4, "correct": 3, "confusion_matrix": [[1, 1], [0, 2]], "threshold": 0.4,
-              "y": [0, 0, 1, 1], "prob": [0.1, 0.6, 0.7, 0.9]},
-             {"n": 2, "correct": 2, "confusion_matrix": [[1, 0], [0, 1]], "threshold": 0.5,
-              "y": [0, 1], "prob": [0.2, 0.8]}]
-    total = summary(folds)
-    assert (total["correct"], total["n"], total["errors"], total["errors_per_fold"]) == (5, 6, 1, [1, 0])
-    assert total["confusion_matrix"] == [[2, 1], [0, 3]]
-    assert total["pooled_auc"] == 1.0 and 0 < total["log_loss"] < 1
-
-
-def test_threshold_fitting_sets_are_scored_on_the_half_they_did_not_see():
-    rng = np.random.default_rng(1)
-    groups = [f"g{i // 2}" for i in range(200)]  # pairs of duplicates
-    y = np.array([(i // 2) % 2 for i in range(200)])
-    first, second = two_halves(y, groups)
-    assert not {groups[i] for i in first} & {groups[i] for i in second}
-    assert sorted(np.concatenate([first, second]).tolist()) == list(range(200))
-    prob = np.clip(np.where(y == 1, 0.8, 0.2) + rng.normal(0, 0.05, 200), 0.01, 0.99)
-    shift_rows = np.arange(0, 200, 3)  # both classes
-    # one shift lowers the positives' probabilities, as equalisation does on MRI: pooling it pulls the threshold down
-    shifted = prob[shift_rows, None] - np.outer(y[shift_rows], [0.0, 0.45])
-    result = held_out(y, prob, groups, shift_rows, shifted, dict(rule="youden", target_sensitivity=0.95))
-    assert min(result["val+shifts"]["thresholds"]) < min(result["val"]["thresholds"])
-    for r in result.values():
-        assert r["errors"] == int((r["called"] != y).sum())
-        assert 0.0 <= r["shifted_accuracy"] <= 1.0
-    assert result["val+shifts"]["shifted_accuracy"] > result["val"]["shifted_accuracy"]
 
 
 def test_a_benchmark_rewrites_only_its_own_section_of_a_document(tmp_path):

@@ -24,7 +24,7 @@ def flagging_run(tiny_run, tmp_path_factory) -> Path:
     """A copy of the tiny run whose novelty limit is near 0: every X-ray it scores is flagged."""
     import dataclasses
 
-    from pneumoscan.checkpoint import load_model, redescribe, replace_checks
+    from pneumoscan.models.checkpoint import load_model, redescribe, replace_checks
 
     run = tmp_path_factory.mktemp("flagging") / "run"
     shutil.copytree(tiny_run, run)
@@ -98,7 +98,7 @@ def test_upload_shows_probabilities_overlay_and_flag(server_url, phantom_root):
 def test_a_document_is_refused_with_the_reason(server_url, tmp_path):
     from PIL import Image
 
-    from pneumoscan.data.not_xray import made_images
+    from pneumoscan.input_checks.not_xray import made_images
 
     sync_api = pytest.importorskip("playwright.sync_api")
     url, _ = server_url

@@ -24,11 +24,11 @@ def test_every_command_has_useful_help(capsys):
 
 def test_train_prints_the_merged_settings_without_training(tmp_path, capsys):
     config = tmp_path / "recipe.json"
-    config.write_text(json.dumps({"head_hidden": 512, "tail_epochs": 7}))
-    assert main(["train", "--config", str(config), "--model", "resnet50", "--set", "tail_epochs=3",
+    config.write_text(json.dumps({"head_hidden": 512, "tail": {"epochs": 7}}))
+    assert main(["train", "--config", str(config), "--model", "resnet50", "--set", "tail.epochs=3",
                  "cache_engine=torch", "--out", str(tmp_path / "run"), "--print-settings"]) == 0
     settings = json.loads(capsys.readouterr().out)
-    assert (settings["head_hidden"], settings["tail_epochs"], settings["model"]) == (512, 3, "resnet50")
+    assert (settings["head_hidden"], settings["tail"]["epochs"], settings["model"]) == (512, 3, "resnet50")
     assert settings["cache_engine"] == "torch" and settings["stages"] == ["head", "tail"]  # "auto" resolved
     assert not (tmp_path / "run").exists()
 
@@ -53,18 +53,19 @@ def test_train_defaults_to_the_best_validated_recipe_of_each_model(capsys):
 
 def test_the_brain_mri_recipe_is_the_recorded_studys_best_trial(capsys):
     from pneumoscan.settings import to_dict
+    from pneumoscan.studies.tune import AUGMENTATION_LEVELS
     from pneumoscan.train import TrainConfig
-    from pneumoscan.tune import AUGMENTATION_LEVELS
 
     study = Path(__file__).resolve().parents[1] / "bench" / "results" / "brain_mri_tune.json"
     best = json.loads(study.read_text())["best_params"]
     assert main(["train", "--model", "densenet121", "--recipe", "densenet121-brain-mri", "--print-settings"]) == 0
     settings = json.loads(capsys.readouterr().out)
-    for key in ("head_lr", "tail_lr", "head_hidden", "dropout_in", "dropout_hidden", "weight_decay",
-                "tail_fraction", "label_smoothing"):
+    for key in ("head_hidden", "dropout_in", "dropout_hidden", "weight_decay", "label_smoothing"):
         assert settings[key] == pytest.approx(best[key]), key
-    assert settings["head_lr_min"] == pytest.approx(best["head_lr"] / 10)  # as the study's trials decayed
-    assert settings["tail_lr_min"] == pytest.approx(best["tail_lr"] / 10)
+    for stage in ("head", "tail"):
+        assert settings[stage]["lr"] == pytest.approx(best[f"{stage}_lr"])
+        assert settings[stage]["lr_min"] == pytest.approx(best[f"{stage}_lr"] / 10)  # as the study's trials decayed
+    assert settings["tail"]["fraction"] == pytest.approx(best["tail_fraction"])
     level = to_dict(TrainConfig(augmentation=AUGMENTATION_LEVELS[best["augmentation"]]))["augmentation"]
     assert settings["augmentation"] == level and settings["recipe"] == "densenet121-brain-mri"
 
@@ -129,7 +130,7 @@ def test_explain_and_review(tiny_run, phantom_root, tmp_path):
 
 
 def test_export_with_an_openvino_int8_model(tiny_run, tmp_path, capsys):
-    from pneumoscan.runtime import load_runtime
+    from pneumoscan.inference.runtime import load_runtime
     from pneumoscan.serve.app import load_model_card
 
     out = tmp_path / "export"
@@ -176,10 +177,10 @@ def test_the_cache_folder_follows_pneumoscan_cache(tmp_path, monkeypatch):
 def _first_hour_cases(run, image):
     """(argv, words the one error line must hold): the mistakes a new user meets first."""
     return [
-        (["train", "--data", str(image.parent), "--set", "full_epochs=abc", "--print-settings"],
-         "setting full_epochs='abc': expected a whole number"),
-        (["train", "--data", str(image.parent), "--model", "baseline_cnn", "--set", "tail_epochs=abc",
-          "--print-settings"], "setting tail_epochs='abc': expected a whole number"),
+        (["train", "--data", str(image.parent), "--set", "full.epochs=abc", "--print-settings"],
+         "setting full.epochs='abc': expected a whole number"),
+        (["train", "--data", str(image.parent), "--model", "baseline_cnn", "--set", "tail.epochs=abc",
+          "--print-settings"], "setting tail.epochs='abc': expected a whole number"),
         (["train", "--data", str(image.parent), "--set", "augmentation.hflip=maybe", "--print-settings"],
          "setting augmentation.hflip='maybe': expected true or false"),
         (["train", "--data", str(image.parent), "--set", "augmentation.crop_scale=[0.5]", "--print-settings"],
@@ -213,3 +214,35 @@ def test_a_missing_weights_download_names_the_file_and_the_flag(phantom_root, tm
     error = [line for line in err.splitlines() if "error:" in line]  # the rest is the progress bars
     assert len(error) == 1 and "densenet121-a639ec97.pth" in error[0] and "--weights FILE" in error[0]
     assert "Traceback" not in err
+
+
+def test_each_model_command_runs_with_one_frozen_settings_dataclass():
+    import dataclasses
+
+    from pneumoscan.cli.parsers import build_parser
+    from pneumoscan.cli.settings import (
+        EvaluateSettings,
+        ExplainSettings,
+        ExportSettings,
+        PredictSettings,
+        ServeSettings,
+        command_settings,
+    )
+
+    parser = build_parser()
+    cases = {EvaluateSettings: ["evaluate", "run", "--data", "d"], PredictSettings: ["predict", "run", "a.png", "b/"],
+             ExplainSettings: ["explain", "a.png", "--model", "run", "--out", "o"],
+             ExportSettings: ["export", "run", "--out", "o"], ServeSettings: ["serve", "run"]}
+    for cls, argv in cases.items():
+        args = parser.parse_args(argv)
+        fields = {f.name for f in dataclasses.fields(cls)}
+        assert set(vars(args)) - {"command", "verbose", "quiet"} <= fields, cls  # no option is left unread
+        settings = command_settings(cls, args)
+        assert settings.model == "run"
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            settings.model = "other"
+    assert command_settings(PredictSettings, parser.parse_args(cases[PredictSettings])).inputs == ("a.png", "b/")
+    with pytest.raises(ValueError, match="format='zip'"):
+        ExportSettings(format="zip")
+    with pytest.raises(ValueError, match="runtime='tensorrt'"):
+        ServeSettings(runtime="tensorrt")

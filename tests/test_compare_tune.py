@@ -1,4 +1,4 @@
-"""Tests of pneumoscan.compare and pneumoscan.tune on phantoms: a tiny comparison and tiny studies."""
+"""Tests of pneumoscan.studies.compare and pneumoscan.studies.tune on phantoms: a tiny comparison and tiny studies."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 import torch
 from bench.records import RunRecords
 
-from pneumoscan.compare import (
+from pneumoscan.settings import load_settings
+from pneumoscan.studies.compare import (
     METRICS,
     CompareConfig,
     ablation_budget,
@@ -21,9 +22,8 @@ from pneumoscan.compare import (
     pretraining_ablation,
     seed_summary,
 )
-from pneumoscan.settings import load_settings
+from pneumoscan.studies.tune import TuneConfig, open_study, tune
 from pneumoscan.train import TrainConfig
-from pneumoscan.tune import TuneConfig, open_study, tune
 
 
 def test_tiny_comparison_with_two_seeds(phantom_root, tiny_settings, tmp_path):
@@ -114,7 +114,7 @@ def test_ablation_budget_is_read_from_the_run_not_from_this_machine(tmp_path):
                "test": {"at_threshold": {k: 0.9 for k in ("auc", "accuracy", "sensitivity", "specificity", "f1",
                                                           "average_precision")}}}
     (tmp_path / "metrics.json").write_text(json.dumps(metrics))
-    (tmp_path / "config.json").write_text(json.dumps({"full_epochs": 12, "image_size": 224}))
+    (tmp_path / "config.json").write_text(json.dumps({"full": {"epochs": 12}, "image_size": 224}))
     summary = ablation_run_summary(tmp_path)
     assert summary["budget"] == "end-to-end training of every layer for 12 epochs at 224x224 px on " \
                                 "cuda (NVIDIA H100 80GB HBM3)"
@@ -125,7 +125,7 @@ def test_three_trial_study_writes_a_usable_best_config(phantom_root, tiny_settin
     summary = tune(_tiny_tune(phantom_root, tiny_settings, tmp_path / "study", tmp_path / "cache", trials=3))
     assert summary["n_trials"] == 3 and 0 < summary["val_auc"] <= 1
     best = load_settings(TrainConfig, file=summary["best_config"])  # train --config accepts it
-    assert best.head_lr == pytest.approx(summary["best_params"]["head_lr"])
+    assert best.head.lr == pytest.approx(summary["best_params"]["head_lr"])
     assert (tmp_path / "study" / "optimization_history.png").exists()
     table = (tmp_path / "study" / "trials.csv").read_text().splitlines()
     assert table[0].startswith("number,state,value,seconds,") and "head_lr" in table[0] and len(table) == 4
@@ -170,4 +170,4 @@ def test_two_workers_share_one_study_in_postgresql(phantom_root, tiny_settings, 
     finished = [t for t in trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
     assert len({t.params["head_lr"] for t in finished}) == len(finished)
     best = load_settings(TrainConfig, file=summary["best_config"])  # train --config takes the best settings
-    assert best.head_lr == pytest.approx(summary["best_params"]["head_lr"])
+    assert best.head.lr == pytest.approx(summary["best_params"]["head_lr"])

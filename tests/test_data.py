@@ -9,9 +9,9 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from bench.hostile import dicom_bytes
 from PIL import Image
 from tests.conftest import ORIG256, REAL_DATA, needs
+from tests.hostile import dicom_bytes
 
 from pneumoscan.data import (
     Augmentation,

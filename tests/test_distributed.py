@@ -11,13 +11,13 @@ import pytest
 import torch
 from tests.conftest import LIGHT_CHECKS
 
-from pneumoscan.checkpoint import load_model
 from pneumoscan.distributed import BatchNormOverRanks, DropoutOverRanks, Ranks, batch_wide
+from pneumoscan.models.checkpoint import load_model
 
 # both stages, with dropout and the tail's BatchNorm training: one process and two must still agree (the layers
 # that would see only a rank's slice of the batch are swapped for batch-wide ones)
 TINY = ["--model", "densenet121", "--weights", "none", "--set", "image_size=64", "train_views=2",
-        "head_epochs=2", "tail_epochs=2", "batch_size=16", "workers=0", "n_boot=30",
+        "head.epochs=2", "tail.epochs=2", "batch_size=16", "workers=0", "n_boot=30",
         "val_fraction=0.25", "shift_report=false", "threshold_on=val", "precision=fp32",
         *[f"input_checks.{key}={value}" for key, value in LIGHT_CHECKS.items()]]
 

@@ -126,7 +126,7 @@ def test_predictions_table_round_trips(tmp_path):
 
 def test_predictions_table_keeps_the_order_of_confident_predictions(tmp_path):
     from pneumoscan.evaluate.report import read_predictions, write_predictions
-    from pneumoscan.predict import sigmoid
+    from pneumoscan.inference.predict import sigmoid
 
     prob = sigmoid(np.array([15.0, 16.0, 17.0, 30.0]))  # all within 1e-6 of 1
     write_predictions(tmp_path / "p.csv", list("abcd"), [1, 1, 1, 1], prob, 0.5)

@@ -1,4 +1,4 @@
-"""Tests of pneumoscan.export and pneumoscan.runtime: ONNX parity, metadata, model card, TorchScript."""
+"""Tests of pneumoscan.export and pneumoscan.inference.runtime: ONNX parity, metadata, model card, TorchScript."""
 
 from __future__ import annotations
 
@@ -8,19 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from pneumoscan.check_fitting import fit_gate, fit_logistic, fit_shift
-from pneumoscan.checkpoint import LoadedModel, load_model
 from pneumoscan.data import Preprocessing
-from pneumoscan.export import (
-    ServingGraph,
-    export_onnx,
-    export_run,
-    export_torchscript,
-    quantize_openvino_int8,
-)
-from pneumoscan.input_checks import InputChecks
-from pneumoscan.models import MODELS, build_model
-from pneumoscan.runtime import OnnxModel, OpenVinoModel, TorchModel, load_runtime
+from pneumoscan.export.files import ServingGraph, export_onnx, export_run, export_torchscript, quantize_openvino_int8
+from pneumoscan.inference.runtime import OnnxModel, OpenVinoModel, TorchModel, load_runtime
+from pneumoscan.input_checks.checks import InputChecks
+from pneumoscan.input_checks.fitting import fit_gate, fit_logistic, fit_shift
+from pneumoscan.models.checkpoint import LoadedModel, load_model
+from pneumoscan.models.networks import MODELS, build_model
 
 SMALL = Preprocessing(image_size=64)
 
@@ -114,7 +108,7 @@ def test_openvino_int8_model_keeps_outputs_and_metadata(tmp_path):
 
 @pytest.mark.parametrize("name", ["baseline_cnn", "densenet121"])
 def test_input_checks_are_baked_into_the_graph(name, tmp_path):
-    from pneumoscan.input_checks import shift_layer_of
+    from pneumoscan.input_checks.checks import shift_layer_of
 
     torch.manual_seed(0)
     model = build_model(name, preprocessing=SMALL).eval()
@@ -184,8 +178,8 @@ def test_runtime_choice_and_bad_files(tiny_run, tmp_path):
 
 
 def test_export_run_refuses_an_export_that_screens_differently(tiny_run, phantom_root, tmp_path, monkeypatch):
-    from pneumoscan import export as export_module
     from pneumoscan.data import scan_kaggle_split
+    from pneumoscan.export import files as export_module
 
     paths = [s.path for s in scan_kaggle_split(phantom_root, "test")[:4]]
     monkeypatch.setattr(export_module, "parity_check", lambda *args: {

@@ -1,4 +1,4 @@
-"""Tests of pneumoscan.input_checks and data.not_xray: rules, the gate, the shift score, their round trip."""
+"""Tests of pneumoscan.input_checks.checks and data.not_xray: rules, the gate, the shift score, their round trip."""
 
 from __future__ import annotations
 
@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from pneumoscan.check_fitting import (
+from pneumoscan.data.io import colourfulness, read_image
+from pneumoscan.input_checks.checks import (
+    FLAG_ABOVE,
+    InputChecks,
+    InputCheckSettings,
+    is_blank,
+    rule_refusal,
+)
+from pneumoscan.input_checks.fitting import (
     fit_gate,
     fit_logistic,
     fit_population_shift,
@@ -15,16 +23,8 @@ from pneumoscan.check_fitting import (
     other_population_limit,
     pooled_features,
 )
-from pneumoscan.checkpoint import load_model
-from pneumoscan.data.io import colourfulness, read_image
-from pneumoscan.data.not_xray import KINDS, PHOTOS_FIT, PHOTOS_HELD_OUT, colour_images, made_images
-from pneumoscan.input_checks import (
-    FLAG_ABOVE,
-    InputChecks,
-    InputCheckSettings,
-    is_blank,
-    rule_refusal,
-)
+from pneumoscan.input_checks.not_xray import KINDS, PHOTOS_FIT, PHOTOS_HELD_OUT, colour_images, made_images
+from pneumoscan.models.checkpoint import load_model
 
 
 def test_made_images_cover_every_kind_and_depend_on_the_seed():

@@ -1,4 +1,5 @@
-"""Tests of the codebase's shape: no import circles between pneumoscan's modules."""
+"""Tests of the codebase's shape: no import circles between pneumoscan's modules or its packages, and run files
+named in one place."""
 
 from __future__ import annotations
 
@@ -56,6 +57,22 @@ def test_no_import_circles_between_modules():
     # __init__ exists to be imported by its modules; every other edge counts, in functions too
     leaf_graph = {m: {d for d in deps if not m.startswith(d + ".")} for m, deps in graph.items()}
     assert _cycles(leaf_graph) == []
+
+
+def test_no_import_circles_between_packages():
+    """Stages depend one way: ``inference`` may use ``models`` but not the reverse, whatever module asks."""
+    graph = module_imports()
+    packages: dict[str, set[str]] = {}
+    for module, deps in graph.items():
+        source = _package(module)
+        packages.setdefault(source, set())
+        packages[source] |= {_package(d) for d in deps if _package(d) not in (source, "pneumoscan")}
+    assert _cycles(packages) == []
+
+
+def _package(module: str) -> str:
+    """``pneumoscan.inference.screen`` -> ``pneumoscan.inference``; a flat module is its own package."""
+    return ".".join(module.split(".")[:2])
 
 
 def test_the_checker_finds_a_circle():

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 import pneumoscan
-from pneumoscan.checkpoint import load_model, redescribe
 from pneumoscan.data.known import BRAIN_MRI_FOLDERS
 from pneumoscan.data.labels import DEFAULT_TASK, class_map
 from pneumoscan.data.tasks import TASK_FILE, TaskSettings
-from pneumoscan.model_description import ModelDescription, task_words
+from pneumoscan.models.checkpoint import load_model, redescribe
+from pneumoscan.models.description import ModelDescription, task_words
 
 SRC = Path(pneumoscan.__file__).parent
 # Where the default task (the Kermany chest X-rays) and the datasets pneumoscan knows may be named: the
@@ -63,7 +63,7 @@ def test_the_description_travels_into_every_form_and_entry_point(brain_mri_model
     from fastapi.testclient import TestClient
 
     from pneumoscan.cli import main
-    from pneumoscan.export import export_run
+    from pneumoscan.export.files import export_run
     from pneumoscan.serve import create_app
 
     saved = load_model(brain_mri_model).description

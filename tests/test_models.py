@@ -1,4 +1,4 @@
-"""Tests of pneumoscan.models and pneumoscan.checkpoint: one contract over every registered model."""
+"""Tests of pneumoscan.models.networks and pneumoscan.models.checkpoint: one contract over every registered model."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import torchvision
 from tests.conftest import DENSENET_WEIGHTS, RESNET_WEIGHTS, needs
 from torch import nn
 
-from pneumoscan.checkpoint import LoadedModel, load_model, save_model
 from pneumoscan.data import Preprocessing
-from pneumoscan.models import MODELS, ClassifierHead, build_model, count_parameters
+from pneumoscan.models.checkpoint import LoadedModel, load_model, save_model
+from pneumoscan.models.networks import MODELS, ClassifierHead, build_model, count_parameters
 
 SMALL = Preprocessing(image_size=64)
 

@@ -10,16 +10,17 @@ import pytest
 from PIL import Image
 from tests.conftest import LIGHT_CHECKS
 
-from pneumoscan.checkpoint import load_model
 from pneumoscan.data.duplicates import duplicate_groups, duplicates_of
 from pneumoscan.data.labels import DEFAULT_TASK, class_map
 from pneumoscan.data.records import load_samples, task_classes
 from pneumoscan.data.split import patient_split
 from pneumoscan.data.tasks import TaskSettings
 from pneumoscan.evaluate.multiclass import multiclass_metrics, paired_comparison
-from pneumoscan.input_checks import InputCheckSettings
-from pneumoscan.screen import load
+from pneumoscan.inference.screen import load
+from pneumoscan.input_checks.checks import InputCheckSettings
+from pneumoscan.models.checkpoint import load_model
 from pneumoscan.train import TrainConfig, train
+from pneumoscan.train.config import FullStage
 from pneumoscan.train.setup import grouped_by_duplicates
 
 SHAPES = ("bars", "circle", "cross")
@@ -68,7 +69,7 @@ def test_a_map_scaled_by_probability_is_dark_for_a_class_the_model_rules_out():
 
     from pneumoscan.data import Preprocessing
     from pneumoscan.explain import gradcam
-    from pneumoscan.models import build_model
+    from pneumoscan.models.networks import build_model
 
     torch.manual_seed(0)
     model = build_model("baseline_cnn", preprocessing=Preprocessing(image_size=64), outputs=3, width=4, blocks=3).eval()
@@ -99,9 +100,10 @@ def test_multiclass_metrics_and_paired_comparison():
 
 def test_tiny_three_class_run_trains_evaluates_explains_exports_and_serves(shapes_root, tmp_path):
     config = TrainConfig(data=str(shapes_root), out=str(tmp_path / "run"), model="baseline_cnn", image_size=64,
-                         full_epochs=8, full_lr=3e-3, batch_size=16, workers=0, n_boot=50, val_fraction=0.25,
+                         batch_size=16, workers=0, n_boot=50, val_fraction=0.25,
                          cache_dir=str(tmp_path / "cache"), patience=8,
-                         input_checks=InputCheckSettings(**LIGHT_CHECKS), task=TaskSettings(modality="shape picture"))
+                         input_checks=InputCheckSettings(**LIGHT_CHECKS), task=TaskSettings(modality="shape picture"),
+                         full=FullStage(epochs=8, lr=3e-3))
     run = train(config)
     metrics = json.loads((run / "metrics.json").read_text())
     test = metrics["test"]["at_argmax"]
@@ -129,7 +131,7 @@ def test_tiny_three_class_run_trains_evaluates_explains_exports_and_serves(shape
                  str(tmp_path / "review"), "--confident", "2"]) == 0
     assert {p.name for p in (tmp_path / "review").iterdir()} >= {"index.html", "correct_circle", "errors_circle"}
 
-    from pneumoscan.export import export_run
+    from pneumoscan.export.files import export_run
 
     card = export_run(run, tmp_path / "export", parity_paths=paths)
     assert card["onnx_parity"]["outcome_mismatches"] == 0 and card["onnx_parity"]["prob_max_abs_diff"] < 1e-4
@@ -178,10 +180,10 @@ def test_duplicate_groups_find_planted_copies_and_the_split_keeps_them_whole(tmp
 
 
 def test_two_models_compared_on_three_classes_get_multiclass_metrics_and_paired_tests(shapes_root, tmp_path):
-    from pneumoscan.compare import CompareConfig, compare
+    from pneumoscan.studies.compare import CompareConfig, compare
 
     settings = tmp_path / "tiny.json"
-    settings.write_text(json.dumps({"image_size": 64, "full_epochs": 3, "full_lr": 3e-3, "batch_size": 16,
+    settings.write_text(json.dumps({"image_size": 64, "full": {"epochs": 3, "lr": 3e-3}, "batch_size": 16,
                                     "workers": 0, "n_boot": 30, "val_fraction": 0.25, "shift_report": False,
                                     "stages": ["full"], "patience": 3}))
     config = CompareConfig(data=str(shapes_root), out=str(tmp_path / "cmp"), models=("baseline_cnn", "densenet121"),
@@ -201,7 +203,7 @@ def test_two_models_compared_on_three_classes_get_multiclass_metrics_and_paired_
 
 def test_a_three_class_study_tunes_on_validation_accuracy_and_label_smoothing(shapes_root, tmp_path):
     from pneumoscan.settings import load_settings
-    from pneumoscan.tune import TuneConfig, tune
+    from pneumoscan.studies.tune import TuneConfig, tune
 
     base = tmp_path / "base.json"
     base.write_text(json.dumps({"image_size": 64, "train_views": 1, "batch_size": 16, "workers": 0, "n_boot": 30,
@@ -219,7 +221,7 @@ def test_a_three_class_study_tunes_on_validation_accuracy_and_label_smoothing(sh
 
 
 def test_the_pooled_validation_score_reads_one_logit_or_a_row_of_class_logits():
-    from pneumoscan.tune import pooled_validation_score
+    from pneumoscan.studies.tune import pooled_validation_score
 
     labels = np.array([0, 1, 2])
     rows = np.eye(3) * 4  # every clean image right
@@ -233,12 +235,12 @@ def test_the_pooled_validation_score_reads_one_logit_or_a_row_of_class_logits():
 
 
 def test_a_binary_run_with_its_own_class_names_is_compared_on_its_own_labels(shapes_root, tmp_path):
-    from pneumoscan.compare import run_one
+    from pneumoscan.studies.compare import run_one
 
     config = TrainConfig(data=str(shapes_root), out=str(tmp_path / "run"), model="baseline_cnn",
-                         classes="bars=0,circle=1,cross=1", image_size=64, stages=("full",), full_epochs=2,
-                         full_lr=3e-3, batch_size=16, workers=0, n_boot=30, val_fraction=0.25, patience=2,
-                         shift_report=False, cache_dir=str(tmp_path / "cache"))
+                         classes="bars=0,circle=1,cross=1", image_size=64, stages=("full",), batch_size=16, workers=0,
+                         n_boot=30, val_fraction=0.25, patience=2, shift_report=False,
+                         cache_dir=str(tmp_path / "cache"), full=FullStage(epochs=2, lr=3e-3))
     summary = run_one(config)
     assert len(summary["y"]) == 36 and summary["y"].sum() == 24  # circles and crosses of the test split
     run = json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]["at_threshold"]

@@ -1,4 +1,4 @@
-"""Tests of pneumoscan.ray_scoring: a local Ray instance screens like the local path, past broken files."""
+"""Tests of pneumoscan.inference.ray_scoring: a local Ray instance screens like the local path, past broken files."""
 
 from __future__ import annotations
 
@@ -50,11 +50,11 @@ def test_without_ray_the_switch_says_how_to_install_it(tiny_run, tmp_path, monke
 def test_each_actor_runs_the_exported_model_on_its_share_of_the_cores(tmp_path):
     import torch
 
-    from pneumoscan.checkpoint import LoadedModel
     from pneumoscan.data import Preprocessing
-    from pneumoscan.export import export_onnx
-    from pneumoscan.models import build_model
-    from pneumoscan.ray_scoring import ScreenBatches
+    from pneumoscan.export.files import export_onnx
+    from pneumoscan.inference.ray_scoring import ScreenBatches
+    from pneumoscan.models.checkpoint import LoadedModel
+    from pneumoscan.models.networks import build_model
 
     loaded = LoadedModel.of(build_model("baseline_cnn", preprocessing=Preprocessing(image_size=64)).eval(),
                          threshold=0.5)

@@ -1,4 +1,4 @@
-"""Tests of pneumoscan.screen: one decision per file whichever entry point asks, in order, past broken files."""
+"""Tests of inference.screen: one decision per file whichever entry point asks, in order, past broken files."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import mimetypes
 
 import numpy as np
 import pytest
-from bench.hostile import write_hostile_folder
 from fastapi.testclient import TestClient
+from tests.hostile import write_hostile_folder
 
 import pneumoscan
 from pneumoscan.cli import main
 from pneumoscan.data import expand_inputs
-from pneumoscan.screen import REFUSED, SCORED, UNREADABLE
+from pneumoscan.inference.screen import REFUSED, SCORED, UNREADABLE
 
 EXPECTED = {"xray": SCORED, "broken": UNREADABLE, "not_xray": REFUSED}
 
@@ -70,7 +70,7 @@ def test_hostile_folder_gets_the_right_answers(tiny_run, hostile):
 
 
 def test_exported_model_screens_like_the_run(tiny_run, hostile, tmp_path):
-    from pneumoscan.export import export_run
+    from pneumoscan.export.files import export_run
 
     folder, _ = hostile
     export_run(tiny_run, tmp_path)
@@ -123,7 +123,7 @@ def _png(gray: np.ndarray) -> bytes:
 def test_screening_a_loaded_model_leaves_the_callers_modules_as_they_were(tiny_run, phantom_root):
     import torch
 
-    from pneumoscan.checkpoint import load_model
+    from pneumoscan.models.checkpoint import load_model
 
     loaded = load_model(tiny_run)
     before = {name: p.is_contiguous() for name, p in loaded.model.named_parameters()}
@@ -134,7 +134,7 @@ def test_screening_a_loaded_model_leaves_the_callers_modules_as_they_were(tiny_r
 
 
 def test_screen_takes_one_path_a_folder_a_csv_or_a_list_and_finds_images_by_content(tiny_run, phantom_root, tmp_path):
-    from bench.hostile import dicom_bytes
+    from tests.hostile import dicom_bytes
 
     from pneumoscan.data.io import load_image
 

@@ -10,12 +10,12 @@ import zlib
 import numpy as np
 import pydicom
 import pytest
-from bench.hostile import dicom_bytes
 from fastapi.testclient import TestClient
 from PIL import Image
+from tests.hostile import dicom_bytes
 
 from pneumoscan.data import scan_kaggle_split
-from pneumoscan.export import export_run
+from pneumoscan.export.files import export_run
 from pneumoscan.serve import create_app
 
 

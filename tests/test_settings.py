@@ -12,16 +12,16 @@ from pneumoscan.train import TrainConfig
 
 def test_file_then_overrides(tmp_path):
     path = tmp_path / "c.json"
-    path.write_text(json.dumps({"model": "resnet50", "tail_epochs": 3, "augmentation": {"hflip": False}}))
-    overrides = parse_overrides(["tail_epochs=5", "augmentation.gamma=[0.9,1.1]"])
+    path.write_text(json.dumps({"model": "resnet50", "tail": {"epochs": 3}, "augmentation": {"hflip": False}}))
+    overrides = parse_overrides(["tail.epochs=5", "augmentation.gamma=[0.9,1.1]"])
     config = load_settings(TrainConfig, file=path, overrides=overrides)
-    assert (config.model, config.tail_epochs) == ("resnet50", 5)
+    assert (config.model, config.tail.epochs, config.tail.lr) == ("resnet50", 5, 1e-4)  # tail's other defaults stay
     assert config.augmentation.hflip is False and config.augmentation.gamma == (0.9, 1.1)
     assert config.augmentation.rotation_deg == TrainConfig().augmentation.rotation_deg
 
 
 def test_unknown_keys_are_refused_with_the_valid_ones():
-    with pytest.raises(ValueError, match="unknown setting.*tail_epoch.*valid:.*tail_epochs"):
+    with pytest.raises(ValueError, match="unknown setting.*tail_epoch.*valid:.*tail"):
         load_settings(TrainConfig, overrides={"tail_epoch": 3})
     with pytest.raises(ValueError, match="augmentation.flip"):
         load_settings(TrainConfig, overrides={"augmentation": {"flip": True}})
@@ -51,9 +51,9 @@ def test_a_list_of_names_can_be_written_with_commas():
 
 
 @pytest.mark.parametrize("pair, words", [
-    ("full_epochs=abc", "setting full_epochs='abc': expected a whole number, e.g. full_epochs=10"),
-    ("full_epochs=2.5", "setting full_epochs=2.5: expected a whole number"),
-    ("head_lr=fast", "setting head_lr='fast': expected a number"),
+    ("full.epochs=abc", "setting full.epochs='abc': expected a whole number, e.g. full.epochs=10"),
+    ("full.epochs=2.5", "setting full.epochs=2.5: expected a whole number"),
+    ("head.lr=fast", "setting head.lr='fast': expected a number"),
     ("augmentation.hflip=maybe", "setting augmentation.hflip='maybe': expected true or false"),
     ("augmentation.crop_scale=[0.5]", "setting augmentation.crop_scale=[0.5]: expected a list of 2 numbers"),
     ("augmentation.crop_scale=[0.5, \"x\"]", "setting augmentation.crop_scale[1]='x': expected a number"),
@@ -67,7 +67,7 @@ def test_settings_are_checked_against_their_types(pair, words):
 
 
 def test_typed_settings_take_whole_numbers_for_floats_and_lists_for_tuples():
-    config = load_settings(TrainConfig, overrides=parse_overrides(["head_lr=1", "augmentation.gamma=[1, 2]",
+    config = load_settings(TrainConfig, overrides=parse_overrides(["head.lr=1", "augmentation.gamma=[1, 2]",
                                                                    "input_checks.accept=[\"a\", \"b\"]"]))
-    assert config.head_lr == 1.0 and isinstance(config.head_lr, float)
+    assert config.head.lr == 1.0 and isinstance(config.head.lr, float)
     assert config.augmentation.gamma == (1.0, 2.0) and config.input_checks.accept == ("a", "b")

@@ -20,16 +20,17 @@ from tests.conftest import LIGHT_CHECKS, LIGHT_SHIFT_IMAGES
 
 from pneumoscan import cache as cache_module
 from pneumoscan import device as device_module
-from pneumoscan.checkpoint import load_model
 from pneumoscan.data import Augmentation, Preprocessing, XRayDataset, read_split, scan_kaggle_split
 from pneumoscan.data.records import Sample
 from pneumoscan.data.shifts import SHIFTS
-from pneumoscan.input_checks import InputCheckSettings
-from pneumoscan.models import ClassifierHead, build_model
+from pneumoscan.input_checks.checks import InputCheckSettings
+from pneumoscan.models.checkpoint import load_model
+from pneumoscan.models.networks import ClassifierHead, build_model
 from pneumoscan.run_folder import RunFolder
 from pneumoscan.settings import load_settings
 from pneumoscan.train import TrainConfig, stages, train
 from pneumoscan.train import loop as loop_module
+from pneumoscan.train.config import FullStage, HeadStage, TailStage
 from pneumoscan.train.recipes import recipe_settings
 from pneumoscan.train.setup import prepare_run_folder
 
@@ -37,9 +38,9 @@ from pneumoscan.train.setup import prepare_run_folder
 def tiny_config(root, out, cache, **overrides) -> TrainConfig:
     """Seconds-long settings: 64 px images, 2 views, 2 + 2 epochs, no worker processes, light input checks."""
     settings = dict(data=str(root), out=str(out), model="densenet121", weights="none", image_size=64,
-                    train_views=2, head_epochs=2, tail_epochs=2, full_epochs=2, batch_size=16, workers=0,
-                    n_boot=50, cache_dir=str(cache), val_fraction=0.25, head_lr=3e-3, tail_lr=1e-3,
-                    shift_images=LIGHT_SHIFT_IMAGES, input_checks=InputCheckSettings(**LIGHT_CHECKS))
+                    train_views=2, batch_size=16, workers=0, n_boot=50, cache_dir=str(cache), val_fraction=0.25,
+                    shift_images=LIGHT_SHIFT_IMAGES, input_checks=InputCheckSettings(**LIGHT_CHECKS),
+                    head=HeadStage(epochs=2, lr=3e-3), tail=TailStage(epochs=2, lr=1e-3), full=FullStage(epochs=2))
     settings.update(overrides)
     return TrainConfig(**settings)
 
@@ -103,7 +104,7 @@ def test_the_frozen_trunk_stages_need_a_pretrained_model():
 
 
 def test_a_killed_run_resumes_to_the_same_model(phantom_root, tmp_path, monkeypatch):
-    config = tiny_config(phantom_root, tmp_path / "whole", tmp_path / "cache", tail_epochs=3)
+    config = tiny_config(phantom_root, tmp_path / "whole", tmp_path / "cache", tail=TailStage(epochs=3))
     whole = final_state(train(config))
 
     real_epoch = loop_module._train_one_epoch
@@ -133,19 +134,19 @@ def test_a_killed_run_resumes_to_the_same_model(phantom_root, tmp_path, monkeypa
 
 
 def test_same_seed_same_metrics_and_resume_needs_same_settings(phantom_root, tmp_path):
-    first = train(tiny_config(phantom_root, tmp_path / "a", tmp_path / "cache", head_epochs=1, tail_epochs=1))
-    second = train(tiny_config(phantom_root, tmp_path / "b", tmp_path / "cache", head_epochs=1, tail_epochs=1))
+    one_epoch = dict(head=HeadStage(epochs=1), tail=TailStage(epochs=1))
+    first = train(tiny_config(phantom_root, tmp_path / "a", tmp_path / "cache", **one_epoch))
+    second = train(tiny_config(phantom_root, tmp_path / "b", tmp_path / "cache", **one_epoch))
     m1, m2 = (json.loads((r / "metrics.json").read_text()) for r in (first, second))
     assert m1["validation"]["at_threshold"]["auc"] == m2["validation"]["at_threshold"]["auc"]
     assert m1["test"]["at_threshold"]["confusion_matrix"] == m2["test"]["at_threshold"]["confusion_matrix"]
     with pytest.raises(ValueError, match="seed"):
-        train(tiny_config(phantom_root, tmp_path / "a", tmp_path / "cache", seed=5, head_epochs=1,
-                          tail_epochs=1), resume=True)
+        train(tiny_config(phantom_root, tmp_path / "a", tmp_path / "cache", seed=5, **one_epoch), resume=True)
     # a setting newer than the run takes today's default when the run is read back
     saved = json.loads((first / "config.json").read_text())
     del saved["cache_engine"]
     (first / "config.json").write_text(json.dumps(saved))
-    same = dict(head_epochs=1, tail_epochs=1)
+    same = dict(head=HeadStage(epochs=1), tail=TailStage(epochs=1))
     prepare_run_folder(RunFolder(first), tiny_config(phantom_root, first, tmp_path / "cache", **same).resolved(),
                        resume=True)
     with pytest.raises(ValueError, match="cache_engine"):
@@ -155,7 +156,7 @@ def test_same_seed_same_metrics_and_resume_needs_same_settings(phantom_root, tmp
 
 def test_baseline_trains_end_to_end_on_images(phantom_root, tmp_path):
     run = train(tiny_config(phantom_root, tmp_path / "cnn", tmp_path / "cache", model="baseline_cnn",
-                            full_epochs=3, full_lr=3e-3))
+                            full=FullStage(epochs=3, lr=3e-3)))
     history = json.loads((run / "history.json").read_text())
     assert {r["stage"] for r in history} == {"full"}
     assert load_model(run).model.arch == "baseline_cnn"
@@ -272,7 +273,7 @@ def test_cache_engine_setting_reaches_every_cache_of_a_run(phantom_root, tmp_pat
 
     monkeypatch.setattr(cache_module, "pick_engine", recording_pick)
     train(tiny_config(phantom_root, tmp_path / "run", tmp_path / "cache", precision="fp32", cache_engine="torch",
-                      tail_epochs=1, head_epochs=1))
+                      tail=TailStage(epochs=1), head=HeadStage(epochs=1)))
     assert len(asked) >= 3 and set(asked) == {"torch"}  # augmented, clean and shifted views
     with pytest.raises(ValueError, match="cache_engine"):
         tiny_config(phantom_root, tmp_path, tmp_path, cache_engine="tensorrt")
@@ -372,7 +373,7 @@ def test_a_head_that_dies_in_its_stage_is_trained_again_at_a_third_of_its_learni
         return trained
 
     monkeypatch.setattr(stages, "run_stage", run_stage_that_kills_the_first_head)
-    run = train(tiny_config(phantom_root, tmp_path / "run", tmp_path / "cache", tail_epochs=1))
+    run = train(tiny_config(phantom_root, tmp_path / "run", tmp_path / "cache", tail=TailStage(epochs=1, lr=1e-3)))
     assert calls == [("head", 3e-3), ("head-retry", pytest.approx(1e-3)), ("tail", 1e-3)]
     history = json.loads((run / "history.json").read_text())
     assert [r["stage"] for r in history] == ["head", "head", "head-retry", "head-retry", "tail"]

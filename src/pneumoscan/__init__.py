@@ -15,6 +15,6 @@ __all__ = ["CLASSES", "__version__", "load"]
 def load(path, **options):
     """The ``screen.Screener`` of a run folder, ``model.pt``, ``.onnx`` or OpenVINO ``.xml``
     (``options``: ``runtime``, ``precision``, ``max_pixels``; see ``screen.load``)."""
-    from pneumoscan.screen import load as load_screener
+    from pneumoscan.inference.screen import load as load_screener
 
     return load_screener(path, **options)

@@ -18,15 +18,16 @@ from dataclasses import dataclass
 from itertools import zip_longest
 from pathlib import Path
 
-from pneumoscan.checkpoint import load_model
 from pneumoscan.data.synthetic import read_lesion_boxes, write_synthetic_dataset
 from pneumoscan.evaluate.report import read_called, read_predictions
 from pneumoscan.explain.checks import pointing_game
 from pneumoscan.explain.render import panel_title, save_panel
 from pneumoscan.explain.run import explain_batches
+from pneumoscan.models.checkpoint import load_model
 from pneumoscan.run_folder import RunFolder
 from pneumoscan.settings import load_settings
 from pneumoscan.train import TrainConfig, train
+from pneumoscan.train.config import FullStage
 from pneumoscan.train.recipes import QUICK_NOTE, recipe_settings
 
 log = logging.getLogger(__name__)
@@ -79,8 +80,9 @@ def demo_train_config(config: DemoConfig, data: Path, run: RunFolder) -> TrainCo
                              overrides={"data": str(data), "out": str(run.root), "model": "densenet121",
                                         "weights": config.weights, "seed": config.seed})
     return TrainConfig(data=str(data), out=str(run.root), model="baseline_cnn", image_size=config.size,
-                       full_epochs=config.epochs, full_lr=2e-3, patience=config.epochs, val_fraction=0.2, n_boot=200,
-                       workers=1, cache_dir=str(Path(config.out) / "cache"), seed=config.seed, shift_images=100)
+                       full=FullStage(epochs=config.epochs, lr=2e-3), patience=config.epochs, val_fraction=0.2,
+                       n_boot=200, workers=1, cache_dir=str(Path(config.out) / "cache"), seed=config.seed,
+                       shift_images=100)
 
 
 def explain_test(run: RunFolder, out_dir: Path, lesions: dict | None, *, gallery_size: int) -> dict:

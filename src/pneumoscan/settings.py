@@ -105,7 +105,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     for pair in pairs:
         if "=" not in pair:
-            raise ValueError(f"--set {pair!r}: write KEY=VALUE, e.g. --set tail_epochs=5")
+            raise ValueError(f"--set {pair!r}: write KEY=VALUE, e.g. --set tail.epochs=5")
         key, raw = pair.split("=", 1)
         try:
             value = json.loads(raw)

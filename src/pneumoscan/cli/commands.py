@@ -80,18 +80,20 @@ def _print_summary(run_dir: Path) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from pneumoscan.checkpoint import resolve_model_path
+    from pneumoscan.cli.settings import EvaluateSettings, command_settings
     from pneumoscan.data.labels import ClassMap
     from pneumoscan.data.records import load_samples
     from pneumoscan.evaluate import evaluate_screened
-    from pneumoscan.screen import load
+    from pneumoscan.inference.screen import load
+    from pneumoscan.models.checkpoint import resolve_model_path
 
-    screener = load(args.model, runtime=args.runtime, precision=args.precision)
+    cfg = command_settings(EvaluateSettings, args)
+    screener = load(cfg.model, runtime=cfg.runtime, precision=cfg.precision)
     classes = ClassMap(tuple(screener.classes))  # labels are read as the model's class names (or indices)
-    samples = load_samples(args.data, args.split if Path(args.data).is_dir() else None, classes)
-    name = args.split if Path(args.data).is_dir() else Path(args.data).stem
-    model = Path(args.model)
-    out = Path(args.out) if args.out else (resolve_model_path(model).parent if model.suffix in ("", ".pt")
+    samples = load_samples(cfg.data, cfg.split if Path(cfg.data).is_dir() else None, classes)
+    name = cfg.split if Path(cfg.data).is_dir() else Path(cfg.data).stem
+    model = Path(cfg.model)
+    out = Path(cfg.out) if cfg.out else (resolve_model_path(model).parent if model.suffix in ("", ".pt")
                                            else model.parent) / f"eval-{name}"
     result = evaluate_screened(screener, samples, out_dir=out, name=name)
     counts = result["screening"]
@@ -112,25 +114,27 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    from pneumoscan.cli.settings import PredictSettings, command_settings
     from pneumoscan.data.records import expand_inputs
     from pneumoscan.evaluate.report import screening_counts
-    from pneumoscan.predict import write_screenings_csv
-    from pneumoscan.screen import load
+    from pneumoscan.inference.predict import write_screenings_csv
+    from pneumoscan.inference.screen import load
 
-    screener = load(args.model, runtime=args.runtime, precision=args.precision)
-    paths = expand_inputs(args.inputs)
+    cfg = command_settings(PredictSettings, args)
+    screener = load(cfg.model, runtime=cfg.runtime, precision=cfg.precision)
+    paths = expand_inputs(list(cfg.inputs))
     if not paths:
-        raise ValueError(f"no images found in {args.inputs}")
-    if args.engine == "ray":
-        from pneumoscan.ray_scoring import screen_with_ray
+        raise ValueError(f"no images found in {cfg.inputs}")
+    if cfg.engine == "ray":
+        from pneumoscan.inference.ray_scoring import screen_with_ray
 
-        results = screen_with_ray(args.model, paths, address=args.address, actors=args.actors,
-                                  batch_size=args.batch_size, runtime=args.runtime, precision=args.precision)
+        results = screen_with_ray(cfg.model, paths, address=cfg.address, actors=cfg.actors,
+                                  batch_size=cfg.batch_size, runtime=cfg.runtime, precision=cfg.precision)
     else:
-        results = screener.screen(paths, batch_size=args.batch_size)
-    if args.out:
-        write_screenings_csv(args.out, results, screener.classes)
-        print(f"{len(results)} screenings written to {args.out}")
+        results = screener.screen(paths, batch_size=cfg.batch_size)
+    if cfg.out:
+        write_screenings_csv(cfg.out, results, screener.classes)
+        print(f"{len(results)} screenings written to {cfg.out}")
     else:
         for r in results:
             print(f"{r.source}\t{_describe(r)}")
@@ -149,7 +153,7 @@ def _describe(result) -> str:
 
 
 def cmd_checks(args) -> int:
-    from pneumoscan.input_checks import InputCheckSettings
+    from pneumoscan.input_checks.checks import InputCheckSettings
     from pneumoscan.run_folder import RunFolder
     from pneumoscan.settings import from_dict, parse_overrides
     from pneumoscan.train.finish import refit_input_checks
@@ -166,54 +170,58 @@ def cmd_checks(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from pneumoscan.checkpoint import load_model
+    from pneumoscan.cli.settings import ExplainSettings, command_settings
     from pneumoscan.data.records import expand_inputs
     from pneumoscan.explain import run as explain_run
+    from pneumoscan.models.checkpoint import load_model
 
-    loaded = load_model(args.model)
-    if args.review:
+    cfg = command_settings(ExplainSettings, args)
+    loaded = load_model(cfg.model)
+    if cfg.review:
         from pneumoscan.data.records import load_samples
-        from pneumoscan.screen import load
+        from pneumoscan.inference.screen import load
 
-        if not args.data:
+        if not cfg.data:
             raise ValueError("--review needs --data (the dataset root or label CSV)")
-        samples = load_samples(args.data, args.review if Path(args.data).is_dir() else None)
-        results = load(args.model).screen([s.path for s in samples], desc=f"screening {args.review}")
+        samples = load_samples(cfg.data, cfg.review if Path(cfg.data).is_dir() else None)
+        results = load(cfg.model).screen([s.path for s in samples], desc=f"screening {cfg.review}")
         keep = [i for i, r in enumerate(results) if r.scored]
         names = list(loaded.classes.names)
         counts = explain_run.review_gallery(loaded, [samples[i] for i in keep],
-                                            np.array([results[i].probability for i in keep]), args.out,
-                                            method=args.method, confident=args.confident,
+                                            np.array([results[i].probability for i in keep]), cfg.out,
+                                            method=cfg.method, confident=cfg.confident,
                                             predicted=np.array([names.index(results[i].label) for i in keep]))
-        print(f"review of {len(keep)} images written to {args.out}/index.html: " +
+        print(f"review of {len(keep)} images written to {cfg.out}/index.html: " +
               ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
         return 0
-    paths = expand_inputs(args.inputs)
+    paths = expand_inputs(list(cfg.inputs))
     if not paths:
         raise ValueError("nothing to explain: give images, folders or CSVs (or --review SPLIT --data ROOT)")
-    if args.compare:
-        summary = explain_run.compare_models(loaded, load_model(args.compare), paths, args.out, method=args.method,
-                                             names=(Path(args.model).name, Path(args.compare).name))
+    if cfg.compare:
+        summary = explain_run.compare_models(loaded, load_model(cfg.compare), paths, cfg.out, method=cfg.method,
+                                             names=(Path(cfg.model).name, Path(cfg.compare).name))
         print(f"{summary['images']} images compared: mean Spearman {summary['mean_spearman']:.3f}, mean top-20% "
-              f"IoU {summary['mean_top_iou']:.3f}; see {args.out}/index.html")
+              f"IoU {summary['mean_top_iou']:.3f}; see {cfg.out}/index.html")
         return 0
-    rows = explain_run.explain_files(loaded, paths, args.out, method=args.method, target=args.target,
-                                     save_arrays=args.save_arrays, batch_size=args.batch_size, scale=args.scale)
+    rows = explain_run.explain_files(loaded, paths, cfg.out, method=cfg.method, target=cfg.target,
+                                     save_arrays=cfg.save_arrays, batch_size=cfg.batch_size, scale=cfg.scale)
     failed = sum(bool(r["error"]) for r in rows)
     unreadable = f"; {failed} files unreadable" if failed else ""
-    print(f"{len(rows) - failed} explanations written to {args.out}{unreadable}")
+    print(f"{len(rows) - failed} explanations written to {cfg.out}{unreadable}")
     return 1 if failed else 0
 
 
 def cmd_export(args) -> int:
-    from pneumoscan.export import calibration_inputs, export_run, parity_images
+    from pneumoscan.cli.settings import ExportSettings, command_settings
+    from pneumoscan.export.files import calibration_inputs, export_run, parity_images
 
-    paths = parity_images(args.model, args.parity_images, args.data, args.split) if args.format == "onnx" else []
-    calibration = calibration_inputs(args.model, args.openvino_int8) if args.openvino_int8 else None
-    card = export_run(args.model, args.out, fmt=args.format, parity_paths=paths, int8_calibration=calibration)
-    print(f"exported to {args.out}: " + ", ".join(card["files"]))
+    cfg = command_settings(ExportSettings, args)
+    paths = parity_images(cfg.model, cfg.parity_images, cfg.data, cfg.split) if cfg.format == "onnx" else []
+    calibration = calibration_inputs(cfg.model, cfg.openvino_int8) if cfg.openvino_int8 else None
+    card = export_run(cfg.model, cfg.out, fmt=cfg.format, parity_paths=paths, int8_calibration=calibration)
+    print(f"exported to {cfg.out}: " + ", ".join(card["files"]))
     if card.get("openvino_int8"):
-        print(f"OpenVINO int8 model: {Path(args.out) / 'model.int8.xml'} (check its metrics before serving it)")
+        print(f"OpenVINO int8 model: {Path(cfg.out) / 'model.int8.xml'} (check its metrics before serving it)")
     if card.get("onnx_parity"):
         parity = card["onnx_parity"]
         print(f"ONNX parity on {parity['images']} images: probability max abs diff {parity['prob_max_abs_diff']:.2e}, "
@@ -222,7 +230,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_describe(args) -> int:
-    from pneumoscan.screen import load
+    from pneumoscan.inference.screen import load
 
     description = load(args.model).description
     print(json.dumps(description.to_dict(), indent=2) if args.json else "\n".join(description.summary_lines()))
@@ -232,17 +240,19 @@ def cmd_describe(args) -> int:
 def cmd_serve(args) -> int:
     import uvicorn
 
+    from pneumoscan.cli.settings import ServeSettings, command_settings
     from pneumoscan.serve import create_app
 
-    app = create_app(args.model, max_upload_bytes=args.max_upload_mb * 1024 * 1024, precision=args.precision,
-                     runtime_name=args.runtime, stall_seconds=args.upload_timeout)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    cfg = command_settings(ServeSettings, args)
+    app = create_app(cfg.model, max_upload_bytes=cfg.max_upload_mb * 1024 * 1024, precision=cfg.precision,
+                     runtime_name=cfg.runtime, stall_seconds=cfg.upload_timeout)
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info")
     return 0
 
 
 def cmd_compare(args) -> int:
-    from pneumoscan.compare import CompareConfig, compare
     from pneumoscan.settings import load_settings, parse_overrides
+    from pneumoscan.studies.compare import CompareConfig, compare
 
     overrides = {"data": args.data, "out": args.out, "models": args.models, "seeds": args.seeds,
                  "weights": args.weights, "base_config": args.config or "", "ablation": args.ablation}
@@ -255,7 +265,7 @@ def cmd_compare(args) -> int:
 
 def cmd_tune(args) -> int:
     from pneumoscan.settings import load_settings, parse_overrides
-    from pneumoscan.tune import TuneConfig, tune
+    from pneumoscan.studies.tune import TuneConfig, tune
 
     overrides = {"data": args.data, "out": args.out, "model": args.model, "trials": args.trials,
                  "timeout_minutes": args.timeout_minutes, "storage": args.storage, "workers": args.workers,

@@ -24,7 +24,7 @@ def _add_train(sub) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--config", help="JSON file of settings (see TrainConfig; unknown keys are refused)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="override any setting, e.g. --set tail_epochs=5 augmentation.hflip=false")
+                   help="override any setting, e.g. --set tail.epochs=5 augmentation.hflip=false")
     p.add_argument("--resume", action="store_true", help="continue a killed run in --out from its last checkpoint")
     p.add_argument("--print-settings", action="store_true",
                    help="print every setting the run would use (defaults resolved), as JSON, and exit")

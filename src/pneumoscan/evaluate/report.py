@@ -152,7 +152,7 @@ def evaluate_screened(screener, samples, *, out_dir: str | Path, name: str, n_bo
 def screening_counts(results) -> dict:
     """How many screenings were scored, flagged, refused and unreadable, with the fractions of all images."""
     n = len(results)
-    from pneumoscan.screen import REFUSED, UNREADABLE
+    from pneumoscan.inference.screen import REFUSED, UNREADABLE
 
     counts = {"images": n, "scored": sum(r.scored for r in results), "flagged": sum(r.flagged for r in results),
               "refused": sum(r.status == REFUSED for r in results),

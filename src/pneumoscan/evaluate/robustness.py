@@ -17,7 +17,7 @@ from pneumoscan.data.records import Sample
 from pneumoscan.data.shifts import SHIFTS
 from pneumoscan.device import autocast_for
 from pneumoscan.evaluate.metrics import binary_metrics
-from pneumoscan.models import ScreeningNet, TailAndHead
+from pneumoscan.models.networks import ScreeningNet, TailAndHead
 
 
 def shifted_logits(model: ScreeningNet, samples: list[Sample], *, shifts: tuple[str, ...] = tuple(SHIFTS),

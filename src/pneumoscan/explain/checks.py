@@ -21,7 +21,7 @@ from pneumoscan.data.labels import CLASSES, POSITIVE
 from pneumoscan.device import autocast_for
 from pneumoscan.explain.gradcam import probabilities_of
 from pneumoscan.explain.methods import explain, rank_correlation
-from pneumoscan.models import ScreeningNet
+from pneumoscan.models.networks import ScreeningNet
 
 
 def _is_stage(module: nn.Module) -> bool:

@@ -4,8 +4,8 @@ backward pass.
 Grad-CAM needs the gradient of the explained score only with respect to the last feature map A.
 The score depends on A through the head alone (GAP -> dropout -> linear -> ReLU -> dropout ->
 linear), so we run the network up to A without autograd and differentiate the head only: a
-prediction with its heatmap costs little more than the prediction. For ONNX export the same
-gradient is written as plain operations of the head (``ClosedFormGradCAM``), with no autograd.
+prediction with its heatmap costs little more than the prediction. The serving graph writes the same
+gradient as plain operations of the head (``inference.heatmaps.ClosedFormGradCAM``), with no autograd.
 
 Maps follow pytorch-grad-cam's conventions so the two agree to float precision: ReLU of the
 weighted sum, min-max scaled per image, bilinearly resized to the input size, min-max scaled again.
@@ -23,16 +23,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from pneumoscan.data.labels import CLASSES
 from pneumoscan.device import autocast_for
-from pneumoscan.models import ClassifierHead, ScreeningNet
+from pneumoscan.inference.heatmaps import scale_maps
+from pneumoscan.models.networks import ScreeningNet
 
 TARGETS = ("predicted",)  # or any class name of the model
 SCALES = ("image", "probability")
-EPS = 1e-7  # pytorch-grad-cam's guard in its min-max scaling
 
 
 @dataclass
@@ -77,15 +75,6 @@ def probabilities_of(logits: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(logits) if logits.ndim == 1 else torch.softmax(logits, dim=1)
 
 
-def scale_maps(cams: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Min-max scale each map ``[B, h, w]``, resize bilinearly to ``size``, min-max scale again."""
-    def minmax(x):
-        x = x - x.amin(dim=(1, 2), keepdim=True)
-        return x / (EPS + x.amax(dim=(1, 2), keepdim=True))
-    resized = F.interpolate(minmax(cams)[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-    return minmax(resized)
-
-
 def gradcam(model: ScreeningNet, images: torch.Tensor, *, target: str = "predicted", threshold: float = 0.5,
             precision: str = "fp32", classes: tuple[str, ...] = CLASSES, scale: str = "image",
             explained: torch.Tensor | None = None) -> Explanation:
@@ -118,49 +107,3 @@ def explanation_of(cams: torch.Tensor, logits: torch.Tensor, explained: torch.Te
     if scale == "probability":
         result.heatmaps = result.heatmaps * result.explained_probability()[:, None, None].astype(np.float32)
     return result
-
-
-class ClosedFormGradCAM(nn.Module):
-    """(logits, low-resolution Grad-CAM) from the last feature map, with the head's gradient in closed form.
-
-    For logit_k = w2_k . relu(W1 . mean(A) + b1) + b2_k (dropout off at inference), d logit_k / dA[c, i, j]
-    = (W1^T (w2_k * [z > 0]))[c] / (h w) at every position, so the Grad-CAM weights are that vector
-    divided by h w. One logit (two classes): the positive class's, ``sign`` -1 explains the other; several:
-    the map of ``target`` (class indices; default the most probable class). Plain operations only:
-    exportable to ONNX, no autograd at run time.
-    """
-
-    def __init__(self, head: ClassifierHead):
-        super().__init__()
-        self.first, self.second = head[3], head[6]
-
-    def forward(self, fmap: torch.Tensor, sign: torch.Tensor | None = None,
-                target: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        positions = fmap.shape[2] * fmap.shape[3]
-        hidden = self.first(fmap.mean(dim=(2, 3)))
-        logits = self.second(torch.relu(hidden))
-        if logits.shape[1] == 1:
-            logit, explained = logits.squeeze(1), self.second.weight  # [1, H]: the positive class's row
-        else:
-            logit = logits
-            explained = self.second.weight[logits.argmax(dim=1) if target is None else target]  # [B, H]
-        grad_pooled = ((hidden > 0).to(fmap.dtype) * explained) @ self.first.weight  # d logit / d mean(A)
-        weights = grad_pooled / positions  # mean over positions of d logit / dA, the Grad-CAM weights
-        if sign is not None:
-            weights = weights * sign[:, None]
-        cam = torch.relu((weights[:, :, None, None] * fmap).sum(dim=1))
-        return logit, cam
-
-    def every_class(self, fmap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits, low-resolution Grad-CAM of every class ``[B, K, h, w]``). One logit (two classes): the first
-        class's map explains -logit and the second's +logit, as ``gradcam`` with ``target`` does."""
-        positions = fmap.shape[2] * fmap.shape[3]
-        hidden = self.first(fmap.mean(dim=(2, 3)))
-        logits = self.second(torch.relu(hidden))
-        rows = self.second.weight  # [K, H], or [1, H] for one logit
-        if rows.shape[0] == 1:
-            rows, logits = torch.cat([-rows, rows]), logits.squeeze(1)
-        on = (hidden > 0).to(fmap.dtype)  # [B, H]
-        weights = (on[:, None, :] * rows[None]) @ self.first.weight / positions  # [B, K, C]
-        cams = torch.relu(weights @ fmap.flatten(2))  # [B, K, h * w]
-        return logits, cams.reshape(fmap.shape[0], rows.shape[0], fmap.shape[2], fmap.shape[3])

@@ -17,7 +17,7 @@ from torchvision.transforms.v2 import functional as TF
 from pneumoscan.data.labels import CLASSES
 from pneumoscan.device import autocast_for
 from pneumoscan.explain.gradcam import Explanation, explained_classes, explanation_of, gradcam
-from pneumoscan.models import ScreeningNet
+from pneumoscan.models.networks import ScreeningNet
 
 LIBRARY_CAMS = {
     "gradcam_reference": GradCAM,  # pytorch-grad-cam's own Grad-CAM: the reference for parity and speed

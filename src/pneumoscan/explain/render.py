@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib import colormaps
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib import colormaps  # noqa: E402
+from pneumoscan.evaluate.plots import subplots
 
 CMAP = "jet"
 
@@ -33,7 +31,7 @@ def panel_title(label: str, probability: float, *, threshold: float | None = Non
 
 def save_panel(path: str | Path, gray: np.ndarray, heatmap: np.ndarray, *, title: str, empty: bool = False) -> Path:
     """image | heatmap | overlay, with a colour bar and a title; an empty map says so."""
-    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.9))
+    fig, axes = subplots(1, 3, figsize=(10.5, 3.9))
     axes[0].imshow(gray, cmap="gray", vmin=0, vmax=1)
     axes[0].set_title("X-ray")
     shown = axes[1].imshow(heatmap, cmap=CMAP, vmin=0, vmax=1)
@@ -45,7 +43,6 @@ def save_panel(path: str | Path, gray: np.ndarray, heatmap: np.ndarray, *, title
     fig.colorbar(shown, ax=axes.tolist(), fraction=0.025, pad=0.02, label="relative evidence")
     fig.suptitle(title, fontsize=9)
     fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
     return Path(path)
 
 
@@ -53,7 +50,7 @@ def save_grid(path: str | Path, images: list[np.ndarray], captions: list[str], *
               columns: int = 4) -> Path:
     """A grid of overlays (RGB uint8) with one caption each."""
     rows = max(1, -(-len(images) // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(3.0 * columns, 3.3 * rows), squeeze=False)
+    fig, axes = subplots(rows, columns, figsize=(3.0 * columns, 3.3 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, image, caption in zip(axes.ravel(), images, captions):
@@ -62,5 +59,4 @@ def save_grid(path: str | Path, images: list[np.ndarray], captions: list[str], *
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return Path(path)

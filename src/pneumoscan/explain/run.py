@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pneumoscan.checkpoint import LoadedModel
 from pneumoscan.data.records import Sample
 from pneumoscan.explain.gradcam import SCALES
 from pneumoscan.explain.methods import explain, heatmap_agreement
 from pneumoscan.explain.render import overlay, panel_title, save_grid, save_panel
+from pneumoscan.models.checkpoint import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class Explained:
 def explain_batches(loaded: LoadedModel, paths: list[str], *, method: str = "gradcam", target: str = "predicted",
                     batch_size: int = 16, precision: str = "fp32", desc: str = "explaining", scale: str = "image"):
     """Yield, in input order, ``Explained`` per scored path and ``(path, reason)`` per unreadable or refused one."""
-    from pneumoscan.screen import load
+    from pneumoscan.inference.screen import load
 
     screener = load(loaded)
     for start in tqdm(range(0, len(paths), batch_size), desc=desc, unit="batch", leave=False):
@@ -194,7 +194,7 @@ def review_gallery(loaded: LoadedModel, samples: list[Sample], probabilities: np
 def compare_models(first: LoadedModel, second: LoadedModel, paths: list[str], out_dir: str | Path, *,
                    method: str = "gradcam", names: tuple[str, str] = ("A", "B")) -> dict:
     """Both models' heatmaps side by side per image, with their agreement (Spearman, top-20% IoU)."""
-    import matplotlib.pyplot as plt
+    from pneumoscan.evaluate.plots import subplots
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -204,7 +204,7 @@ def compare_models(first: LoadedModel, second: LoadedModel, paths: list[str], ou
     for a in a_items:
         b = b_items[a.path]
         agreement = heatmap_agreement(a.heatmap, b.heatmap)
-        fig, axes = plt.subplots(1, 3, figsize=(10, 3.8))
+        fig, axes = subplots(1, 3, figsize=(10, 3.8))
         axes[0].imshow(a.gray, cmap="gray")
         axes[0].set_title(Path(a.path).name, fontsize=8)
         axes[1].imshow(overlay(a.gray, a.heatmap))
@@ -217,7 +217,6 @@ def compare_models(first: LoadedModel, second: LoadedModel, paths: list[str], ou
                      fontsize=9)
         stem = _unique_stem(out_dir, a.path)
         fig.savefig(out_dir / f"{stem}.png", dpi=100, bbox_inches="tight")
-        plt.close(fig)
         rows.append({"path": a.path, f"p_{names[0]}": round(a.probability, 6), f"p_{names[1]}": round(b.probability, 6),
                      **{k: round(v, 4) for k, v in agreement.items()}, "panel": f"{stem}.png"})
     _write_rows(out_dir / "agreement.csv", rows)

@@ -27,8 +27,8 @@ from PIL import Image
 from pneumoscan import __version__
 from pneumoscan.data.io import IMAGE_SIGNATURES, MAX_PIXELS, looks_like_dicom
 from pneumoscan.explain.render import overlay
-from pneumoscan.export import card_path
-from pneumoscan.screen import UNREADABLE, Screening, load
+from pneumoscan.export.card import card_path
+from pneumoscan.inference.screen import UNREADABLE, Screening, load
 from pneumoscan.serve.limits import STALL_SECONDS, BodyLimits
 
 log = logging.getLogger(__name__)
@@ -51,12 +51,9 @@ def heatmap_rgba(heatmap: np.ndarray) -> np.ndarray:
 
 
 def load_model_card(model_path: Path) -> dict:
-    """The model card beside an exported model or in a run folder, if there is one."""
-    for candidate in (card_path(model_path), model_path.parent / "model_card.json",
-                      model_path / "model_card.json"):
-        if candidate.is_file():
-            return json.loads(candidate.read_text())
-    return {}
+    """The model card beside an exported model, if there is one (a run folder has none: export writes it)."""
+    card = card_path(model_path)
+    return json.loads(card.read_text()) if model_path.is_file() and card.is_file() else {}
 
 
 def _not_scored(status: int, outcome: str, detail: str) -> JSONResponse:

@@ -8,11 +8,39 @@ from pneumoscan.cache import ENGINES
 from pneumoscan.data.preprocess import INTENSITY_MODES, Augmentation
 from pneumoscan.data.tasks import TaskSettings
 from pneumoscan.evaluate.metrics import THRESHOLD_RULES
-from pneumoscan.input_checks import InputCheckSettings
-from pneumoscan.models import MODELS, PRETRAINED
+from pneumoscan.input_checks.checks import InputCheckSettings
+from pneumoscan.models.networks import MODELS, PRETRAINED
 from pneumoscan.storage import default_cache_dir
 
 STAGES = ("head", "tail", "full")
+
+
+@dataclass(frozen=True)
+class HeadStage:
+    """Stage head: the backbone frozen, the head trained on cached pooled features (``--set head.lr=...``)."""
+
+    epochs: int = 30
+    lr: float = 1e-3                   # cosine decay from lr to lr_min
+    lr_min: float = 1e-4
+
+
+@dataclass(frozen=True)
+class TailStage:
+    """Stage tail: the last block and the head fine-tuned on cached trunk activations."""
+
+    epochs: int = 10
+    lr: float = 1e-4
+    lr_min: float = 1e-5
+    fraction: float = 1.0              # share of the last block's layers trained, counted from the end
+
+
+@dataclass(frozen=True)
+class FullStage:
+    """Stage full: every layer trained on images (a GPU advised)."""
+
+    epochs: int = 20
+    lr: float = 1e-3
+    lr_min: float = 1e-5
 
 
 @dataclass(frozen=True)
@@ -43,16 +71,9 @@ class TrainConfig:
     train_views: int = 4               # augmented views of each train image cached for stages head/tail
     stages: tuple[str, ...] = ()       # () = auto: ("head", "tail") for pretrained, ("full",) otherwise
     batch_size: int = 32
-    head_epochs: int = 30              # stage head: backbone frozen, head trained on cached features
-    head_lr: float = 1e-3
-    head_lr_min: float = 1e-4
-    tail_epochs: int = 10              # stage tail: last block + head fine-tuned on cached activations
-    tail_lr: float = 1e-4
-    tail_lr_min: float = 1e-5
-    tail_fraction: float = 1.0         # share of the last block's layers trained in stage tail (from the end)
-    full_epochs: int = 20              # stage full: every layer trained on images (GPU advised)
-    full_lr: float = 1e-3
-    full_lr_min: float = 1e-5
+    head: HeadStage = field(default_factory=lambda: HeadStage())  # the stages' epochs and learning rates
+    tail: TailStage = field(default_factory=lambda: TailStage())
+    full: FullStage = field(default_factory=lambda: FullStage())
     weight_decay: float = 1e-4         # AdamW decoupled weight decay (the L2 of the recipe)
     patience: int = 5                  # early stopping: epochs without a better validation score
     select_on: str = "auto"            # that score, which also picks the kept epoch: "auc", "accuracy", or
@@ -122,6 +143,10 @@ class TrainConfig:
             weights = "imagenet" if self.model in PRETRAINED else "none"
         cache_dir = self.cache_dir or str(default_cache_dir())
         return replace(self, stages=tuple(stages), weights=weights, cache_dir=cache_dir)
+
+    def stage(self, name: str) -> HeadStage | TailStage | FullStage:
+        """The epochs and learning rates of stage ``name``."""
+        return {"head": self.head, "tail": self.tail, "full": self.full}[name]
 
     def selection_score(self, classes: int) -> str:
         """The validation score early stopping follows for a task of ``classes`` classes."""

@@ -13,8 +13,6 @@ import numpy as np
 
 from pneumoscan import settings as settings_io
 from pneumoscan.cache import batched_logits
-from pneumoscan.check_fitting import fit_input_checks, model_features
-from pneumoscan.checkpoint import LoadedModel, replace_checks, save_model, training_facts
 from pneumoscan.data.io import load_image
 from pneumoscan.data.labels import DEFAULT_TASK, ClassMap
 from pneumoscan.data.records import Sample, find_unreadable, load_samples
@@ -30,12 +28,14 @@ from pneumoscan.evaluate.robustness import (
     robustness_report,
     shifted_logits,
 )
-from pneumoscan.input_checks import InputChecks, InputCheckSettings, shift_layer_of
-from pneumoscan.model_description import describe, metric_summary, task_words
-from pneumoscan.models import ScreeningNet, TailAndHead
-from pneumoscan.predict import predict_logits, sigmoid, softmax
+from pneumoscan.inference.predict import predict_logits, sigmoid, softmax
+from pneumoscan.inference.screen import load as load_screener
+from pneumoscan.input_checks.checks import InputChecks, InputCheckSettings, shift_layer_of
+from pneumoscan.input_checks.fitting import fit_input_checks, model_features
+from pneumoscan.models.checkpoint import LoadedModel, replace_checks, save_model, training_facts
+from pneumoscan.models.description import describe, metric_summary, task_words
+from pneumoscan.models.networks import ScreeningNet, TailAndHead
 from pneumoscan.run_folder import RunFolder
-from pneumoscan.screen import load as load_screener
 from pneumoscan.train.config import TrainConfig
 from pneumoscan.train.setup import labels_of, pool_of, run_config, trained_model
 from pneumoscan.train.stages import cache_rows, clean_activations, pooling

@@ -27,9 +27,9 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 from tqdm.auto import tqdm
 
-from pneumoscan.checkpoint import atomic_save
 from pneumoscan.device import autocast_for
 from pneumoscan.distributed import SINGLE, Ranks, batch_wide, from_main, gathered, wrapped
+from pneumoscan.models.checkpoint import atomic_save
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,6 @@ def run_stage(module: nn.Module, params: list[nn.Parameter], train: BatchSource,
             optimizer.load_state_dict(saved["optimizer"])
             scheduler.load_state_dict(saved["scheduler"])
             best, start_epoch, bad_epochs = saved["best"], saved["epoch"] + 1, saved["bad_epochs"]
-            best.setdefault("score", best.pop("auc", -1.0))  # a state saved before select_on existed
             history[:] = saved["history"]
             log.info("stage %s: resuming after epoch %d", settings.name, saved["epoch"] + 1)
 

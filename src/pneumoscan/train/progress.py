@@ -15,9 +15,9 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from pneumoscan.data.not_xray import KINDS
 from pneumoscan.data.shifts import SHIFTS
-from pneumoscan.input_checks import RESAMPLINGS, InputCheckSettings
+from pneumoscan.input_checks.checks import RESAMPLINGS, InputCheckSettings
+from pneumoscan.input_checks.not_xray import KINDS
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +51,13 @@ def run_steps(stages: tuple[str, ...], config, size: RunSize) -> list[Step]:
     steps, cached = [], False
     for stage in stages:
         if stage == "full":
-            steps.append(Step(stage, config.full_epochs * (FULL_COST * size.train + SCREEN_COST * size.val)))
+            steps.append(Step(stage, config.full.epochs * (FULL_COST * size.train + SCREEN_COST * size.val)))
             continue
         views = config.train_views
         caching = 0.0 if cached else size.pool * config.cached_views_per_image()
         cached = True
         per_view = TAIL_COST if stage == "tail" else HEAD_COST
-        epochs = config.tail_epochs if stage == "tail" else config.head_epochs
+        epochs = config.stage(stage).epochs
         steps.append(Step(stage, caching + epochs * size.train * views * per_view + epochs * size.val * per_view))
     steps.append(Step("input checks", CHECK_COST * input_check_images(config.input_checks)))
     shifted = min(config.shift_images or size.val, size.val) * len(SHIFTS) if (

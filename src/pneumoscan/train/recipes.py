@@ -36,30 +36,28 @@ RECIPES: dict[str, dict] = {
         "head_hidden": 512, "dropout_in": 0.3392582420826302, "dropout_hidden": 0.20364474139265534,
         "augmentation": {"crop_scale": [0.85, 1.0], "brightness": 0.15, "contrast": 0.15, "gamma": [1.0, 1.0],
                          "blur_sigma": [0.0, 0.0], "resolution": [1.0, 1.0], "noise_std": 0.0},
-        "head_lr": 0.0013071992668214627, "head_lr_min": 0.00013071992668214628,
-        "tail_lr": 0.0004673670549115497, "tail_lr_min": 4.673670549115497e-05,
+        "head": {"lr": 0.0013071992668214627, "lr_min": 0.00013071992668214628},
+        "tail": {"lr": 0.0004673670549115497, "lr_min": 4.673670549115497e-05},
         "weight_decay": 3.298878009017958e-05,
         # tuning's class weight 0.4602 over the data's 1150 / 3321 of the split it was tuned on
         "pos_weight_scale": 1.3289741593671867,
     },
-    "end-to-end": {"stages": ["full"], "full_epochs": 12, "full_lr": 1e-4, "patience": 12, "shift_report": False},
+    "end-to-end": {"stages": ["full"], "full": {"epochs": 12, "lr": 1e-4}, "patience": 12, "shift_report": False},
 }
 RECIPES["quick"] = {  # the head alone on the clean images' pooled frozen features: minutes, not half an hour
-    **{k: RECIPES["densenet121-tuned"][k] for k in ("head_hidden", "dropout_in", "dropout_hidden", "head_lr",
-                                                     "head_lr_min", "weight_decay", "pos_weight_scale")},
+    **{k: RECIPES["densenet121-tuned"][k] for k in ("head_hidden", "dropout_in", "dropout_hidden", "head",
+                                                     "weight_decay", "pos_weight_scale")},
     "stages": ["head"], "train_views": 1, "augmentation": Augmentation.none().to_dict(),
     "threshold_on": "val", "shift_report": False,
     # a fifth of the default's resampled copies and half its other examples: the checks took 224 s of a 407 s run
     "input_checks": {"made_per_kind": 40, "exposure_examples": 100, "resampled_examples": 100},
 }
-_BRAIN_MRI_STUDY = {  # bench/results/brain_mri_tune.json's best trial
-    "head_hidden": 256, "dropout_in": 0.14307295276180854, "dropout_hidden": 0.1282362741751203,
-    "head_lr": 0.0005036131335527795, "tail_lr": 0.00048361180733557887,
-    "weight_decay": 0.006207910528128014, "label_smoothing": 0.17846561845530926,
-}
+_BRAIN_MRI_LR = {"head": 0.0005036131335527795, "tail": 0.00048361180733557887}  # brain_mri_tune.json's best trial
 RECIPES["densenet121-brain-mri"] = {  # the study's trials decayed each learning rate to a tenth (tune.trial_config)
-    **RECIPES["densenet121-tuned"], **_BRAIN_MRI_STUDY,
-    "head_lr_min": _BRAIN_MRI_STUDY["head_lr"] / 10, "tail_lr_min": _BRAIN_MRI_STUDY["tail_lr"] / 10,
+    **RECIPES["densenet121-tuned"],
+    "head_hidden": 256, "dropout_in": 0.14307295276180854, "dropout_hidden": 0.1282362741751203,
+    "weight_decay": 0.006207910528128014, "label_smoothing": 0.17846561845530926,
+    **{stage: {"lr": lr, "lr_min": lr / 10} for stage, lr in _BRAIN_MRI_LR.items()},
 }
 QUICK_NOTE = ("This model comes from the quick recipe (the head alone, on frozen ImageNet features). The full recipe, "
               "pneumoscan train --data ROOT (no --recipe), is better: on the Kermany test split 0.977 AUC and 0.932 "

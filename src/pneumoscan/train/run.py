@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 
-from pneumoscan.checkpoint import atomic_save
 from pneumoscan.data.labels import ClassMap
 from pneumoscan.data.records import class_counts
 from pneumoscan.device import describe_device, effective_precision, pick_device
@@ -25,7 +24,8 @@ from pneumoscan.distributed import start as start_ranks
 from pneumoscan.distributed import stop as stop_ranks
 from pneumoscan.evaluate.plots import plot_history
 from pneumoscan.evaluate.report import write_json
-from pneumoscan.models import ScreeningNet
+from pneumoscan.models.checkpoint import atomic_save
+from pneumoscan.models.networks import ScreeningNet
 from pneumoscan.run_folder import RunFolder
 from pneumoscan.storage import cache_bytes, format_bytes
 from pneumoscan.train.config import TrainConfig

@@ -16,7 +16,7 @@ from pneumoscan.data.preprocess import Preprocessing
 from pneumoscan.data.records import Sample, find_unreadable, load_samples, task_classes
 from pneumoscan.data.split import describe_split, patient_split, read_split, write_split
 from pneumoscan.evaluate.report import write_json
-from pneumoscan.models import ScreeningNet, build_model
+from pneumoscan.models.networks import ScreeningNet, build_model
 from pneumoscan.run_folder import RunFolder
 from pneumoscan.train.config import TrainConfig
 

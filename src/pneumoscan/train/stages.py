@@ -18,8 +18,8 @@ from pneumoscan.cache import batched_logits, cached_activations, cached_outputs
 from pneumoscan.data.dataset import XRayDataset
 from pneumoscan.data.records import Sample
 from pneumoscan.distributed import SINGLE, Ranks, main_first
-from pneumoscan.models import ClassifierHead, ScreeningNet, TailAndHead
-from pneumoscan.predict import predict_logits
+from pneumoscan.inference.predict import predict_logits
+from pneumoscan.models.networks import ClassifierHead, ScreeningNet, TailAndHead
 from pneumoscan.run_folder import RunFolder
 from pneumoscan.train.config import TrainConfig
 from pneumoscan.train.loop import ArraySource, LoaderSource, StageSettings, epoch_seed, run_stage
@@ -42,9 +42,10 @@ class HeadOnPooled(nn.Module):
 
 def stage_settings(stage: str, config: TrainConfig, weights: tuple[float, ...], device) -> StageSettings:
     """``weights``: the class weights (one value: BCE's positive-class weight; several: cross-entropy's)."""
+    schedule = config.stage(stage)
     return StageSettings(
-        name=stage, epochs=getattr(config, f"{stage}_epochs"), lr=getattr(config, f"{stage}_lr"),
-        lr_min=getattr(config, f"{stage}_lr_min"), weight_decay=config.weight_decay, patience=config.patience,
+        name=stage, epochs=schedule.epochs, lr=schedule.lr, lr_min=schedule.lr_min,
+        weight_decay=config.weight_decay, patience=config.patience,
         pos_weight=weights[0] if len(weights) == 1 else 1.0, class_weights=weights if len(weights) > 1 else (),
         seed=config.seed, precision=config.precision, device=device,
         select_on=config.selection_score(len(weights) if len(weights) > 1 else 2),
@@ -74,7 +75,7 @@ def run_training_stage(stage: str, model: ScreeningNet, config: TrainConfig, spl
         run_stage(module, params, source, validate, retry, **common)
         if head_is_dead(model.head, source.features):
             log.warning("stage head-retry: the fresh head died as well; the run goes on with it (try a lower "
-                        "head_lr)")
+                        "head.lr)")
     model.tail.requires_grad_(True)
     model.frozen_tail_units = 0
 
@@ -113,7 +114,7 @@ def _cached_stage(stage: str, model: ScreeningNet, config: TrainConfig, splits, 
         module, train_inputs = HeadOnPooled(model.head), pooled_train
     else:
         model.tail.requires_grad_(True)
-        model.train_tail_fraction(config.tail_fraction)
+        model.train_tail_fraction(config.tail.fraction)
         module, train_inputs, val_inputs = TailAndHead(model), augmented[train_rows], clean[val_rows]
     source = ArraySource(train_inputs, train_y, views=config.train_views, batch_size=config.batch_size,
                          seed=config.seed, stage=stage, ranks=ranks)

@@ -18,9 +18,9 @@ import torch
 from pneumoscan.data.labels import DEFAULT_TASK, ClassMap
 from pneumoscan.data.preprocess import Preprocessing
 from pneumoscan.data.tasks import TaskSettings
-from pneumoscan.input_checks import InputChecks
-from pneumoscan.model_description import ModelDescription, check_limits, describe, task_words
-from pneumoscan.models import ScreeningNet, build_model
+from pneumoscan.input_checks.checks import InputChecks
+from pneumoscan.models.description import ModelDescription, check_limits, describe, task_words
+from pneumoscan.models.networks import ScreeningNet, build_model
 from pneumoscan.run_folder import MODEL_FILE
 
 FORMAT = "pneumoscan-model/2"

@@ -27,9 +27,9 @@ from tqdm.auto import tqdm
 from pneumoscan.data.io import MAX_PIXELS, ImageLoadError, read_image
 from pneumoscan.data.records import expand_inputs
 from pneumoscan.data.tasks import with_article
-from pneumoscan.input_checks import rule_refusal
-from pneumoscan.model_description import ModelDescription
-from pneumoscan.runtime import load_runtime
+from pneumoscan.inference.runtime import load_runtime
+from pneumoscan.input_checks.checks import rule_refusal
+from pneumoscan.models.description import ModelDescription
 
 log = logging.getLogger(__name__)
 

@@ -22,16 +22,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pneumoscan.checkpoint import load_model
-from pneumoscan.compare_report import BINARY_METRICS, comparison_markdown
 from pneumoscan.device import pick_device
 from pneumoscan.evaluate.multiclass import paired_comparison, read_multiclass_predictions
 from pneumoscan.evaluate.plots import plot_roc
 from pneumoscan.evaluate.report import read_called, read_predictions, write_json
 from pneumoscan.evaluate.stats import delong_test, mcnemar_test
-from pneumoscan.models import count_parameters
+from pneumoscan.models.checkpoint import load_model
+from pneumoscan.models.networks import count_parameters
 from pneumoscan.run_folder import RunFolder
 from pneumoscan.settings import load_settings
+from pneumoscan.studies.compare_report import BINARY_METRICS, comparison_markdown
 from pneumoscan.train import TrainConfig, train
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def _train_config(config: CompareConfig, model: str, seed: int, out: Path) -> Tr
 
 def _inference_ms(model: torch.nn.Module, paths: list[str], precision: str) -> float:
     """CPU inference time per image (batch 16) in the precision the run was made in."""
-    from pneumoscan.predict import predict_logits
+    from pneumoscan.inference.predict import predict_logits
 
     predict_logits(model, paths[:16], batch_size=16, precision=precision)  # warm-up
     started = time.perf_counter()
@@ -211,8 +211,8 @@ def pretraining_ablation(config: CompareConfig, out: Path, summarize: Summarize 
     image_size, epochs = ablation_budget(config, device)
     for name, init in (("imagenet", weights), ("random_init", "none")):
         base = _train_config(config, "densenet121", 0, out / "ablation" / name)
-        settings = replace(base, weights=init, stages=("full",), image_size=image_size, full_epochs=epochs,
-                           full_lr=1e-4 if init != "none" else 1e-3, shift_report=False, patience=epochs)
+        settings = replace(base, weights=init, stages=("full",), image_size=image_size, shift_report=False,
+                           full=replace(base.full, epochs=epochs, lr=1e-4 if init != "none" else 1e-3), patience=epochs)
         record = summarize(f"ablation_{name}", settings, partial(train_ablation_run, settings))
         results[name] = {**{k: record[k] for k in (*METRICS, "train_seconds", "threshold", "device", "budget")},
                          "finished_earlier": record.get("finished_earlier", False)}
@@ -234,7 +234,7 @@ def ablation_run_summary(run_dir: Path) -> dict:
     test = metrics["test"]["at_threshold"]
     return {**{k: test[k] for k in METRICS}, "train_seconds": metrics["timings"]["total_seconds"],
             "threshold": metrics["threshold"], "device": device,
-            "budget": f"end-to-end training of every layer for {settings['full_epochs']} epochs at "
+            "budget": f"end-to-end training of every layer for {_full_epochs(settings)} epochs at "
                       f"{settings['image_size']}x{settings['image_size']} px on {device}{reduced}"}
 
 
@@ -274,6 +274,11 @@ def compare(config: CompareConfig, summarize: Summarize = summarize_now) -> dict
     write_json(out / "comparison.json", result)
     (out / "comparison.md").write_text(comparison_markdown(result))
     return result
+
+
+def _full_epochs(settings: dict) -> int:
+    """Stage full's epochs in a run's config.json."""
+    return settings["full"]["epochs"]
 
 
 def total_seconds(runs: list[dict], started: float) -> tuple[float, float]:

@@ -25,21 +25,19 @@ def write_trials_table(study: optuna.Study, path: Path) -> None:
 
 
 def write_plots(study: optuna.Study, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as optuna_plots
 
-    optuna_plots.plot_optimization_history(study)
-    plt.gcf().set_size_inches(8, 4.5)
-    plt.savefig(out / "optimization_history.png", dpi=110, bbox_inches="tight")
-    plt.close("all")
+    def save(axes, name: str) -> None:  # optuna draws with pyplot: save its figure, then let it go
+        figure = axes.figure
+        figure.set_size_inches(8, 4.5)
+        figure.savefig(out / name, dpi=110, bbox_inches="tight")
+        plt.close(figure)
+
+    save(optuna_plots.plot_optimization_history(study), "optimization_history.png")
     if len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) >= 2:
         try:
-            optuna_plots.plot_param_importances(study)
-            plt.gcf().set_size_inches(8, 4.5)
-            plt.savefig(out / "param_importances.png", dpi=110, bbox_inches="tight")
+            save(optuna_plots.plot_param_importances(study), "param_importances.png")
         except (ValueError, RuntimeError) as err:  # importances need varied, completed trials
             log.warning("no parameter-importance plot: %s", err)
-        plt.close("all")
+            plt.close("all")

@@ -12,10 +12,9 @@ from sklearn.covariance import LedoitWolf
 from sklearn.linear_model import LogisticRegression
 
 from pneumoscan.data.io import ImageLoadError, load_image
-from pneumoscan.data.not_xray import made_images
 from pneumoscan.data.records import expand_inputs
 from pneumoscan.data.split import evenly_spaced
-from pneumoscan.input_checks import (
+from pneumoscan.input_checks.checks import (
     FLAG_ABOVE,
     OTHER_POPULATION_RECALL,
     POPULATION_LIMIT,
@@ -27,6 +26,7 @@ from pneumoscan.input_checks import (
     logistic_probability,
     shift_layer_of,
 )
+from pneumoscan.input_checks.not_xray import made_images
 
 log = logging.getLogger(__name__)
 

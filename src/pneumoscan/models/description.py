@@ -17,7 +17,7 @@ from pathlib import Path
 from pneumoscan.data.known import known_task
 from pneumoscan.data.labels import ClassMap
 from pneumoscan.data.tasks import TaskSettings, generic_task, layered, read_task_file
-from pneumoscan.input_checks import FLAG_ABOVE, InputChecks
+from pneumoscan.input_checks.checks import FLAG_ABOVE, InputChecks
 
 
 @dataclass(frozen=True)

@@ -32,9 +32,9 @@ from pneumoscan.data.preprocess import Augmentation
 from pneumoscan.data.records import task_classes
 from pneumoscan.run_folder import RunFolder
 from pneumoscan.settings import load_settings, to_dict
+from pneumoscan.studies.tune_report import write_plots, write_trials_table
 from pneumoscan.train import TrainConfig, train
 from pneumoscan.train.finish import validation_logits
-from pneumoscan.tune_report import write_plots, write_trials_table
 
 AUGMENTATION_LEVELS = {
     "recipe": Augmentation.recipe(),   # the published recipe: rotation, flip, zoom, shift, brightness/contrast
@@ -104,9 +104,10 @@ def suggest(trial: optuna.Trial, config: TuneConfig, classes: int = 2) -> dict:
 
 def trial_config(base: TrainConfig, params: dict, out: Path) -> TrainConfig:
     """The training settings of one trial: the base settings with the trial's choices."""
-    return replace(base, out=str(out), head_lr=params["head_lr"], head_lr_min=params["head_lr"] / 10,
-                   tail_lr=params["tail_lr"], tail_lr_min=params["tail_lr"] / 10,
-                   weight_decay=params["weight_decay"], tail_fraction=params["tail_fraction"],
+    return replace(base, out=str(out), head=replace(base.head, lr=params["head_lr"], lr_min=params["head_lr"] / 10),
+                   tail=replace(base.tail, lr=params["tail_lr"], lr_min=params["tail_lr"] / 10,
+                                fraction=params["tail_fraction"]),
+                   weight_decay=params["weight_decay"],
                    augmentation=AUGMENTATION_LEVELS[params["augmentation"]],
                    pos_weight=0.0, pos_weight_scale=params.get("pos_weight_scale", base.pos_weight_scale),
                    label_smoothing=params.get("label_smoothing", base.label_smoothing), test_split="",
@@ -117,8 +118,8 @@ def trial_config(base: TrainConfig, params: dict, out: Path) -> TrainConfig:
 
 def base_settings(config: TuneConfig) -> TrainConfig:
     overrides = {"data": config.data, "model": config.model, "weights": config.weights, "seed": config.seed,
-                 "allow_partial_weights": config.allow_partial_weights, "head_epochs": config.head_epochs,
-                 "tail_epochs": config.tail_epochs}
+                 "allow_partial_weights": config.allow_partial_weights, "head": {"epochs": config.head_epochs},
+                 "tail": {"epochs": config.tail_epochs}}
     if config.cache_dir:
         overrides["cache_dir"] = config.cache_dir
     return load_settings(TrainConfig, file=config.base_config or None, overrides=overrides)
@@ -223,7 +224,7 @@ def prepare_caches(config: TuneConfig) -> float:
     for level in config.augmentation_levels:
         folder = Path(config.out) / "cache_warmup" / level
         shutil.rmtree(folder, ignore_errors=True)
-        settings = replace(base, out=str(folder), head_epochs=1, stages=("head",),
+        settings = replace(base, out=str(folder), head=replace(base.head, epochs=1), stages=("head",),
                            augmentation=AUGMENTATION_LEVELS[level], test_split="", shift_report=False)
         train(settings, finish=False)
     return time.perf_counter() - started

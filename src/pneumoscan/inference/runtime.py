@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from pneumoscan.data.preprocess import Preprocessing
-from pneumoscan.model_description import ModelDescription
+from pneumoscan.models.description import ModelDescription
 
 
 class TorchModel:
@@ -34,9 +34,9 @@ class TorchModel:
 
         import torch
 
-        from pneumoscan.checkpoint import LoadedModel, load_model
         from pneumoscan.device import effective_precision
-        from pneumoscan.graph import ServingGraph, model_metadata
+        from pneumoscan.inference.graph import ServingGraph, model_metadata
+        from pneumoscan.models.checkpoint import LoadedModel, load_model
 
         self.loaded = (dataclasses.replace(source, model=copy.deepcopy(source.model)) if isinstance(source, LoadedModel)
                        else load_model(source))
@@ -50,7 +50,7 @@ class TorchModel:
         import torch
 
         from pneumoscan.device import autocast_for
-        from pneumoscan.graph import OUTPUTS
+        from pneumoscan.inference.graph import OUTPUTS
 
         x = torch.as_tensor(images, dtype=torch.float32)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -144,7 +144,7 @@ def _openvino_metadata(path: Path, model) -> dict:
 
 def _read_metadata(model, path: Path, custom: dict) -> None:
     """Set ``metadata``, ``description`` and the ``preprocessing`` it names."""
-    from pneumoscan.graph import OUTPUTS
+    from pneumoscan.inference.graph import OUTPUTS
 
     if "pneumoscan" not in custom:
         raise ValueError(f"{path}: not exported by pneumoscan (no model description in its metadata)")

@@ -8,10 +8,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pneumoscan.checkpoint import LoadedModel
-from pneumoscan.explain.gradcam import ClosedFormGradCAM, scale_maps
-from pneumoscan.input_checks import NO_CLASSIFIER_BIAS, POPULATION_LIMIT, InputChecks
-from pneumoscan.models import ScreeningNet
+from pneumoscan.inference.heatmaps import ClosedFormGradCAM, scale_maps
+from pneumoscan.input_checks.checks import NO_CLASSIFIER_BIAS, POPULATION_LIMIT, InputChecks
+from pneumoscan.models.checkpoint import LoadedModel
+from pneumoscan.models.networks import ScreeningNet
 
 METADATA_KEY = "pneumoscan"
 OUTPUTS = ("probabilities", "heatmaps", "shift_score", "modality_probability")
@@ -49,7 +49,7 @@ class ServingGraph(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         activations = self.trunk(images)
         fmap = self.tail(activations)
-        logit, cams = self.gradcam.every_class(fmap)
+        logit, cams = self.gradcam(fmap)
         size = (images.shape[-2], images.shape[-1])
         heatmaps = scale_maps(cams.flatten(0, 1), size).reshape(-1, cams.shape[1], *size)
         pooled = fmap.float().mean(dim=(2, 3))

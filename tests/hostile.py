@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pneumoscan.data.not_xray import PHOTOS_HELD_OUT, colour_images, made_images, skimage_photo
+from pneumoscan.input_checks.not_xray import PHOTOS_HELD_OUT, colour_images, made_images, skimage_photo
 
 
 def dicom_bytes(pixels: np.ndarray, photometric: str, window: tuple[float, float] | None = None,

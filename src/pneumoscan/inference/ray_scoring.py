@@ -15,7 +15,7 @@ import logging
 from dataclasses import asdict, fields
 from pathlib import Path
 
-from pneumoscan.screen import Screening, load
+from pneumoscan.inference.screen import Screening, load
 
 log = logging.getLogger(__name__)
 
