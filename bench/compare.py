@@ -18,11 +18,20 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
+import time
+from functools import partial
 from pathlib import Path
 
 from bench.common import DATA, DATA_NAME, RESULTS, ROOT, WEIGHTS, launch_commit, machine, write_result
 from bench.records import RunRecords
-from pneumoscan.studies.compare import CompareConfig, compare
+from pneumoscan.studies.compare import (
+    CompareConfig,
+    ablation_runs,
+    comparison_runs,
+    run_one,
+    train_ablation_run,
+    write_comparison,
+)
 
 ALL_MODELS = CompareConfig.models
 
@@ -50,7 +59,7 @@ def main() -> None:
                            weights=tuple(f"{m}={p}" for m, p in WEIGHTS.items()),
                            cache_dir=str(work / "cache" / "{model}"), precision=args.precision)
     records = RunRecords(RESULTS / "compare_runs", provenance())
-    result = compare(config, records)
+    result = recorded_comparison(config, records)
     if not complete:
         logging.info("records of %s kept in %s; the result files need all of %s", ", ".join(args.models),
                      records.folder, ", ".join(ALL_MODELS))
@@ -64,6 +73,17 @@ def main() -> None:
                              "note": "ResNet50: ImageNet weights through layer3 only (partial file); layer4 and the "
                                      "head trained from scratch",
                              "timing_note": notes, "train_seconds_not_comparable": records.not_comparable()})
+
+
+def recorded_comparison(config: CompareConfig, records: RunRecords) -> dict:
+    """``pneumoscan compare`` with every run passing through the records: a recorded run is not trained again."""
+    started = time.perf_counter()
+    runs = {model: [] for model in config.models}
+    for model, name, settings in comparison_runs(config):
+        runs[model].append(records(name, settings, partial(run_one, settings)))
+    ablation = ({init: records(name, settings, partial(train_ablation_run, settings))
+                 for init, name, settings in ablation_runs(config)} if config.ablation else None)
+    return write_comparison(config, runs, ablation, started)
 
 
 def provenance() -> str:

@@ -2,7 +2,7 @@
 commit and machine), so that a comparison of hours on a 2-core CPU can span sessions and machines: a run
 with a record under the same settings is not trained again.
 
-``RunRecords(folder, provenance)`` is the ``summarize`` hook of ``pneumoscan.compare.compare``. A record
+``RunRecords(folder, provenance)`` runs a comparison's runs (``bench.compare``, ``bench.brain_mri_compare``). A record
 marked by hand ``"train_seconds_comparable": false`` (its ``"train_seconds_note"`` says why) reports no
 training time; a run resumed after a kill reports the time of all its invocations (``bench.timing``).
 """

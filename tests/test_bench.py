@@ -13,6 +13,7 @@ import torch
 from bench.brain_mri_compare import record_name
 from bench.brain_mri_explain import head_mask, mass_outside
 from bench.common import replace_section
+from bench.compare import recorded_comparison
 from bench.inference import quantize_int8
 from bench.records import RunRecords, protocol_settings, read_record
 from bench.timing import cpu_times, seconds_across_invocations, steal_share, training_seconds, was_resumed
@@ -23,7 +24,7 @@ from pneumoscan.inference.runtime import OnnxModel
 from pneumoscan.models.checkpoint import LoadedModel
 from pneumoscan.models.networks import build_model
 from pneumoscan.settings import to_dict
-from pneumoscan.studies.compare import METRICS, CompareConfig, compare, comparison_markdown, seed_summary
+from pneumoscan.studies.compare import METRICS, CompareConfig, comparison_markdown, seed_summary
 from pneumoscan.train import TrainConfig
 
 SMALL = Preprocessing(image_size=64)
@@ -87,14 +88,14 @@ def test_run_records_let_a_comparison_span_sessions_without_retraining(phantom_r
     records = RunRecords(tmp_path / "records", "commit abc")
     config = CompareConfig(data=str(phantom_root), out=str(tmp_path / "cmp"), models=("baseline_cnn",),
                            base_config=str(tiny_settings), cache_dir=str(tmp_path / "cache"))
-    first = compare(config, records)
+    first = recorded_comparison(config, records)
     record_file = records.folder / "baseline_cnn_seed0.json"
     record = json.loads(record_file.read_text())
     assert record["provenance"] == "commit abc" and len(record["prob"]) == len(record["y"]) > 0
     assert "data" not in record["settings"] and record["settings"]["model"] == "baseline_cnn"
 
     shutil.rmtree(tmp_path / "cmp")  # a new session: the run folders are gone, the records are kept
-    again = compare(config, records)
+    again = recorded_comparison(config, records)
     assert again["runs"]["finished_earlier"] == 1 and not (tmp_path / "cmp" / "baseline_cnn").exists()
     assert again["models"]["baseline_cnn"]["auc"]["values"] == first["models"]["baseline_cnn"]["auc"]["values"]
     assert again["models"]["baseline_cnn"]["train_seconds"] == first["models"]["baseline_cnn"]["train_seconds"]
@@ -104,13 +105,13 @@ def test_run_records_let_a_comparison_span_sessions_without_retraining(phantom_r
 
     # the precision asked for is not the protocol (records made before it was left out still name it)
     record_file.write_text(json.dumps({**record, "settings": {**record["settings"], "precision": "bf16"}}))
-    in_fp32 = compare(replace(config, precision="fp32"), records)
+    in_fp32 = recorded_comparison(replace(config, precision="fp32"), records)
     assert in_fp32["runs"]["finished_earlier"] == 1
     assert in_fp32["models"]["baseline_cnn"]["precision_per_seed"] == [record["precision"]]
 
     other = tmp_path / "other.json"  # another protocol: the record does not stand in for it
     other.write_text(json.dumps({**json.loads(tiny_settings.read_text()), "full": {"epochs": 1}}))
-    changed = compare(replace(config, base_config=str(other), precision="fp32"), records)
+    changed = recorded_comparison(replace(config, base_config=str(other), precision="fp32"), records)
     assert changed["runs"]["finished_earlier"] == 0 and (tmp_path / "cmp" / "baseline_cnn" / "seed0").exists()
     assert json.loads((tmp_path / "cmp" / "baseline_cnn" / "seed0" / "config.json").read_text())["precision"] == "fp32"
     assert changed["models"]["baseline_cnn"]["precision_per_seed"] == ["fp32"]

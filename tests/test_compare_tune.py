@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import shutil
+from functools import partial
 
 import optuna
 import pytest
@@ -16,11 +17,13 @@ from pneumoscan.studies.compare import (
     METRICS,
     CompareConfig,
     ablation_budget,
+    ablation_result,
     ablation_run_summary,
+    ablation_runs,
     compare,
     comparison_markdown,
-    pretraining_ablation,
     seed_summary,
+    train_ablation_run,
 )
 from pneumoscan.studies.tune import TuneConfig, open_study, tune
 from pneumoscan.train import TrainConfig
@@ -62,21 +65,27 @@ def _reported(ablation: dict) -> dict:
             for k, v in ablation.items()}
 
 
+def _recorded_ablation(config: CompareConfig, records: RunRecords) -> dict:
+    """The ablation as bench.compare runs it: each run through the benchmark's records."""
+    return ablation_result({init: records(name, settings, partial(train_ablation_run, settings))
+                            for init, name, settings in ablation_runs(config)})
+
+
 def test_tiny_ablation_states_its_budget_and_reuses_finished_runs(phantom_root, tiny_settings, tmp_path):
     config = CompareConfig(data=str(phantom_root), out=str(tmp_path), weights=("densenet121=none",),
                            base_config=str(tiny_settings), ablation_image_size=32, ablation_epochs=1)
     records = RunRecords(tmp_path / "records", "commit abc")
-    result = pretraining_ablation(config, tmp_path, records)
+    result = _recorded_ablation(config, records)
     assert set(result) == {"imagenet", "random_init", "budget"}
     assert result["budget"].startswith("end-to-end training of every layer for 1 epochs at 32x32 px on cpu")
     assert 0 <= result["random_init"]["auc"] <= 1 and result["random_init"]["device"] == "cpu"
     log = (tmp_path / "ablation" / "random_init" / "train.log").read_text()
-    again = pretraining_ablation(config, tmp_path, records)  # finished runs are reused, not trained again
+    again = _recorded_ablation(config, records)  # finished runs are reused, not trained again
     assert again["random_init"]["finished_earlier"] and not result["random_init"]["finished_earlier"]
     assert _reported(again) == _reported(result)
     assert (tmp_path / "ablation" / "random_init" / "train.log").read_text() == log
     shutil.rmtree(tmp_path / "ablation")  # the records alone (e.g. from a GPU machine) stand in for the runs
-    assert _reported(pretraining_ablation(config, tmp_path, records)) == _reported(result)
+    assert _reported(_recorded_ablation(config, records)) == _reported(result)
     assert not (tmp_path / "ablation").exists()
     table = comparison_markdown({"protocol": {"seeds": 1}, "models": {}, "pairs": {}, "pretraining_ablation": result})
     assert result["budget"] in table and "| random_init | " in table and "| imagenet | " in table

@@ -99,12 +99,19 @@ def test_multiclass_metrics_and_paired_comparison():
 
 
 def test_tiny_three_class_run_trains_evaluates_explains_exports_and_serves(shapes_root, tmp_path):
+    (shapes_root / "task.json").write_text(json.dumps({"population": "drawn shapes", "display": {"bars": "stripes"}}))
     config = TrainConfig(data=str(shapes_root), out=str(tmp_path / "run"), model="baseline_cnn", image_size=64,
                          batch_size=16, workers=0, n_boot=50, val_fraction=0.25,
                          cache_dir=str(tmp_path / "cache"), patience=8,
                          input_checks=InputCheckSettings(**LIGHT_CHECKS), task=TaskSettings(modality="shape picture"),
                          full=FullStage(epochs=8, lr=3e-3))
     run = train(config)
+    (shapes_root / "task.json").unlink()
+    described = load_model(run).description  # words from the settings, task.json and the data, metrics from the run
+    assert (described.modality, described.population, described.display["bars"]) == ("shape picture",
+                                                                                      "drawn shapes", "stripes")
+    assert described.task == "bars vs circle vs cross" and described.metrics["test"]["accuracy"]["value"] > 0.6
+    assert described.input_checks["fitted_on"]["training_images"] > 0
     metrics = json.loads((run / "metrics.json").read_text())
     test = metrics["test"]["at_argmax"]
     assert metrics["classes"] == list(SHAPES) and len(test["confusion_matrix"]) == 3

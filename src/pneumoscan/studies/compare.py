@@ -14,9 +14,7 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -88,15 +86,6 @@ def train_or_reuse(config: TrainConfig) -> bool:
         return True
     train(config, resume=folder.config.exists())
     return False
-
-
-# ``summarize(name, settings, make)`` returns the summary of the run ``name`` trained with ``settings``;
-# ``make()`` trains (or reuses) the run and summarizes it. Benchmarks pass one that keeps records.
-Summarize = Callable[[str, TrainConfig, Callable[[], dict]], dict]
-
-
-def summarize_now(name: str, settings: TrainConfig, make: Callable[[], dict]) -> dict:
-    return make()
 
 
 def run_one(config: TrainConfig) -> dict:
@@ -199,23 +188,30 @@ def ablation_budget(config: CompareConfig, device: torch.device) -> tuple[int, i
     return (config.ablation_image_size or (224 if gpu else 112), config.ablation_epochs or (12 if gpu else 6))
 
 
-def pretraining_ablation(config: CompareConfig, out: Path, summarize: Summarize = summarize_now) -> dict:
-    """DenseNet121 trained end to end from ImageNet weights vs from random init (budget: ablation_budget).
+def ablation_runs(config: CompareConfig) -> list[tuple[str, str, TrainConfig]]:
+    """(init, run name, settings) of the pretraining ablation: DenseNet121 trained end to end from ImageNet
+    weights and from random init (budget: ablation_budget).
 
     Finished runs are reused wherever they were made (a comparison on a CPU can take the ablation runs
     made on a GPU); the budget reported is the one each run's own config and metrics record.
     """
-    results = {}
+    out = Path(config.out)
     weights = dict(item.split("=", 1) for item in config.weights).get("densenet121", "imagenet")
     device = pick_device(_train_config(config, "densenet121", 0, out).device)
     image_size, epochs = ablation_budget(config, device)
+    runs = []
     for name, init in (("imagenet", weights), ("random_init", "none")):
         base = _train_config(config, "densenet121", 0, out / "ablation" / name)
-        settings = replace(base, weights=init, stages=("full",), image_size=image_size, shift_report=False,
-                           full=replace(base.full, epochs=epochs, lr=1e-4 if init != "none" else 1e-3), patience=epochs)
-        record = summarize(f"ablation_{name}", settings, partial(train_ablation_run, settings))
-        results[name] = {**{k: record[k] for k in (*METRICS, "train_seconds", "threshold", "device", "budget")},
-                         "finished_earlier": record.get("finished_earlier", False)}
+        runs.append((name, f"ablation_{name}", replace(
+            base, weights=init, stages=("full",), image_size=image_size, shift_report=False, patience=epochs,
+            full=replace(base.full, epochs=epochs, lr=1e-4 if init != "none" else 1e-3))))
+    return runs
+
+
+def ablation_result(summaries: dict[str, dict]) -> dict:
+    """The ablation's section of the result, from each init's run summary (``train_ablation_run``)."""
+    results = {name: {**{k: record[k] for k in (*METRICS, "train_seconds", "threshold", "device", "budget")},
+                      "finished_earlier": record.get("finished_earlier", False)} for name, record in summaries.items()}
     results["budget"] = "; ".join(sorted({r.pop("budget") for r in results.values()}))
     return results
 
@@ -238,28 +234,41 @@ def ablation_run_summary(run_dir: Path) -> dict:
                       f"{settings['image_size']}x{settings['image_size']} px on {device}{reduced}"}
 
 
-def compare(config: CompareConfig, summarize: Summarize = summarize_now) -> dict:
-    """Run the comparison; writes ``comparison.json``, ``comparison.md`` and ``roc_all.png`` to ``out``.
-
-    ``summarize`` gives each run's summary (by default: train or reuse it, then summarize it)."""
+def comparison_runs(config: CompareConfig) -> list[tuple[str, str, TrainConfig]]:
+    """(model, run name, settings) of every run, seed by seed, so an interrupted comparison has every model's
+    seed 0."""
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    return [(model, f"{model}_seed{seed}", _train_config(config, model, seed, out / model / f"seed{seed}"))
+            for seed in range(config.seeds) for model in config.models]
+
+
+def compare(config: CompareConfig) -> dict:
+    """Train (or reuse) every run, then write ``comparison.json``, ``comparison.md`` and ``roc_all.png`` to
+    ``out``."""
     started = time.perf_counter()
     runs = {model: [] for model in config.models}
-    for seed in range(config.seeds):  # seed by seed, so an interrupted comparison has every model's seed 0
-        for model in config.models:
-            settings = _train_config(config, model, seed, out / model / f"seed{seed}")
-            runs[model].append(summarize(f"{model}_seed{seed}", settings, partial(run_one, settings)))
+    for model, _, settings in comparison_runs(config):
+        runs[model].append(run_one(settings))
+    ablation = ({name: train_ablation_run(settings) for name, _, settings in ablation_runs(config)}
+                if config.ablation else None)
+    return write_comparison(config, runs, ablation, started)
+
+
+def write_comparison(config: CompareConfig, runs: dict[str, list[dict]], ablation: dict[str, dict] | None,
+                     started: float) -> dict:
+    """The comparison of the runs' summaries (``run_one``'s, by model) and the ablation's, written to ``out``."""
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
     result = {"protocol": {"models": list(config.models), "seeds": config.seeds,
                            "base_config": config.base_config or "TrainConfig defaults",
                            "note": "same patient-level split per seed, same augmentation, epoch budget and "
                                    "threshold rule for every model; test used only for this report"},
               **side_by_side(runs)}
-    if config.ablation:
-        result["pretraining_ablation"] = pretraining_ablation(config, out, summarize)
+    if ablation:
+        result["pretraining_ablation"] = ablation_result(ablation)
     every_run = [r for model_runs in runs.values() for r in model_runs]
-    ablation_runs = [v for v in result.get("pretraining_ablation", {}).values() if isinstance(v, dict)]
-    result["invocation_seconds"], result["wall_seconds"] = total_seconds(every_run + ablation_runs, started)
+    ablation_summaries = [v for v in result.get("pretraining_ablation", {}).values() if isinstance(v, dict)]
+    result["invocation_seconds"], result["wall_seconds"] = total_seconds(every_run + ablation_summaries, started)
     result["runs"] = {"total": len(every_run), "finished_earlier": sum(r["finished_earlier"] for r in every_run),
                       "resumed_after_a_kill": sum(r["resumed"] for r in every_run),
                       "train_seconds_sum": round(sum(r["train_seconds"] or 0.0 for r in every_run), 1),
