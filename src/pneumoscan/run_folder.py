@@ -71,6 +71,11 @@ class RunFolder:
         return self.root / MODEL_FILE
 
     @property
+    def segmenter(self) -> Path:
+        """A lung segmentation run's model (``anatomy``): weights and what they were trained on."""
+        return self.root / "segmenter.pt"
+
+    @property
     def metrics(self) -> Path:
         """The run's summary; written last, so its presence means the run finished."""
         return self.root / "metrics.json"

@@ -7,6 +7,7 @@ import logging
 import sys
 
 from pneumoscan.cli import commands
+from pneumoscan.cli.anatomy import cmd_segment
 from pneumoscan.cli.commands import _print_summary  # noqa: F401  (the run summary train and demo print)
 from pneumoscan.cli.parsers import build_parser
 
@@ -17,7 +18,8 @@ USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryErro
 COMMANDS = {"train": commands.cmd_train, "evaluate": commands.cmd_evaluate, "predict": commands.cmd_predict,
             "checks": commands.cmd_checks, "explain": commands.cmd_explain, "export": commands.cmd_export,
             "serve": commands.cmd_serve, "compare": commands.cmd_compare, "tune": commands.cmd_tune,
-            "demo": commands.cmd_demo, "describe": commands.cmd_describe, "cache": commands.cmd_cache}
+            "demo": commands.cmd_demo, "describe": commands.cmd_describe, "cache": commands.cmd_cache,
+            "segment": cmd_segment}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from pneumoscan.cli.anatomy import add_segment
+
 
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train, threshold and evaluate a model; writes a run folder",
@@ -218,6 +220,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings only")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_train, _add_evaluate, _add_predict, _add_checks, _add_explain, _add_export, _add_serve,
-                _add_compare, _add_tune, _add_demo, _add_describe, _add_cache):
+                _add_compare, _add_tune, _add_demo, _add_describe, _add_cache, add_segment):
         add(sub)
     return parser

@@ -20,6 +20,24 @@ from pneumoscan.data.labels import CLASSES
 def make_phantom(rng: np.random.Generator, *, pneumonia: bool, size: int = 224
                  ) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
     """One phantom as a float32 ``size x size`` array in [0, 1], and its lesion boxes (x0, y0, x1, y1)."""
+    image, boxes, _ = _phantom(rng, pneumonia, size)
+    return image, boxes
+
+
+def phantom_with_lungs(rng: np.random.Generator, *, pneumonia: bool = False, size: int = 224
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """A phantom and its lung mask (bool: inside either drawn lung field)."""
+    image, _, lungs = _phantom(rng, pneumonia, size)
+    return image, lungs
+
+
+def phantom_films(count: int, *, size: int = 224, seed: int = 0) -> list[np.ndarray]:
+    """``count`` phantoms of both kinds, as grey float arrays."""
+    rng = np.random.default_rng(seed)
+    return [make_phantom(rng, pneumonia=bool(i % 2), size=size)[0] for i in range(count)]
+
+
+def _phantom(rng: np.random.Generator, pneumonia: bool, size: int):
     s = size / 224.0
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     cx, cy = size / 2 + rng.normal(0, 4 * s), size / 2 + rng.normal(4 * s, 4 * s)
@@ -50,7 +68,8 @@ def make_phantom(rng: np.random.Generator, *, pneumonia: bool, size: int = 224
     image[int(12 * s):int(20 * s), marker_x:marker_x + int(6 * s)] = 0.9  # an "R" marker stand-in
     image = np.clip(image, 0, 1) ** rng.uniform(0.8, 1.25)
     image = image * rng.uniform(0.9, 1.1) + rng.normal(0, 0.02, image.shape)
-    return np.clip(image, 0, 1).astype(np.float32), boxes
+    lung_mask = np.maximum(lungs[0][2], lungs[1][2]) > 0.5
+    return np.clip(image, 0, 1).astype(np.float32), boxes, lung_mask
 
 
 def _soft_ellipse(xx, yy, cx, cy, ax, ay, edge):
@@ -89,6 +108,28 @@ def write_synthetic_dataset(root: str | Path, *, n_train: int = 240, n_test: int
     with (root / "lesions.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "split", "label", "x0", "y0", "x1", "y1"])
+        writer.writerows(rows)
+    return root
+
+
+def write_lung_mask_folder(root: str | Path, *, n_train: int = 48, n_test: int = 8, size: int = 96,
+                           seed: int = 0) -> Path:
+    """Phantoms with their lung masks in the layout of ``shared/data/lung_masks`` (a MANIFEST.csv; 255 lung),
+    as adult-source films of their own patients: a lung segmenter trains on it in seconds."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(exist_ok=True)
+    rows = []
+    for i in range(n_train + n_test):
+        image, lungs = phantom_with_lungs(rng, pneumonia=bool(i % 2), size=size)
+        Image.fromarray((image * 255).round().astype(np.uint8)).save(root / "images" / f"film{i}.png")
+        Image.fromarray((lungs * 255).astype(np.uint8)).save(root / "masks" / f"film{i}.png")
+        rows.append({"source": "ieee8023", "split": "train" if i < n_train else "test", "file": f"images/film{i}.png",
+                     "mask_files": f"masks/film{i}.png", "patientid": str(i)})
+    with (root / "MANIFEST.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
         writer.writerows(rows)
     return root
 

@@ -1,0 +1,140 @@
+"""The lung segmenter: MONAI's 2-D U-Net on a grey film squashed to a small square, standardised per film
+inside the network (so an exported graph needs no preprocessing), one logit per pixel for "lung".
+
+``LungSegmenter.masks`` gives each film's lung mask at the film's own size, keeping the two largest
+connected regions (two lungs; a consolidated lung is still a lung region); ``lung_regions`` says how
+plausible a pair of lungs it is. The segmenter saves itself with its settings, what it was trained on and
+its scores, and loads back into the same network (``save_segmenter``/``load_segmenter``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from scipy import ndimage
+from torch import nn
+
+FORMAT = "pneumoscan-segmenter/1"
+
+
+@dataclass(frozen=True)
+class SegmenterSettings:
+    """The network: MONAI ``UNet`` arguments and the side of the square it segments."""
+
+    image_size: int = 128                                # films are squashed to this side
+    channels: tuple[int, ...] = (16, 32, 64, 128, 256)   # feature maps per level
+    strides: tuple[int, ...] = (2, 2, 2, 2)
+    num_res_units: int = 1
+
+
+class LungNet(nn.Module):
+    """grey films ``[B, 1, S, S]`` in [0, 1] -> lung logits ``[B, 1, S, S]``; each film standardised first."""
+
+    def __init__(self, settings: SegmenterSettings):
+        super().__init__()
+        from monai.networks.nets import UNet
+
+        self.unet = UNet(spatial_dims=2, in_channels=1, out_channels=1, channels=settings.channels,
+                         strides=settings.strides, num_res_units=settings.num_res_units)
+
+    def forward(self, films: torch.Tensor) -> torch.Tensor:
+        mean = films.mean(dim=(2, 3), keepdim=True)
+        std = films.std(dim=(2, 3), keepdim=True)
+        return self.unet((films - mean) / (std + 1e-3))
+
+
+@dataclass(frozen=True)
+class LungRegions:
+    """What a lung mask looks like: its share of the film, and its two largest regions' shares."""
+
+    area_fraction: float
+    regions: int                 # connected regions kept (at most two)
+    smaller_share: float         # the smaller kept region's share of the lung area (0: one region)
+
+
+class LungSegmenter:
+    """A trained ``LungNet`` with its settings, behind ``probabilities`` and ``masks``."""
+
+    def __init__(self, net: LungNet, settings: SegmenterSettings, facts: dict | None = None):
+        self.net = net.eval()
+        self.settings = settings
+        self.facts = facts or {}
+
+    def inputs(self, grays: list[np.ndarray]) -> torch.Tensor:
+        """Films (grey floats in [0, 1], any size) as the network's input ``[B, 1, S, S]``."""
+        side = self.settings.image_size
+        resized = [np.asarray(Image.fromarray(np.clip(g, 0, 1).astype(np.float32)).resize((side, side),
+                                                                                          Image.BILINEAR))
+                   for g in grays]
+        return torch.from_numpy(np.stack(resized))[:, None]
+
+    @torch.inference_mode()
+    def probabilities(self, grays: list[np.ndarray], batch_size: int = 32) -> np.ndarray:
+        """P(lung) per pixel at the segmenter's side, ``[B, S, S]``."""
+        parts = [torch.sigmoid(self.net(self.inputs(grays[i:i + batch_size]))).float()[:, 0].numpy()
+                 for i in range(0, len(grays), batch_size)]
+        return np.concatenate(parts) if parts else np.zeros((0, self.settings.image_size, self.settings.image_size))
+
+    def masks(self, grays: list[np.ndarray], *, size: tuple[int, int] | None = None) -> list[np.ndarray]:
+        """Each film's lung mask (bool) at the film's own size, or ``size`` (rows, columns) for all: the
+        probability map resized bilinearly, then cut at 0.5, then its two largest regions."""
+        masks = []
+        for gray, probability in zip(grays, self.probabilities(grays)):
+            rows, columns = size or gray.shape
+            resized = np.asarray(Image.fromarray(probability.astype(np.float32)).resize((columns, rows),
+                                                                                         Image.BILINEAR))
+            masks.append(largest_regions(resized >= 0.5, 2))
+        return masks
+
+
+def largest_regions(mask: np.ndarray, keep: int) -> np.ndarray:
+    """``mask`` with only its ``keep`` largest connected regions."""
+    labels, count = ndimage.label(mask)
+    if count <= keep:
+        return mask
+    sizes = ndimage.sum(mask, labels, index=range(1, count + 1))
+    kept = 1 + np.argsort(sizes)[::-1][:keep]
+    return np.isin(labels, kept)
+
+
+def lung_regions(mask: np.ndarray) -> LungRegions:
+    """The area and the regions of a lung mask."""
+    labels, count = ndimage.label(mask)
+    sizes = sorted(ndimage.sum(mask, labels, index=range(1, count + 1)), reverse=True) if count else []
+    total = float(sum(sizes))
+    smaller = float(sizes[1]) / total if len(sizes) >= 2 and total else 0.0
+    return LungRegions(area_fraction=float(mask.mean()), regions=count, smaller_share=smaller)
+
+
+def save_segmenter(path: str | Path, segmenter: LungSegmenter) -> None:
+    """Weights, settings and facts (what it was trained on, its scores) as one weights-only file."""
+    path = Path(path)
+    payload = {"format": FORMAT, "settings": asdict(segmenter.settings), "facts": segmenter.facts,
+               "state_dict": {k: v.detach().cpu() for k, v in segmenter.net.state_dict().items()}}
+    temporary = path.with_name(path.name + ".tmp")
+    torch.save(payload, temporary)
+    os.replace(temporary, path)
+
+
+def load_segmenter(path: str | Path) -> LungSegmenter:
+    """The segmenter saved at ``path`` (a file, or a run folder holding ``segmenter.pt``)."""
+    from pneumoscan.run_folder import RunFolder
+
+    path = Path(path)
+    if path.is_dir():
+        path = RunFolder(path).segmenter
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no lung segmenter; train one with pneumoscan segment train")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a pneumoscan lung segmenter (expected format {FORMAT})")
+    values = payload["settings"]
+    settings = SegmenterSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    net = LungNet(settings)
+    net.load_state_dict(payload["state_dict"])
+    return LungSegmenter(net, settings, payload.get("facts") or {})
