@@ -19,6 +19,8 @@ from pneumoscan.data.labels import ClassMap
 from pneumoscan.data.tasks import TaskSettings, generic_task, layered, read_task_file
 from pneumoscan.input_checks.checks import FLAG_ABOVE, InputChecks
 
+HEADLINE_METRICS = ("auc", "accuracy", "sensitivity", "specificity", "macro_f1", "macro_auc")
+
 
 @dataclass(frozen=True)
 class ModelDescription:
@@ -75,8 +77,9 @@ class ModelDescription:
             lines.append(f"threshold 95% interval over validation patients: "
                          f"[{self.threshold_ci95[0]:.4f}, {self.threshold_ci95[1]:.4f}]")
         lines.append(f"input checks: {checks_sentence(self.input_checks)}")
-        for split, values in self.metrics.items():
-            shown = [f"{k} {v['value']:.3f}" for k, v in values.items() if isinstance(v, dict) and "value" in v][:5]
+        for split in ("validation", "test"):
+            values = self.metrics.get(split) or {}
+            shown = [f"{k} {values[k]['value']:.3f}" for k in HEADLINE_METRICS if isinstance(values.get(k), dict)]
             if shown:
                 lines.append(f"{split}: " + ", ".join(shown))
         lines += [f"limitation: {item}" for item in self.limitations]
