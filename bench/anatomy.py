@@ -30,7 +30,7 @@ def segmentation(epochs: int, reuse: bool) -> dict:
         subprocess.run([sys.executable, "-m", "pneumoscan.cli", "segment", "train", "--data", str(LUNG_MASKS),
                         "--out", str(run), "--set", f"epochs={epochs}"], check=True)
     metrics = json.loads((run / "metrics.json").read_text())
-    return {"kermany_test": metrics["test"]["kermany_test"], "adult_heldout": metrics["test"]["adult_heldout"],
+    return {"kermany_test": metrics["test"]["kermany_test"], "adult_heldout": metrics["test"]["ieee8023_test"],
             "train_seconds": metrics["train_seconds"], "wall_seconds": round(time.perf_counter() - started, 1),
             "trained_on": metrics["trained_on"], "chosen_epoch": metrics["chosen_epoch"],
             "val_dice": metrics["val_dice"], "settings": json.loads((run / "config.json").read_text()),

@@ -31,7 +31,7 @@ def lung_run(tmp_path_factory):
 
 def test_a_synthetic_film_with_a_drawn_pair_of_lungs_is_segmented(lung_run):
     metrics = json.loads((lung_run / "metrics.json").read_text())
-    assert metrics["test"]["adult_heldout"]["films"] == 8 and metrics["test"]["adult_heldout"]["dice"] > 0.9
+    assert metrics["test"]["ieee8023_test"]["films"] == 8 and metrics["test"]["ieee8023_test"]["dice"] > 0.9
     segmenter = load_segmenter(lung_run)
     film, lungs = phantom_with_lungs(np.random.default_rng(123), pneumonia=True, size=96)  # unseen, another size
     mask = segmenter.masks([film])[0]

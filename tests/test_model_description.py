@@ -21,8 +21,9 @@ from pneumoscan.models.description import ModelDescription, task_words
 SRC = Path(pneumoscan.__file__).parent
 # Where the default task (the Kermany chest X-rays) and the datasets pneumoscan knows may be named: the
 # default class order, Kermany file names' patients, the default task's phantoms, the known datasets'
-# words, and the recipes that say where they were validated.
-DEFAULT_TASK_MODULES = {"data/labels.py", "data/samples.py", "data/synthetic.py", "data/known.py", "train/recipes.py"}
+# words, the recipes that say where they were validated, and the reader of the lung-mask dataset's sources.
+DEFAULT_TASK_MODULES = {"data/labels.py", "data/samples.py", "data/synthetic.py", "data/known.py", "train/recipes.py",
+                        "anatomy/masks.py"}
 
 
 def test_no_generic_module_names_pneumonia_or_kermany():

@@ -1,7 +1,7 @@
-"""Training the lung segmenter on the human masks: children (Kermany train) and adults (ieee8023 train)
-together, validation carved out by patient, MONAI's Dice + cross-entropy loss, AdamW with cosine decay, the
-epoch with the best validation Dice kept; the Kermany test masks and the ieee8023 test films are scored
-once at the end and never choose anything.
+"""Training the lung segmenter on the human masks: the ``train`` films of every source of the mask folder
+together (children and adults in shared/data/lung_masks), validation carved out by patient, MONAI's Dice +
+cross-entropy loss, AdamW with cosine decay, the epoch with the best validation Dice kept; each source's
+``test`` films are scored once at the end and never choose anything.
 
 Films are read once into memory at the segmenter's side (uint8), so an epoch is arithmetic only; each batch
 is augmented on the fly (small rotations, scaling and shifts, mirror, gamma and contrast).
@@ -95,7 +95,8 @@ def train_segmenter(config: SegmentConfig) -> Path:
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     films = read_lung_films(config.data)
-    pool = [f for source in ("kermany", "ieee8023") for f in limited(select(films, source, "train"), config)]
+    sources = sorted({f.source for f in films})
+    pool = [f for source in sources for f in limited(select(films, source, "train"), config)]
     train, val = validation_split(pool, config.val_fraction, config.seed)
     side = config.segmenter.image_size
     train_x, train_y = load_split(train, side, "reading training films")
@@ -140,20 +141,18 @@ def train_segmenter(config: SegmentConfig) -> Path:
             best = (val_dice, {k: v.detach().clone() for k, v in net.state_dict().items()})
     net.load_state_dict(best[1])
     train_seconds = round(time.perf_counter() - started, 1)
-    facts = {"trained_on": {"kermany_train": sum(f.source == "kermany" for f in train),
-                            "ieee8023_train": sum(f.source == "ieee8023" for f in train),
+    facts = {"trained_on": {**{f"{source}_train": sum(f.source == source for f in train) for source in sources},
                             "validation": len(val), "data": config.data},
              "chosen_epoch": int(np.argmax([h["val_dice"] for h in history]) + 1), "val_dice": best[0],
              "train_seconds": train_seconds}
     segmenter = LungSegmenter(net.eval(), config.segmenter, facts)
     tests = {name: summary(film_scores(*masks_of(segmenter, select(films, source, "test"))))
-             for name, source in (("kermany_test", "kermany"), ("adult_heldout", "ieee8023"))}
+             for source in sources for name in [f"{source}_test"] if select(films, source, "test")}
     segmenter.facts["test"] = tests
     save_segmenter(folder.segmenter, segmenter)
     folder.metrics.write_text(json.dumps({**facts, "test": tests, "history": history}, indent=2) + "\n")
-    log.info("lung segmenter saved to %s: Dice %.4f on the Kermany test masks, %.4f on the adult held-out films "
-             "(%.0f s)", folder.segmenter, tests["kermany_test"]["dice"], tests["adult_heldout"]["dice"],
-             train_seconds)
+    log.info("lung segmenter saved to %s (%.0f s); test Dice: %s", folder.segmenter, train_seconds,
+             ", ".join(f"{name} {scores['dice']:.4f}" for name, scores in tests.items()))
     return folder.root
 
 
@@ -169,7 +168,7 @@ def predicted_at_side(segmenter: LungSegmenter, images: np.ndarray) -> list[np.n
 
 
 def masks_of(segmenter: LungSegmenter, films: list[LungFilm]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """(predicted, human) masks of ``films``, both at 224 x 224 (the Kermany films' side)."""
+    """(predicted, human) masks of ``films``, both at 224 x 224 (the side of the default task's films)."""
     from pneumoscan.data.io import load_image
 
     predicted, truth = [], []
