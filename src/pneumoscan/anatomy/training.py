@@ -47,6 +47,8 @@ class SegmentConfig:
     seed: int = 0
     precision: str = "bf16"            # bf16 autocast where the CPU computes it natively, else fp32
     augment: bool = True
+    balance: float = 0.0               # epochs draw films with weight n_source ** -balance: 0 = as they come,
+                                       # 1 = every source equally often (a small adult source is seen more)
     films_per_source: int = 0          # at most this many training films of each source (0 = all): quick runs
 
     def __post_init__(self):
@@ -111,9 +113,11 @@ def train_segmenter(config: SegmentConfig) -> Path:
     precision = effective_precision(config.precision, "cpu")
     generator = torch.Generator().manual_seed(config.seed)
     best, history = (-1.0, None), []
+    weights = source_weights(train, config.balance)
     for epoch in range(config.epochs):
         net.train()
-        order = torch.randperm(len(train), generator=generator)
+        order = (torch.multinomial(weights, len(train), replacement=True, generator=generator) if config.balance
+                 else torch.randperm(len(train), generator=generator))
         losses = []
         for start in tqdm(range(0, len(train), config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}",
                           unit="batch", leave=False):
@@ -130,10 +134,13 @@ def train_segmenter(config: SegmentConfig) -> Path:
             schedule.step()
             losses.append(loss.item())
         segmenter = LungSegmenter(net.eval(), config.segmenter)
-        val_dice = float(film_scores(predicted_at_side(segmenter, val_x), list(val_y))["dice"].mean())
+        dice = film_scores(predicted_at_side(segmenter, val_x), list(val_y))["dice"]
+        by_source = {source: float(dice[[f.source == source for f in val]].mean()) for source in sources
+                     if any(f.source == source for f in val)}
+        val_dice = float(np.mean(list(by_source.values())))  # every source counts, however few its films
         elapsed = time.perf_counter() - started
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_dice": val_dice,
-                        "seconds": round(elapsed, 1)})
+                        "val_dice_by_source": by_source, "seconds": round(elapsed, 1)})
         left = elapsed / (epoch + 1) * (config.epochs - epoch - 1)
         log.info("epoch %d/%d: loss %.4f, validation Dice %.4f; about %.0f min left", epoch + 1, config.epochs,
                  history[-1]["loss"], val_dice, left / 60)
@@ -144,6 +151,7 @@ def train_segmenter(config: SegmentConfig) -> Path:
     facts = {"trained_on": {**{f"{source}_train": sum(f.source == source for f in train) for source in sources},
                             "validation": len(val), "data": config.data},
              "chosen_epoch": int(np.argmax([h["val_dice"] for h in history]) + 1), "val_dice": best[0],
+             "val_dice_by_source": history[int(np.argmax([h["val_dice"] for h in history]))]["val_dice_by_source"],
              "train_seconds": train_seconds}
     segmenter = LungSegmenter(net.eval(), config.segmenter, facts)
     tests = {name: summary(film_scores(*masks_of(segmenter, select(films, source, "test"))))
@@ -154,6 +162,12 @@ def train_segmenter(config: SegmentConfig) -> Path:
     log.info("lung segmenter saved to %s (%.0f s); test Dice: %s", folder.segmenter, train_seconds,
              ", ".join(f"{name} {scores['dice']:.4f}" for name, scores in tests.items()))
     return folder.root
+
+
+def source_weights(films: list[LungFilm], balance: float) -> torch.Tensor:
+    """Each film's sampling weight: its source's film count to the power -``balance``."""
+    counts = {source: sum(f.source == source for f in films) for source in {f.source for f in films}}
+    return torch.tensor([counts[f.source] ** -balance for f in films], dtype=torch.float64)
 
 
 def limited(films: list[LungFilm], config: SegmentConfig) -> list[LungFilm]:
