@@ -5,6 +5,7 @@ probabilities or masks differ from PyTorch's beyond float noise is deleted, not 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +39,7 @@ def export_segmenter(segmenter: LungSegmenter, path: str | Path, parity_films: l
     proto = onnx.load(str(path))
     entry = proto.metadata_props.add()
     entry.key = METADATA_KEY
-    entry.value = json.dumps({"settings": {k: list(v) if isinstance(v, tuple) else v
-                                           for k, v in vars(segmenter.settings).items()}, "facts": segmenter.facts})
+    entry.value = json.dumps({"settings": asdict(segmenter.settings), "facts": segmenter.facts})
     onnx.save(proto, str(path))
     parity = parity_of(segmenter, path, parity_films)
     over = [f"{k} {parity[k]:.3g} > {limit:g}" for k, limit in PARITY_LIMITS.items() if parity[k] > limit]

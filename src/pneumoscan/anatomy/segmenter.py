@@ -9,7 +9,6 @@ its scores, and loads back into the same network (``save_segmenter``/``load_segm
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,6 +17,9 @@ import torch
 from PIL import Image
 from scipy import ndimage
 from torch import nn
+
+from pneumoscan.models.checkpoint import atomic_save
+from pneumoscan.settings import from_dict
 
 FORMAT = "pneumoscan-segmenter/1"
 
@@ -113,12 +115,8 @@ def lung_regions(mask: np.ndarray) -> LungRegions:
 
 def save_segmenter(path: str | Path, segmenter: LungSegmenter) -> None:
     """Weights, settings and facts (what it was trained on, its scores) as one weights-only file."""
-    path = Path(path)
-    payload = {"format": FORMAT, "settings": asdict(segmenter.settings), "facts": segmenter.facts,
-               "state_dict": {k: v.detach().cpu() for k, v in segmenter.net.state_dict().items()}}
-    temporary = path.with_name(path.name + ".tmp")
-    torch.save(payload, temporary)
-    os.replace(temporary, path)
+    atomic_save({"format": FORMAT, "settings": asdict(segmenter.settings), "facts": segmenter.facts,
+                 "state_dict": {k: v.detach().cpu() for k, v in segmenter.net.state_dict().items()}}, path)
 
 
 def load_segmenter(path: str | Path) -> LungSegmenter:
@@ -133,8 +131,7 @@ def load_segmenter(path: str | Path) -> LungSegmenter:
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path}: not a pneumoscan lung segmenter (expected format {FORMAT})")
-    values = payload["settings"]
-    settings = SegmenterSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    settings = from_dict(SegmenterSettings, payload["settings"])
     net = LungNet(settings)
     net.load_state_dict(payload["state_dict"])
     return LungSegmenter(net, settings, payload.get("facts") or {})

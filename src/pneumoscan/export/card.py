@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pneumoscan.data.tasks import with_article
 from pneumoscan.models.checkpoint import LoadedModel
-from pneumoscan.models.description import checks_sentence
+from pneumoscan.models.description import checks_sentence, class_words
 
 
 def card_path(model_file: str | Path) -> Path:
@@ -52,7 +52,8 @@ def model_card(loaded: LoadedModel, files: list[Path], parity: dict | None) -> d
 
 def card_markdown(card: dict) -> str:
     """The model card as Markdown."""
-    lines = [f"# {card['name']} ({card['version']})", "", f"Classes: {_class_words(card)}. Modality: "
+    classes = class_words(card["classes"], card["display"])
+    lines = [f"# {card['name']} ({card['version']})", "", f"Classes: {classes}. Modality: "
              f"{card['modality']}. Validated on {card['population']}.", "", "## Intended use", card["intended_use"], "",
              "## Data", *[f"- {k}: {v}" for k, v in card["data"].items()], "",
              "## Preprocessing", *[f"- {k}: {v}" for k, v in card["preprocessing"].items()], "",
@@ -81,11 +82,6 @@ def card_markdown(card: dict) -> str:
 
 def _interval(ci95) -> str:
     return f"[{ci95[0]:.4f}, {ci95[1]:.4f}]" if ci95 else ""
-
-
-def _class_words(card: dict) -> str:
-    return ", ".join(f"{name} ({card['display'][name]})" if card["display"].get(name, name) != name else name
-                     for name in card["classes"])
 
 
 def _input_check_lines(limits: dict, modality: str, population: str) -> list[str]:

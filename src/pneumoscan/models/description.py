@@ -67,8 +67,7 @@ class ModelDescription:
 
     def summary_lines(self) -> list[str]:
         """The description for a person, a line per fact (``pneumoscan describe``)."""
-        words = ", ".join(f"{name} ({self.display[name]})" if self.display.get(name, name) != name else name
-                          for name in self.classes)
+        words = class_words(self.classes, self.display)
         rule = (f"{self.threshold:.4f} on P({self.classes[1]}), rule {self.threshold_rule} on "
                 f"{self.threshold_on or 'validation'}" if len(self.classes) == 2 else "the most probable class")
         lines = [self.name, f"classes: {words}", f"modality: {self.modality}", f"population: {self.population}",
@@ -84,6 +83,11 @@ class ModelDescription:
                 lines.append(f"{split}: " + ", ".join(shown))
         lines += [f"limitation: {item}" for item in self.limitations]
         return lines
+
+
+def class_words(classes, display: dict[str, str]) -> str:
+    """"no tumour, tumour (glioma or meningioma)": each class with its words where they differ."""
+    return ", ".join(f"{name} ({display[name]})" if display.get(name, name) != name else name for name in classes)
 
 
 def task_words(classes: ClassMap, data: str | Path = "", settings: TaskSettings = TaskSettings()) -> TaskSettings:
