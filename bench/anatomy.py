@@ -1,26 +1,48 @@
-"""Anatomy benchmark, part one: the lung segmenter.
+"""Anatomy benchmark: the lung segmenter, the lungs in every screening, and where the heatmaps fall.
 
-    python -m bench.anatomy [--run NAME] [--set epochs=16 balance=0.5] [--reuse]
+    python -m bench.anatomy segmentation [--run NAME] [--set epochs=16 balance=0.5] [--reuse]
+    python -m bench.anatomy screening [--run NAME]
+    python -m bench.anatomy focus [--methods gradcam gradcam++ ...]
 
-Trains ``pneumoscan segment train`` on ``shared/data/lung_masks`` (Kermany train and ieee8023 train; validation
-carved out by patient) as a user runs it, a subprocess timed from start to finish, and records the Dice
-(with its bootstrap interval) and Hausdorff 95 on the Kermany test masks and on the held-out adult films
-(ieee8023 ``split=test``), scored once by the run itself. Writes ``bench/results/anatomy.json`` under
-``segmentation``; the heat-in-lungs, lateral-film and ``lungs=`` parts of the issue come later.
+``segmentation`` trains ``pneumoscan segment train`` on ``shared/data/lung_masks`` (Kermany train and ieee8023
+train; validation carved out by patient) as a user runs it, a subprocess timed from start to finish, and
+records the Dice (with its bootstrap interval) and Hausdorff 95 on the Kermany test masks and on the held-out
+adult films (ieee8023 ``split=test``), scored once by the run itself.
+
+``screening`` attaches that segmenter to a copy of the default-recipe DenseNet121 run (``pneumoscan segment
+attach``) and records what screening with the lungs costs (``overhead_ratio``: extra screening time with
+heatmaps, alternating runs with and without the lungs on the same films), which films it refuses (the 22
+lateral films, every Kermany test film, the adult frontal films), and the Dice of the lung masks the screening
+itself draws on the Kermany test films.
+
+``focus`` reviews the Kermany test films that have human masks with each trained model
+(``explain.anatomy.anatomy_review``: heat in the lungs against the lungs' share, peak, border, corners, per
+true/false positive/negative, 95% intervals) and compares the models pairwise on the films both call
+positive (Wilcoxon signed-rank). Each part writes its own block of ``bench/results/anatomy.json``, with its
+commit.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-from bench.common import RESULTS, ROOT, SHARED, launch_commit, write_result
+import numpy as np
+
+from bench.common import DATA, RESULTS, ROOT, SHARED, launch_commit, write_result
 
 LUNG_MASKS = SHARED / "data" / "lung_masks"
 WORK = ROOT / "bench" / "work" / "anatomy"
+RUNS = {"densenet121": ROOT / "bench" / "work" / "accuracy_densenet121",
+        "resnet50": ROOT / "bench" / "work" / "accuracy_resnet50",
+        "baseline_cnn": ROOT / "bench" / "work" / "accuracy_baseline_cnn"}
+SEGMENTER = WORK / "lungs_balanced"  # the default settings' run (segmentation block)
 
 
 def segmentation(run_name: str, settings: list[str], reuse: bool) -> dict:
@@ -39,16 +61,148 @@ def segmentation(run_name: str, settings: list[str], reuse: bool) -> dict:
                      "'ignore' (devices, markup) count as neither lung nor background"}
 
 
+def lung_model(segmenter: Path) -> Path:
+    """A copy of the default-recipe DenseNet121 run with the segmenter attached."""
+    from pneumoscan.anatomy.segmenter import attach_segmenter
+
+    model = WORK / "densenet121_lungs"
+    shutil.rmtree(model, ignore_errors=True)
+    model.mkdir(parents=True)
+    for name in ("model.pt", "split.csv", "classes.json", "config.json"):
+        if (RUNS["densenet121"] / name).exists():
+            shutil.copy2(RUNS["densenet121"] / name, model / name)
+    attach_segmenter(model, segmenter)
+    return model
+
+
+def overhead(plain: Path, with_lungs: Path, files: list[str], repeats: int = 3) -> dict:
+    """Seconds to screen ``files`` with heatmaps, without and with the lungs, alternating (best of ``repeats``)."""
+    from pneumoscan.inference.screen import load
+
+    screeners = {"without": load(plain), "with": load(with_lungs)}
+    for screener in screeners.values():  # warm up
+        screener.screen(files[:16], heatmaps=True, progress=False)
+    seconds = {name: [] for name in screeners}
+    for _ in range(repeats):
+        for name, screener in screeners.items():
+            started = time.perf_counter()
+            screener.screen(files, heatmaps=True, progress=False)
+            seconds[name].append(time.perf_counter() - started)
+    best = {name: min(values) for name, values in seconds.items()}
+    return {"images": len(files), "runtime": "pytorch fp32, batch 16", "seconds": seconds,
+            "ms_per_image": {name: 1000 * value / len(files) for name, value in best.items()},
+            "overhead_ratio": best["with"] / best["without"] - 1}
+
+
+def refusals(screenings) -> dict:
+    reasons = [s.reason for s in screenings if s.status == "refused"]
+    return {"images": len(screenings), "scored": sum(s.scored for s in screenings), "refused": len(reasons),
+            "refused_not_frontal": sum("not a frontal" in r for r in reasons),
+            "refused_other": sum("not a frontal" not in r for r in reasons),
+            "unreadable": sum(s.status == "unreadable" for s in screenings),
+            "refused_files": [s.source.rsplit("/", 1)[-1] for s in screenings if s.status == "refused"][:40]}
+
+
+def screening_dice(screenings, data_root: Path, masks_root: Path) -> dict:
+    """Dice of the masks the screening drew against the human masks (224 px)."""
+    from pneumoscan.anatomy.scores import film_scores, summary
+    from pneumoscan.explain.anatomy import human_mask
+
+    pairs = [(s.lungs, human_mask(s.source, data_root, masks_root, s.lungs.shape[0])) for s in screenings
+             if s.scored and s.lungs is not None]
+    pairs = [(p, t.astype(np.uint8)) for p, t in pairs if t is not None]
+    return summary(film_scores([p for p, _ in pairs], [t for _, t in pairs]))
+
+
+def screening(segmenter_run: str) -> dict:
+    from pneumoscan.anatomy.masks import read_lung_films, select
+    from pneumoscan.data.records import load_samples
+    from pneumoscan.inference.screen import load
+
+    model = lung_model(WORK / segmenter_run)
+    test = [s.path for s in load_samples(str(DATA), "test")]
+    started = time.perf_counter()
+    timed = overhead(RUNS["densenet121"], model, [test[i] for i in np.linspace(0, len(test) - 1, 128).astype(int)])
+    screener = load(model)
+    films = read_lung_films(LUNG_MASKS)
+    kermany = screener.screen(test, heatmaps=True, desc="Kermany test")
+    adults = sorted(str(p) for p in (SHARED / "data" / "adult_cxr_reference" / "images").rglob("*")
+                    if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    return {"segmenter": str(WORK / segmenter_run), "model": "bench/work/accuracy_densenet121 + the segmenter",
+            "overhead_ratio": timed["overhead_ratio"], "overhead": timed,
+            "laterals": refusals(screener.screen([f.image for f in select(films, "ieee8023", "lateral")])),
+            "kermany_test": refusals(kermany),
+            "kermany_test_screening_dice": screening_dice(kermany, DATA, LUNG_MASKS / "kermany"),
+            "adult_frontal_heldout": refusals(screener.screen([f.image for f in select(films, "ieee8023", "test")])),
+            "adult_cxr_reference": refusals(screener.screen(adults, desc="adult reference")),
+            "wall_seconds": round(time.perf_counter() - started, 1)}
+
+
+def focus(methods: list[str]) -> dict:
+    from pneumoscan.data.records import load_samples
+    from pneumoscan.explain.anatomy import anatomy_review, paired_comparison
+    from pneumoscan.models.checkpoint import load_model
+
+    samples = load_samples(str(DATA), "test")
+    results, rows = {}, {}
+    for name, run in RUNS.items():
+        if not (run / "model.pt").exists():
+            continue
+        started = time.perf_counter()
+        loaded = load_model(run)
+        chosen = tuple(methods) if name == "densenet121" else ("gradcam",)
+        out = WORK / "focus" / name
+        summaries = anatomy_review(loaded, samples, out, methods=chosen, data_root=str(DATA),
+                                   masks_root=str(LUNG_MASKS / "kermany"))
+        rows[name] = [r for r in csv.DictReader((out / "anatomy.csv").open()) if r["method"] == "gradcam"]
+        for r in rows[name]:
+            r["heat_in_lungs"] = float(r["heat_in_lungs"])
+        results[name] = {method: {"heat_in_lungs": summary["called_PNEUMONIA"]["heat_in_lungs"],
+                                  "chance": summary["called_PNEUMONIA"]["chance"], "summary": summary}
+                         for method, summary in summaries.items()}
+        results[name]["seconds"] = round(time.perf_counter() - started, 1)
+        results[name]["run"] = str(run.relative_to(ROOT))
+    def positive(model_rows):
+        return [r for r in model_rows if r["case"].endswith("_positive")]
+
+    paired = {}
+    names = list(rows)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            paired[f"{a}_vs_{b}"] = {"called_PNEUMONIA_by_both": paired_comparison(positive(rows[a]),
+                                                                                   positive(rows[b])),
+                                     "all_films": paired_comparison(rows[a], rows[b])}
+    return {"films": "Kermany test films with a human lung mask (623 of 624), lungs from the human masks",
+            "lungs_definition": "V7 masks: both lung fields drawn as polygons that include the lung behind the "
+                                "heart and most of the heart shadow",
+            **results, "paired_gradcam": paired}
+
+
 def main() -> None:
     launch_commit()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", default="lungs", help="the run folder's name under bench/work/anatomy")
+    parser.add_argument("part", choices=["segmentation", "screening", "focus"])
+    parser.add_argument("--run", default="lungs_balanced", help="the segmenter run folder's name under "
+                                                                "bench/work/anatomy")
     parser.add_argument("--set", nargs="*", default=[], help="segment train settings, e.g. epochs=16 balance=0.5")
     parser.add_argument("--reuse", action="store_true", help="score a finished run again instead of training")
+    parser.add_argument("--methods", nargs="*", default=["gradcam", "gradcam++", "hirescam", "eigencam"],
+                        help="explanation methods for DenseNet121 (the others get Grad-CAM)")
     args = parser.parse_args()
     previous = json.loads((RESULTS / "anatomy.json").read_text()) if (RESULTS / "anatomy.json").exists() else {}
-    write_result("anatomy", {**previous, "data": "shared/data/lung_masks",
-                             "segmentation": segmentation(args.run, args.set, args.reuse)})
+    started = time.perf_counter()
+    if args.part == "segmentation":
+        block = segmentation(args.run, args.set, args.reuse)
+    elif args.part == "screening":
+        block = screening(args.run)
+    else:
+        block = focus(args.methods)
+    block |= {"commit": launch_commit(), "part_wall_seconds": round(time.perf_counter() - started, 1)}
+    result = {**previous, "data": "shared/data/lung_masks", args.part: block}
+    if args.part == "screening":  # the issue's keys: segmentation.overhead_ratio, laterals.images, laterals.scored
+        result["segmentation"] = {**result.get("segmentation", {}), "overhead_ratio": block["overhead_ratio"]}
+        result["laterals"] = {k: block["laterals"][k] for k in ("images", "scored", "refused_not_frontal")}
+    write_result("anatomy", result)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -90,6 +91,42 @@ def brain_mri_model(tmp_path_factory) -> Path:
     described = LoadedModel.of(model, classes=class_map(list(BRAIN_MRI_FOLDERS))).description
     save_model(folder / "model.pt", model, described)
     return folder
+
+
+TINY_SEGMENTER = ["epochs=8", "lr=0.01", "batch_size=8", "segmenter.image_size=64", "segmenter.channels=[8,16,32]",
+                  "segmenter.strides=[2,2]"]
+
+
+@pytest.fixture(scope="session")
+def lung_run(tmp_path_factory) -> Path:
+    """A lung segmenter trained (seconds) on phantoms with drawn lungs, with its frontal check."""
+    from pneumoscan.cli import main
+    from pneumoscan.data.synthetic import write_lung_mask_folder
+
+    root = tmp_path_factory.mktemp("lungs")
+    data = write_lung_mask_folder(root / "data", n_train=96, n_test=8, size=64)
+    assert main(["segment", "train", "--data", str(data), "--out", str(root / "run"), "--set", *TINY_SEGMENTER]) == 0
+    return root / "run"
+
+
+@pytest.fixture(scope="session")
+def lung_model(tiny_run, lung_run, tmp_path_factory) -> Path:
+    """A copy of the tiny run that draws the lungs with the phantom segmenter (``segment attach``)."""
+    from pneumoscan.cli import main
+
+    run = tmp_path_factory.mktemp("lung_model") / "run"
+    shutil.copytree(tiny_run, run)
+    assert main(["segment", "attach", str(run), str(lung_run)]) == 0
+    return run
+
+
+def one_lung_film(film: np.ndarray, lungs: np.ndarray) -> np.ndarray:
+    """The film with its right lung filled in with the body's grey: one lung field, as a lateral view shows."""
+    right = lungs & (np.arange(film.shape[1]) >= film.shape[1] // 2)[None, :]
+    body = film[~lungs & (film > 0.3)]
+    filled = film.copy()
+    filled[right] = float(np.median(body))
+    return filled
 
 
 @pytest.fixture(scope="session")

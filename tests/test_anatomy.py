@@ -1,5 +1,7 @@
 """Tests of anatomy: a segmenter trained on phantoms with drawn lungs finds them, saves, exports with parity
-and segments from the CLI; the scores ignore the masks' "ignore" pixels; the shared lung masks are read."""
+and segments from the CLI; the scores ignore the masks' "ignore" pixels; the shared lung masks are read. A
+classifier that draws the lungs gives the same lung numbers through the CLI, the Python API, the server and its
+ONNX export, refuses a film with one lung field, and its review measures the heatmaps against the lungs."""
 
 from __future__ import annotations
 
@@ -8,25 +10,15 @@ import json
 
 import numpy as np
 import pytest
-from tests.conftest import SHARED
+from tests.conftest import SHARED, one_lung_film
 
 from pneumoscan.anatomy.masks import IGNORED, read_lung_films, select, validation_split
 from pneumoscan.anatomy.scores import film_scores, summary
 from pneumoscan.anatomy.segmenter import load_segmenter, lung_regions
 from pneumoscan.cli import main
-from pneumoscan.data.synthetic import phantom_with_lungs, write_lung_mask_folder
+from pneumoscan.data.synthetic import phantom_with_lungs
 
 LUNG_MASKS = SHARED / "data" / "lung_masks"
-TINY = ["epochs=8", "lr=0.01", "batch_size=8", "segmenter.image_size=64", "segmenter.channels=[8,16,32]",
-        "segmenter.strides=[2,2]"]
-
-
-@pytest.fixture(scope="module")
-def lung_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lungs")
-    data = write_lung_mask_folder(root / "data", n_train=96, n_test=8, size=64)
-    assert main(["segment", "train", "--data", str(data), "--out", str(root / "run"), "--set", *TINY]) == 0
-    return root / "run"
 
 
 def test_a_synthetic_film_with_a_drawn_pair_of_lungs_is_segmented(lung_run):
@@ -78,3 +70,100 @@ def test_the_shared_lung_masks_are_read_with_their_splits_and_patients_kept_whol
                                                                                                   "lateral"))
     train, val = validation_split(select(films, "kermany", "train") + select(films, "ieee8023", "train"), 0.08)
     assert not {f.patient for f in train} & {f.patient for f in val} and 0.04 < len(val) / len(train) < 0.14
+
+
+def _films(folder, count: int = 4):
+    """``count`` phantom films with lungs and one with a single lung field, as PNG files."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(11)
+    films = [phantom_with_lungs(rng, pneumonia=bool(i % 2), size=64) for i in range(count)]
+    paths = []
+    for i, film in enumerate([*[f for f, _ in films], one_lung_film(*films[0])]):
+        paths.append(folder / (f"film{i}.png" if i < count else "one_lung.png"))
+        Image.fromarray((np.clip(film, 0, 1) * 255).astype(np.uint8)).save(paths[-1])
+    return paths
+
+
+def test_the_cli_the_python_api_the_server_and_the_export_give_the_same_lung_numbers(lung_model, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from pneumoscan.inference.screen import load
+    from pneumoscan.serve import create_app
+
+    paths = _films(tmp_path / "films")
+    assert main(["predict", str(lung_model), *map(str, paths), "--out", str(tmp_path / "p.csv")]) == 0
+    cli = {r["path"]: r for r in csv.DictReader((tmp_path / "p.csv").open())}
+    api = {s.source: s for s in load(lung_model).screen([str(p) for p in paths], heatmaps=True)}
+    client = TestClient(create_app(lung_model))
+    scored = [p for p in paths if api[str(p)].scored]
+    assert len(scored) == 4
+
+    def number(text):  # the CSV's empty cell is no number (an empty heatmap has no heat to place)
+        return float(text) if text else None
+
+    # 1e-6: the server screens one image at a time and the CLI five, which moves float noise
+
+    for path in scored:
+        screening = api[str(path)]
+        assert 0.05 < screening.lung_area_fraction < 0.6
+        assert screening.lungs.shape == screening.heatmap.shape and screening.lungs.any()
+        assert number(cli[str(path)]["heat_in_lungs"]) == pytest.approx(screening.heat_in_lungs, abs=1e-6)
+        assert float(cli[str(path)]["lung_area_fraction"]) == pytest.approx(screening.lung_area_fraction, abs=1e-6)
+        upload = {"file": (path.name, path.read_bytes(), "image/png")}
+        body = client.post("/v1/predict?heatmap=true", files=upload).json()
+        assert body["heat_in_lungs"] == pytest.approx(screening.heat_in_lungs, abs=1e-6)
+        assert body["lungs_png"].startswith("data:image/png;base64,")
+    measured = [api[str(p)].heat_in_lungs for p in scored if api[str(p)].heat_in_lungs is not None]
+    assert measured and all(0 <= h <= 1 for h in measured)
+    assert main(["export", str(lung_model), "--out", str(tmp_path / "onnx")]) == 0
+    exported = {s.source: s for s in load(tmp_path / "onnx" / "model.onnx").screen([str(p) for p in paths])}
+    for path in scored:
+        assert exported[str(path)].lung_area_fraction == pytest.approx(api[str(path)].lung_area_fraction, abs=0.01)
+        if api[str(path)].heat_in_lungs is not None:
+            assert exported[str(path)].heat_in_lungs == pytest.approx(api[str(path)].heat_in_lungs, abs=0.02)
+
+
+def test_a_film_with_one_lung_field_is_refused_as_not_frontal(lung_model, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from pneumoscan.inference.screen import load
+    from pneumoscan.serve import create_app
+
+    lateral = _films(tmp_path / "films", count=1)[-1]
+    screening = load(lung_model).screen_one(str(lateral))
+    assert screening.status == "refused" and "not a frontal chest X-ray" in screening.reason
+    answer = TestClient(create_app(lung_model)).post("/v1/predict", files={"file": (lateral.name, lateral.read_bytes(),
+                                                                                    "image/png")})
+    assert answer.status_code == 422 and "not a frontal chest X-ray" in answer.json()["detail"]
+
+
+def test_the_anatomy_review_measures_heat_in_the_lungs_by_case(lung_model, phantom_root, tmp_path):
+    code = main(["explain", "--model", str(lung_model), "--review", "test", "--data", str(phantom_root), "--anatomy",
+                 "--confident", "1", "--out", str(tmp_path / "review")])
+    assert code == 0
+    summary = json.loads((tmp_path / "review" / "anatomy.json").read_text())["gradcam"]
+    rows = list(csv.DictReader((tmp_path / "review" / "anatomy.csv").open()))
+    assert summary["all"]["images"] == len(rows) > 0
+    assert {r["case"] for r in rows} <= {"true_positive", "false_positive", "true_negative", "false_negative"}
+    assert sum(summary[case]["images"] for case in ("true_positive", "false_positive", "true_negative",
+                                                     "false_negative")) == len(rows)
+    heat = summary["all"]["heat_in_lungs"]
+    assert heat["ci95"][0] <= heat["mean"] <= heat["ci95"][1]
+    assert all(r["lungs"] == "segmenter" for r in rows)
+
+
+def test_focus_numbers_of_a_map_inside_and_outside_the_lungs():
+    from pneumoscan.anatomy.focus import focus
+
+    lungs = np.zeros((50, 50), bool)
+    lungs[10:40, 10:25] = True
+    inside = lungs.astype(float)
+    corner = np.zeros((50, 50))
+    corner[:4, :4] = 1.0  # inside the top-left corner square and the border strip (4 px of 50)
+    assert focus(inside, lungs).heat_in_lungs == 1.0 and focus(inside, lungs).peak_in_lungs
+    outside = focus(corner, lungs)
+    assert outside.heat_in_lungs == 0.0 and outside.corners == 1.0 and outside.border == 1.0
+    assert focus(np.zeros((50, 50)), lungs) is None
+    assert focus(inside, lungs).chance == pytest.approx(lungs.mean())

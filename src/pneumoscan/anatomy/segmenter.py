@@ -14,10 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from scipy import ndimage
 from torch import nn
 
+from pneumoscan.anatomy.frontal import FrontalCheck
 from pneumoscan.models.checkpoint import atomic_save
 from pneumoscan.settings import from_dict
 
@@ -45,9 +47,40 @@ class LungNet(nn.Module):
                          strides=settings.strides, num_res_units=settings.num_res_units)
 
     def forward(self, films: torch.Tensor) -> torch.Tensor:
-        mean = films.mean(dim=(2, 3), keepdim=True)
-        std = films.std(dim=(2, 3), keepdim=True)
-        return self.unet((films - mean) / (std + 1e-3))
+        return self.unet(standardised(films))
+
+    def with_features(self, films: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(lung logits, the bottom layer's output pooled to 2 x 2 ``[B, 4 C]``: what ``frontal`` checks)."""
+        kept = []
+        hook = bottom_layer(self.unet).register_forward_hook(lambda module, inputs, output: kept.append(output))
+        try:
+            logits = self.unet(standardised(films))
+        finally:
+            hook.remove()
+        return logits, F.adaptive_avg_pool2d(kept[0].float(), 2).flatten(1)
+
+
+def standardised(films: torch.Tensor) -> torch.Tensor:
+    """Each film to zero mean and unit standard deviation (so any affine grey scale segments alike)."""
+    mean = films.mean(dim=(2, 3), keepdim=True)
+    return (films - mean) / (films.std(dim=(2, 3), keepdim=True) + 1e-3)
+
+
+def bottom_layer(unet: nn.Module) -> nn.Module:
+    """The deepest layer of a MONAI ``UNet`` (the innermost ``SkipConnection``'s submodule)."""
+    from monai.networks.layers import SkipConnection
+
+    node = unet.model[1]
+    while isinstance(node.submodule, nn.Sequential) and isinstance(node.submodule[1], SkipConnection):
+        node = node.submodule[1]
+    return node.submodule
+
+
+def squashed(films: torch.Tensor, side: int) -> torch.Tensor:
+    """Films ``[B, 1, H, W]`` squashed to ``side`` x ``side`` with plain operations every runtime has (bilinear
+    to twice the side, then 2 x 2 means: a box-filtered downscale without aliasing)."""
+    doubled = F.interpolate(films, size=(2 * side, 2 * side), mode="bilinear", align_corners=False)
+    return F.avg_pool2d(doubled, 2)
 
 
 @dataclass(frozen=True)
@@ -62,10 +95,12 @@ class LungRegions:
 class LungSegmenter:
     """A trained ``LungNet`` with its settings, behind ``probabilities`` and ``masks``."""
 
-    def __init__(self, net: LungNet, settings: SegmenterSettings, facts: dict | None = None):
+    def __init__(self, net: LungNet, settings: SegmenterSettings, facts: dict | None = None,
+                 frontal: FrontalCheck | None = None):
         self.net = net.eval()
         self.settings = settings
         self.facts = facts or {}
+        self.frontal = frontal
 
     def inputs(self, grays: list[np.ndarray]) -> torch.Tensor:
         """Films (grey floats in [0, 1], any size) as the network's input ``[B, 1, S, S]``."""
@@ -90,8 +125,13 @@ class LungSegmenter:
             rows, columns = size or gray.shape
             resized = np.asarray(Image.fromarray(probability.astype(np.float32)).resize((columns, rows),
                                                                                          Image.BILINEAR))
-            masks.append(largest_regions(resized >= 0.5, 2))
+            masks.append(lung_mask(resized))
         return masks
+
+
+def lung_mask(probability: np.ndarray) -> np.ndarray:
+    """The lung mask (bool) of a P(lung) map: cut at 0.5, then its two largest regions."""
+    return largest_regions(probability >= 0.5, 2)
 
 
 def largest_regions(mask: np.ndarray, keep: int) -> np.ndarray:
@@ -113,10 +153,28 @@ def lung_regions(mask: np.ndarray) -> LungRegions:
     return LungRegions(area_fraction=float(mask.mean()), regions=count, smaller_share=smaller)
 
 
+def segmenter_state(segmenter: LungSegmenter) -> dict:
+    """The segmenter as plain values and tensors: what ``segmenter.pt`` holds, and what a classifier's checkpoint
+    carries when screening draws the lungs."""
+    return {"format": FORMAT, "settings": asdict(segmenter.settings), "facts": segmenter.facts,
+            "frontal": segmenter.frontal.to_state() if segmenter.frontal else None,
+            "state_dict": {k: v.detach().cpu() for k, v in segmenter.net.state_dict().items()}}
+
+
+def segmenter_from_state(state: dict, origin: str = "") -> LungSegmenter:
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(f"{origin}: not a pneumoscan lung segmenter (expected format {FORMAT})")
+    settings = from_dict(SegmenterSettings, state["settings"])
+    net = LungNet(settings)
+    net.load_state_dict(state["state_dict"])
+    frontal = FrontalCheck.from_state(state["frontal"]) if state.get("frontal") else None
+    return LungSegmenter(net, settings, state.get("facts") or {}, frontal)
+
+
 def save_segmenter(path: str | Path, segmenter: LungSegmenter) -> None:
-    """Weights, settings and facts (what it was trained on, its scores) as one weights-only file."""
-    atomic_save({"format": FORMAT, "settings": asdict(segmenter.settings), "facts": segmenter.facts,
-                 "state_dict": {k: v.detach().cpu() for k, v in segmenter.net.state_dict().items()}}, path)
+    """Weights, settings, facts (what it was trained on, its scores) and the frontal check as one weights-only
+    file."""
+    atomic_save(segmenter_state(segmenter), path)
 
 
 def load_segmenter(path: str | Path) -> LungSegmenter:
@@ -128,10 +186,24 @@ def load_segmenter(path: str | Path) -> LungSegmenter:
         path = RunFolder(path).segmenter
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no lung segmenter; train one with pneumoscan segment train")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a pneumoscan lung segmenter (expected format {FORMAT})")
-    settings = from_dict(SegmenterSettings, payload["settings"])
-    net = LungNet(settings)
-    net.load_state_dict(payload["state_dict"])
-    return LungSegmenter(net, settings, payload.get("facts") or {})
+    return segmenter_from_state(torch.load(path, map_location="cpu", weights_only=True), str(path))
+
+
+def described(segmenter: LungSegmenter) -> dict:
+    """What a classifier's description says about the segmenter it draws the lungs with."""
+    settings = segmenter.settings
+    return {"segmenter": f"MONAI UNet {list(settings.channels)} at {settings.image_size} px",
+            "trained_on": segmenter.facts.get("trained_on", {}),
+            "test_dice": {name: scores.get("dice") for name, scores in (segmenter.facts.get("test") or {}).items()},
+            "frontal_check": segmenter.frontal.limits() if segmenter.frontal else None}
+
+
+def attach_segmenter(model: str | Path, segmenter: str | Path) -> dict:
+    """Give the classifier saved at ``model`` the segmenter at ``segmenter``; returns the description's words
+    for it."""
+    from pneumoscan.models.checkpoint import replace_anatomy
+
+    loaded = load_segmenter(segmenter)
+    words = described(loaded)
+    replace_anatomy(model, segmenter_state(loaded), words)
+    return words

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from pneumoscan.anatomy.frontal import fit_frontal_check
 from pneumoscan.anatomy.masks import LungFilm, read_film, read_lung_films, read_mask, select, validation_split
 from pneumoscan.anatomy.scores import film_scores, summary
 from pneumoscan.anatomy.segmenter import LungNet, LungSegmenter, SegmenterSettings, save_segmenter
@@ -96,10 +97,7 @@ def train_segmenter(config: SegmentConfig) -> Path:
     folder.config.write_text(json.dumps(to_dict(config), indent=2) + "\n")
     started = time.perf_counter()
     torch.manual_seed(config.seed)
-    films = read_lung_films(config.data)
-    sources = sorted({f.source for f in films})
-    pool = [f for source in sources for f in limited(select(films, source, "train"), config)]
-    train, val = validation_split(pool, config.val_fraction, config.seed)
+    films, sources, train, val = training_films(config)
     side = config.segmenter.image_size
     train_x, train_y = load_split(train, side, "reading training films")
     val_x, val_y = load_split(val, side, "reading validation films")
@@ -154,6 +152,7 @@ def train_segmenter(config: SegmentConfig) -> Path:
              "val_dice_by_source": history[int(np.argmax([h["val_dice"] for h in history]))]["val_dice_by_source"],
              "train_seconds": train_seconds}
     segmenter = LungSegmenter(net.eval(), config.segmenter, facts)
+    segmenter.frontal = fit_frontal_check(segmenter, train_x, val_x, frontal_fitted_on(train, val))
     tests = {name: summary(film_scores(*masks_of(segmenter, select(films, source, "test"))))
              for source in sources for name in [f"{source}_test"] if select(films, source, "test")}
     segmenter.facts["test"] = tests
@@ -162,6 +161,37 @@ def train_segmenter(config: SegmentConfig) -> Path:
     log.info("lung segmenter saved to %s (%.0f s); test Dice: %s", folder.segmenter, train_seconds,
              ", ".join(f"{name} {scores['dice']:.4f}" for name, scores in tests.items()))
     return folder.root
+
+
+def training_films(config: SegmentConfig) -> tuple[list[LungFilm], list[str], list[LungFilm], list[LungFilm]]:
+    """(every film of the mask folder, its sources, the training films, the validation films)."""
+    films = read_lung_films(config.data)
+    sources = sorted({f.source for f in films})
+    pool = [f for source in sources for f in limited(select(films, source, "train"), config)]
+    return (films, sources, *validation_split(pool, config.val_fraction, config.seed))
+
+
+def frontal_fitted_on(train: list[LungFilm], val: list[LungFilm]) -> dict:
+    return {"training_films": len(train), "validation_films": len(val),
+            "sources": sorted({f.source for f in train}), "views": "frontal only"}
+
+
+def refit_frontal_check(run: str | Path) -> LungSegmenter:
+    """Fit the frontal check of a segmenter run trained before the check existed, on the run's own training and
+    validation films (as its config.json chose them), and save it into the run's segmenter."""
+    from pneumoscan.anatomy.segmenter import load_segmenter
+    from pneumoscan.settings import load_settings
+
+    folder = RunFolder(run)
+    config = load_settings(SegmentConfig, file=folder.config)
+    segmenter = load_segmenter(folder.segmenter)
+    _, _, train, val = training_films(config)
+    side = config.segmenter.image_size
+    train_x, _ = load_split(train, side, "reading training films")
+    val_x, _ = load_split(val, side, "reading validation films")
+    segmenter.frontal = fit_frontal_check(segmenter, train_x, val_x, frontal_fitted_on(train, val))
+    save_segmenter(folder.segmenter, segmenter)
+    return segmenter
 
 
 def source_weights(films: list[LungFilm], balance: float) -> torch.Tensor:

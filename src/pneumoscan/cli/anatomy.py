@@ -1,4 +1,4 @@
-"""``pneumoscan segment``: train the lung segmenter, segment films, export it."""
+"""``pneumoscan segment``: train the lung segmenter, segment films, export it, attach it to a classifier."""
 
 from __future__ import annotations
 
@@ -27,10 +27,14 @@ def add_segment(sub) -> None:
     export.add_argument("--out", required=True, help="folder for lungs.onnx")
     export.add_argument("--parity-films", nargs="*", default=[], help="films to check the export on (default: "
                                                                        "16 made films)")
+    attach = actions.add_parser("attach", help="let a chest X-ray classifier draw the lungs: every screening then "
+                                               "has its lung mask and heat_in_lungs, and lateral films are refused")
+    attach.add_argument("model", help="the classifier's run folder or model.pt (changed in place)")
+    attach.add_argument("segmenter", help="a segmenter run folder or segmenter.pt")
 
 
 def cmd_segment(args) -> int:
-    return {"train": _train, "predict": _predict, "export": _export}[args.action](args)
+    return {"train": _train, "predict": _predict, "export": _export, "attach": _attach}[args.action](args)
 
 
 def _train(args) -> int:
@@ -91,4 +95,16 @@ def _export(args) -> int:
     parity = export_segmenter(segmenter, out / "lungs.onnx", films)
     print(f"exported to {out / 'lungs.onnx'}: on {parity['films']} films the probabilities differ by at most "
           f"{parity['prob_max_abs_diff']:.2e} and {100 * parity['mask_pixels_differing']:.3f}% of mask pixels differ")
+    return 0
+
+
+def _attach(args) -> int:
+    from pneumoscan.anatomy.segmenter import attach_segmenter
+
+    description = attach_segmenter(args.model, args.segmenter)
+    check = description["frontal_check"]
+    print(f"{args.model} now draws the lungs with {description['segmenter']}"
+          + (f"; films without a frontal pair of lungs are refused (check fitted on "
+             f"{check['fitted_on'].get('training_films')} training films)" if check else
+             "; the segmenter has no frontal check, so lateral films are not refused"))
     return 0

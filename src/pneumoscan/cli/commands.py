@@ -133,7 +133,7 @@ def cmd_predict(args) -> int:
     else:
         results = screener.screen(paths, batch_size=cfg.batch_size)
     if cfg.out:
-        write_screenings_csv(cfg.out, results, screener.classes)
+        write_screenings_csv(cfg.out, results, screener.classes, lungs=screener.draws_lungs)
         print(f"{len(results)} screenings written to {cfg.out}")
     else:
         for r in results:
@@ -169,6 +169,22 @@ def cmd_checks(args) -> int:
     return 0
 
 
+def _anatomy_review(cfg, loaded, samples) -> None:
+    from pneumoscan.explain.anatomy import anatomy_review
+
+    if not cfg.masks and loaded.anatomy is None:
+        raise ValueError("--anatomy needs lungs: give --masks (human masks laid out like --data) or attach a lung "
+                         "segmenter to the model (pneumoscan segment attach MODEL SEGMENTER)")
+    summary = anatomy_review(loaded, samples, cfg.out, methods=(cfg.method,), data_root=cfg.data,
+                             masks_root=cfg.masks)[cfg.method]
+    called = summary[f"called_{loaded.classes.names[1]}"]
+    if called["images"]:
+        heat, chance = called["heat_in_lungs"], called["chance"]
+        print(f"{cfg.method}: on {called['images']} films called {loaded.classes.names[1]}, {heat['mean']:.1%} of the "
+              f"heat lies in the lungs (95% CI {heat['ci95'][0]:.1%}-{heat['ci95'][1]:.1%}), which cover "
+              f"{chance['mean']:.1%} of the film; see {cfg.out}/anatomy.json")
+
+
 def cmd_explain(args) -> int:
     from pneumoscan.cli.settings import ExplainSettings, command_settings
     from pneumoscan.data.records import expand_inputs
@@ -193,6 +209,8 @@ def cmd_explain(args) -> int:
                                             predicted=np.array([names.index(results[i].label) for i in keep]))
         print(f"review of {len(keep)} images written to {cfg.out}/index.html: " +
               ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
+        if cfg.anatomy:
+            _anatomy_review(cfg, loaded, [samples[i] for i in keep])
         return 0
     paths = expand_inputs(list(cfg.inputs))
     if not paths:

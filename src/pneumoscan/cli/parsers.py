@@ -106,6 +106,11 @@ def _add_explain(sub) -> None:
     p.add_argument("--review", metavar="SPLIT", help="misclassification review of this split of --data")
     p.add_argument("--data", help="dataset root (Kaggle layout) or label CSV, for --review")
     p.add_argument("--confident", type=int, default=8, help="how many confident hits per class to show")
+    p.add_argument("--anatomy", action="store_true",
+                   help="with --review: measure each heatmap against the lungs (energy inside them against their "
+                        "share of the film, peak, border and corners) per true/false positive/negative")
+    p.add_argument("--masks", default="", help="with --anatomy: a folder of human lung masks laid out like --data "
+                                               "(same relative paths, .png); default: the model's lung segmenter")
     p.add_argument("--compare", metavar="OTHER_MODEL", help="a second run folder or model.pt to compare with")
 
 

@@ -68,6 +68,8 @@ class ExplainSettings:
     review: str = ""                   # a split of data to review (errors and confident hits per class)
     data: str = ""                     # for review
     confident: int = 8                 # confident hits shown per class in a review
+    anatomy: bool = False              # a review also measures each map against the lungs (anatomy.json)
+    masks: str = ""                    # human lung masks laid out like data (default: the model's segmenter's)
     compare: str = ""                  # a second model to draw beside the first
 
 

@@ -12,11 +12,33 @@ from pneumoscan.evaluate.plots import subplots
 CMAP = "jet"
 
 
-def overlay(gray: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.4, cmap: str = CMAP) -> np.ndarray:
-    """An RGB uint8 image: the grayscale X-ray with the coloured heatmap blended at ``alpha``."""
+OUTLINE = (255, 255, 255)  # the lung outline's colour
+
+
+def overlay(gray: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.4, cmap: str = CMAP,
+            lungs: np.ndarray | None = None) -> np.ndarray:
+    """An RGB uint8 image: the grayscale X-ray with the coloured heatmap blended at ``alpha``, and the outline of
+    the ``lungs`` mask when given."""
     base = np.repeat(np.clip(gray, 0, 1)[..., None], 3, axis=2)
     colour = colormaps[cmap](np.clip(heatmap, 0, 1))[..., :3]
-    return (255 * ((1 - alpha) * base + alpha * colour)).round().astype(np.uint8)
+    rgb = (255 * ((1 - alpha) * base + alpha * colour)).round().astype(np.uint8)
+    if lungs is not None:
+        rgb[outline(lungs)] = OUTLINE
+    return rgb
+
+
+def outline(mask: np.ndarray) -> np.ndarray:
+    """The boundary pixels of a mask (in the mask, next to a pixel outside it)."""
+    from scipy import ndimage
+
+    return mask & ~ndimage.binary_erosion(mask, border_value=0)
+
+
+def outline_rgba(mask: np.ndarray) -> np.ndarray:
+    """The outline of ``mask`` on a transparent layer (RGBA uint8), for a page to draw over the film."""
+    layer = np.zeros((*mask.shape, 4), dtype=np.uint8)
+    layer[outline(mask)] = (*OUTLINE, 255)
+    return layer
 
 
 def panel_title(label: str, probability: float, *, threshold: float | None = None, true_label: str | None = None,
@@ -29,15 +51,17 @@ def panel_title(label: str, probability: float, *, threshold: float | None = Non
     return f"{title}\n{method}, evidence for {explained or label}"
 
 
-def save_panel(path: str | Path, gray: np.ndarray, heatmap: np.ndarray, *, title: str, empty: bool = False) -> Path:
-    """image | heatmap | overlay, with a colour bar and a title; an empty map says so."""
+def save_panel(path: str | Path, gray: np.ndarray, heatmap: np.ndarray, *, title: str, empty: bool = False,
+               lungs: np.ndarray | None = None) -> Path:
+    """image | heatmap | overlay (with the lung outline when ``lungs`` is given), with a colour bar and a title; an
+    empty map says so."""
     fig, axes = subplots(1, 3, figsize=(10.5, 3.9))
     axes[0].imshow(gray, cmap="gray", vmin=0, vmax=1)
     axes[0].set_title("X-ray")
     shown = axes[1].imshow(heatmap, cmap=CMAP, vmin=0, vmax=1)
     axes[1].set_title("heatmap" + (" (empty: no positive evidence)" if empty else ""))
-    axes[2].imshow(overlay(gray, heatmap))
-    axes[2].set_title("overlay")
+    axes[2].imshow(overlay(gray, heatmap, lungs=lungs))
+    axes[2].set_title("overlay" + (", lungs outlined" if lungs is not None else ""))
     for ax in axes:
         ax.axis("off")
     fig.colorbar(shown, ax=axes.tolist(), fraction=0.025, pad=0.02, label="relative evidence")

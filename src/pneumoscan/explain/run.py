@@ -37,6 +37,7 @@ class Explained:
     label: str = ""           # the model's decision (screen.Screener's)
     explained: str = ""       # the class the map explains
     warning: str = ""         # why the screening flagged the image ("" when it did not)
+    lungs: np.ndarray | None = None  # the screening's lung mask (a model that draws the lungs)
 
 
 def explain_batches(loaded: LoadedModel, paths: list[str], *, method: str = "gradcam", target: str = "predicted",
@@ -64,7 +65,8 @@ def explain_batches(loaded: LoadedModel, paths: list[str], *, method: str = "gra
                 continue
             screening, heatmap = screened[path], maps[path]
             yield Explained(path, grays[path].numpy(), heatmap, float(screening.probability), not heatmap.any(),
-                            label=screening.label, explained=screening.explained, warning=screening.warning)
+                            label=screening.label, explained=screening.explained, warning=screening.warning,
+                            lungs=screening.lungs)
 
 
 def screened_maps(screened: dict, scale: str) -> dict[str, np.ndarray]:
@@ -109,12 +111,12 @@ def explain_files(loaded: LoadedModel, paths: list[str], out_dir: str | Path, *,
         true = names[labels[item.path]] if labels and item.path in labels else None
         title = panel_title(item.label, item.probability, threshold=threshold, true_label=true, method=method,
                             explained=item.explained)
-        save_panel(out_dir / f"{stem}.png", item.gray, item.heatmap, empty=item.empty,
+        save_panel(out_dir / f"{stem}.png", item.gray, item.heatmap, empty=item.empty, lungs=item.lungs,
                    title=f"FLAGGED: unlike the training population\n{title}" if item.warning else title)
         if save_arrays:
             np.save(out_dir / f"{stem}.npy", item.heatmap.astype(np.float32))
         if overlays is not None:
-            overlays.append((overlay(item.gray, item.heatmap),
+            overlays.append((overlay(item.gray, item.heatmap, lungs=item.lungs),
                              f"{Path(item.path).name}\np={item.probability:.3f}" + (f", true {true}" if true else "")))
         rows.append({"path": item.path, "probability": round(item.probability, 6), "label": item.label,
                      "explained": item.explained, "empty_map": item.empty, "flagged": bool(item.warning),

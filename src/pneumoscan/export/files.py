@@ -20,7 +20,7 @@ import torch
 
 from pneumoscan.data import evenly_spaced, load_samples, read_split, stack_inputs
 from pneumoscan.export.card import card_markdown, card_path, model_card
-from pneumoscan.inference.graph import METADATA_KEY, OUTPUTS, ServingGraph, model_metadata
+from pneumoscan.inference.graph import METADATA_KEY, ServingGraph, graph_outputs, model_metadata
 from pneumoscan.models.checkpoint import LoadedModel, load_model, resolve_model_path
 from pneumoscan.run_folder import RunFolder
 
@@ -31,11 +31,11 @@ def export_onnx(loaded: LoadedModel, path: str | Path, *, opset: int = 18) -> Pa
     import onnx
 
     path = Path(path)
-    graph = ServingGraph(loaded.model.eval(), loaded.checks).eval()
+    graph = ServingGraph.of(loaded)
     size = loaded.preprocessing.image_size
     example = torch.zeros(2, loaded.preprocessing.channels, size, size)
     batch = torch.export.Dim("batch", min=1, max=4096)
-    torch.onnx.export(graph, (example,), str(path), input_names=["images"], output_names=list(OUTPUTS),
+    torch.onnx.export(graph, (example,), str(path), input_names=["images"], output_names=list(graph_outputs(loaded)),
                       dynamic_shapes={"images": {0: batch}}, opset_version=opset, dynamo=True,
                       external_data=False, verbose=False)
     proto = onnx.load(str(path))
@@ -49,7 +49,7 @@ def export_onnx(loaded: LoadedModel, path: str | Path, *, opset: int = 18) -> Pa
 def export_torchscript(loaded: LoadedModel, path: str | Path) -> Path:
     """Write the serving graph as TorchScript (traced), with the metadata as an extra file."""
     path = Path(path)
-    graph = ServingGraph(loaded.model.eval(), loaded.checks).eval()
+    graph = ServingGraph.of(loaded)
     size = loaded.preprocessing.image_size
     with torch.no_grad():
         traced = torch.jit.trace(graph, torch.zeros(2, loaded.preprocessing.channels, size, size))

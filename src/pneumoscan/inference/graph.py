@@ -1,13 +1,16 @@
 """The screening graph: one forward pass gives the class probabilities, the heatmap and both input-check
-scores. PyTorch runs it as it is (``runtime.TorchModel``); ``export`` writes it as ONNX or TorchScript,
-with ``model_metadata`` (the model's description) beside it.
+scores, and for a model that carries a lung segmenter the lung field and the frontal check's novelty.
+PyTorch runs it as it is (``runtime.TorchModel``); ``export`` writes it as ONNX or TorchScript, with
+``model_metadata`` (the model's description) beside it.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from pneumoscan.anatomy.segmenter import LungSegmenter, segmenter_from_state, squashed
 from pneumoscan.inference.heatmaps import ClosedFormGradCAM, scale_maps
 from pneumoscan.input_checks.checks import NO_CLASSIFIER_BIAS, POPULATION_LIMIT, InputChecks
 from pneumoscan.models.checkpoint import LoadedModel
@@ -15,6 +18,38 @@ from pneumoscan.models.networks import ScreeningNet
 
 METADATA_KEY = "pneumoscan"
 OUTPUTS = ("probabilities", "heatmaps", "shift_score", "modality_probability")
+ANATOMY_OUTPUTS = ("lungs", "frontal_novelty")  # with a lung segmenter: P(lung) per input pixel, and its novelty
+
+
+def graph_outputs(loaded: LoadedModel) -> tuple[str, ...]:
+    """The names of the serving graph's outputs for ``loaded`` (in order)."""
+    return OUTPUTS + (ANATOMY_OUTPUTS if loaded.anatomy else ())
+
+
+class LungField(nn.Module):
+    """network inputs ``[B, C, S, S]`` -> P(lung) per pixel ``[B, S, S]`` and the frontal check's novelty ``[B]``
+    (``anatomy.frontal``: over 1 is unlike every validation film; 0 without a fitted check).
+
+    The grey film is the first channel with the classifier's normalisation undone; the segmenter standardises
+    each film itself, so its own preprocessing is only the squash to its side."""
+
+    def __init__(self, segmenter: LungSegmenter, mean: float, std: float):
+        super().__init__()
+        self.net, self.side, self.mean, self.std = segmenter.net, segmenter.settings.image_size, mean, std
+        check = segmenter.frontal
+        features = 4 * segmenter.settings.channels[-1]
+        self.register_buffer("frontal_mean", check.mean.clone() if check else torch.zeros(features))
+        self.register_buffer("frontal_precision", check.precision.clone() if check else torch.zeros(features, features))
+        self.register_buffer("novelty_limit", torch.tensor([check.novelty_limit if check else 1.0]))
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        films = squashed(images[:, :1].float() * self.std + self.mean, self.side)
+        logits, features = self.net.with_features(films)
+        size = (images.shape[-2], images.shape[-1])
+        lungs = torch.sigmoid(F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False))[:, 0]
+        centred = features - self.frontal_mean
+        novelty = ((centred @ self.frontal_precision) * centred).sum(dim=1) / self.novelty_limit
+        return lungs, novelty
 NO_GATE_BIAS = 30.0  # a model without a modality gate: sigmoid(30) = 1, every image passes
 
 
@@ -28,8 +63,11 @@ class ServingGraph(nn.Module):
     last feature map's, as the checks were fitted) and the other-population probability over its limit.
     """
 
-    def __init__(self, model: ScreeningNet, checks: InputChecks | None = None):
+    def __init__(self, model: ScreeningNet, checks: InputChecks | None = None, anatomy: dict | None = None):
         super().__init__()
+        preprocessing = model.preprocessing
+        self.lungs = (LungField(segmenter_from_state(anatomy), preprocessing.mean[0], preprocessing.std[0])
+                      if anatomy else None)
         self.trunk, self.tail = model.trunk, model.tail
         self.gradcam = ClosedFormGradCAM(model.head)
         features = model.head[3].in_features
@@ -46,7 +84,16 @@ class ServingGraph(nn.Module):
         self.register_buffer("gate_weight", gate.weight.clone() if gate else torch.zeros(features))
         self.register_buffer("gate_bias", torch.tensor([gate.bias if gate else NO_GATE_BIAS]))
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    @classmethod
+    def of(cls, loaded: LoadedModel) -> ServingGraph:
+        """The serving graph of a loaded model, with its input checks and lung segmenter."""
+        return cls(loaded.model.eval(), loaded.checks, loaded.anatomy).eval()
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        outputs = self.screen(images)
+        return outputs + self.lungs(images) if self.lungs is not None else outputs
+
+    def screen(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         activations = self.trunk(images)
         fmap = self.tail(activations)
         logit, cams = self.gradcam(fmap)
@@ -69,4 +116,4 @@ def model_metadata(loaded: LoadedModel) -> dict:
     """What a runtime needs besides the graph: the model's description, and what the graph's outputs are."""
     heatmap = ("Grad-CAM of every class on the last feature map, in class order (two classes: the first class's "
                "map explains -logit, the second's +logit); a screening shows its decision's")
-    return {"outputs": list(OUTPUTS), "heatmap": heatmap, "description": loaded.description.to_dict()}
+    return {"outputs": list(graph_outputs(loaded)), "heatmap": heatmap, "description": loaded.description.to_dict()}

@@ -25,18 +25,21 @@ from pneumoscan.device import autocast_for
 log = logging.getLogger(__name__)
 
 
-def write_screenings_csv(path: str | Path, screenings, classes: tuple[str, ...]) -> None:
+def write_screenings_csv(path: str | Path, screenings, classes: tuple[str, ...], *, lungs: bool = False) -> None:
     """One row per file: ``path,status,label,probability,p_<CLASS>...,threshold,flagged,shift_score,
-    modality_probability,reason,warning``; refused and unreadable rows have no probability."""
+    modality_probability,reason,warning``, and with ``lungs`` (a model that draws them) ``lung_area_fraction,
+    heat_in_lungs``; refused and unreadable rows have no probability."""
+    anatomy = ["lung_area_fraction", "heat_in_lungs"] if lungs else []
     with Path(path).open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "status", "label", "probability", *[f"p_{c}" for c in classes], "threshold",
-                         "flagged", "shift_score", "modality_probability", "reason", "warning"])
+                         "flagged", "shift_score", "modality_probability", "reason", "warning", *anatomy])
         for s in screenings:
             writer.writerow([s.source, s.status, s.label, _number(s.probability),
                              *[_number(s.probabilities.get(c)) for c in classes], _number(s.threshold),
                              int(s.flagged) if s.scored else "", _number(s.shift_score),
-                             _number(s.modality_probability), s.reason, s.warning])
+                             _number(s.modality_probability), s.reason, s.warning,
+                             *[_number(getattr(s, column)) for column in anatomy]])
 
 
 def _number(value: float | None) -> str:

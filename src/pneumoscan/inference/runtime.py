@@ -1,5 +1,6 @@
 """The engines that run the screening graph (``graph.ServingGraph``): network inputs in; class
-probabilities, heatmap and input-check scores out, as a dict keyed by ``graph.OUTPUTS``.
+probabilities, heatmap and input-check scores out, as a dict keyed by ``graph.OUTPUTS``
+(and ``graph.ANATOMY_OUTPUTS`` for a model that draws the lungs).
 
 ``load_runtime(path)`` gives an ``OnnxModel`` for a ``.onnx`` file (no PyTorch needed to run it) and
 a ``TorchModel`` for a run folder or ``model.pt``; ``runtime="openvino"`` runs the same ``.onnx`` with
@@ -41,7 +42,7 @@ class TorchModel:
         self.loaded = (dataclasses.replace(source, model=copy.deepcopy(source.model)) if isinstance(source, LoadedModel)
                        else load_model(source))
         path = self.loaded.path
-        self.graph = ServingGraph(self.loaded.model, self.loaded.checks).eval()
+        self.graph = ServingGraph.of(self.loaded)
         self.precision = effective_precision(precision, "cpu")
         self.graph = self.graph.to(memory_format=torch.channels_last)
         _read_metadata(self, Path(path), {"pneumoscan": json.dumps(model_metadata(self.loaded))})
@@ -50,13 +51,12 @@ class TorchModel:
         import torch
 
         from pneumoscan.device import autocast_for
-        from pneumoscan.inference.graph import OUTPUTS
 
         x = torch.as_tensor(images, dtype=torch.float32)
         x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), autocast_for(torch.device("cpu"), self.precision):
             outputs = self.graph(x)
-        return {name: value.float().numpy() for name, value in zip(OUTPUTS, outputs)}
+        return {name: value.float().numpy() for name, value in zip(self.metadata["outputs"], outputs)}
 
 
 class OnnxModel:
@@ -144,12 +144,13 @@ def _openvino_metadata(path: Path, model) -> dict:
 
 def _read_metadata(model, path: Path, custom: dict) -> None:
     """Set ``metadata``, ``description`` and the ``preprocessing`` it names."""
-    from pneumoscan.inference.graph import OUTPUTS
+    from pneumoscan.inference.graph import ANATOMY_OUTPUTS, OUTPUTS
 
     if "pneumoscan" not in custom:
         raise ValueError(f"{path}: not exported by pneumoscan (no model description in its metadata)")
     model.metadata = json.loads(custom["pneumoscan"])
-    if tuple(model.metadata.get("outputs", ())) != OUTPUTS or "description" not in model.metadata:
+    outputs = tuple(model.metadata.get("outputs", ()))
+    if outputs not in (OUTPUTS, OUTPUTS + ANATOMY_OUTPUTS) or "description" not in model.metadata:
         raise ValueError(f"{path}: exported by an older pneumoscan (no model description, or outputs "
                          f"{model.metadata.get('outputs')}); export the run again with this version")
     model.description = ModelDescription.from_dict(model.metadata["description"])

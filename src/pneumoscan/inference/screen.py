@@ -9,8 +9,13 @@ the web API, export's parity check and the benchmarks), so they cannot disagree.
   population (another hospital, adults, another device), with a warning that the output is less
   reliable there;
 - ``refused``: not the model's modality (a photo, document, screenshot, noise, another modality),
-  blank or colour; the reason, and no probability;
+  blank or colour, or, for a model that draws the lungs, not a frontal film (a lateral view, no pair of
+  lungs); the reason, and no probability;
 - ``unreadable``: the file could not be read; the problem, and the batch goes on.
+
+A model that carries a lung segmenter (``pneumoscan segment attach``) also gives each scored film its lung
+mask's share of the film (``lung_area_fraction``) and the share of its heatmap's energy inside the lungs
+(``heat_in_lungs``); the mask itself comes with the heatmap.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from pneumoscan.anatomy.focus import heat_in_lungs
+from pneumoscan.anatomy.frontal import frontal_refusal
+from pneumoscan.anatomy.segmenter import lung_mask, lung_regions
 from pneumoscan.data.io import MAX_PIXELS, ImageLoadError, read_image
 from pneumoscan.data.records import expand_inputs
 from pneumoscan.data.tasks import with_article
@@ -54,6 +62,9 @@ class Screening:
     heatmap: np.ndarray | None = field(default=None, repr=False)  # [S, S] in [0, 1], when asked for: Grad-CAM
     explained: str = ""                           # of this class's evidence (the label unless another was asked)
     image: np.ndarray | None = field(default=None, repr=False)    # the resized grey input, with the heatmap
+    lung_area_fraction: float | None = None       # the lung mask's share of the film (a model that draws the lungs)
+    heat_in_lungs: float | None = None            # the explained class's heatmap energy inside the lungs (a share)
+    lungs: np.ndarray | None = field(default=None, repr=False)    # [S, S] bool lung mask, with the heatmap
 
     @property
     def scored(self) -> bool:
@@ -81,6 +92,12 @@ class Screener:
         self.threshold: float = self.description.threshold
         self.limits: dict = self.description.input_checks or {}
         self.modality: str = self.description.modality
+        self.frontal_limits: dict | None = (self.description.anatomy or {}).get("frontal_check")
+
+    @property
+    def draws_lungs(self) -> bool:
+        """Whether each screening has a lung mask, ``lung_area_fraction`` and ``heat_in_lungs``."""
+        return self.description.anatomy is not None
 
     @property
     def runtime(self) -> str:
@@ -149,6 +166,11 @@ class Screener:
             return Screening(name, REFUSED, modality_probability=modality, shift_score=shift,
                              reason=f"this does not look like {with_article(self.modality)} (modality probability "
                                     f"{modality:.3f} < {gate_threshold:.2f}); it was not scored")
+        lungs = lung_mask(out["lungs"]) if "lungs" in out else None
+        refusal = self._frontal_refusal(lungs, out)
+        if refusal:
+            return Screening(name, REFUSED, modality_probability=modality, shift_score=shift, reason=refusal,
+                             lung_area_fraction=float(lungs.mean()))
         probabilities = {c: float(p) for c, p in zip(self.classes, out["probabilities"])}
         flag_threshold = self.limits.get("shift_threshold")
         flagged = flag_threshold is not None and shift > flag_threshold
@@ -157,11 +179,20 @@ class Screener:
                    f"less reliable here" if flagged else "")
         label = self.decide(probabilities)
         explained = self.classes.index(label) if explained is None else explained
+        anatomy = ({} if lungs is None else
+                   {"lung_area_fraction": float(lungs.mean()), "lungs": lungs if heatmap else None,
+                    "heat_in_lungs": heat_in_lungs(out["heatmaps"][explained], lungs)})
         return Screening(name, SCORED, probabilities=probabilities, label=label,
                          threshold=self.threshold if len(self.classes) == 2 else None, flagged=flagged,
                          warning=warning, shift_score=shift, modality_probability=modality,
                          heatmap=out["heatmaps"][explained] if heatmap else None,
-                         explained=self.classes[explained] if heatmap else "", image=image)
+                         explained=self.classes[explained] if heatmap else "", image=image, **anatomy)
+
+    def _frontal_refusal(self, lungs: np.ndarray | None, out: dict[str, np.ndarray]) -> str:
+        """Why a film is not a frontal chest film (``anatomy.frontal``), or ""."""
+        if lungs is None or not self.frontal_limits:
+            return ""
+        return frontal_refusal(lung_regions(lungs).smaller_share, float(out["frontal_novelty"]), self.frontal_limits)
 
     def decide(self, probabilities: dict[str, float]) -> str:
         """Two classes: the positive class at or above the threshold; more: the most probable class."""

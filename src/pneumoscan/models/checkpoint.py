@@ -36,6 +36,7 @@ class LoadedModel:
     checks: InputChecks | None = None
     settings: dict = field(default_factory=dict)
     path: str = ""
+    anatomy: dict | None = None  # a lung segmenter's state (anatomy.segmenter.segmenter_state), kept as saved
 
     @classmethod
     def of(cls, model: ScreeningNet, *, threshold: float = 0.5, threshold_rule: str = "fixed",
@@ -73,13 +74,15 @@ def atomic_save(payload, path: str | Path) -> None:
 
 
 def save_model(path: str | Path, model: ScreeningNet, description: ModelDescription, *,
-               settings: dict | None = None, checks: InputChecks | None = None) -> None:
-    """Write ``model``, its description, input checks and training settings as one weights-only file."""
+               settings: dict | None = None, checks: InputChecks | None = None, anatomy: dict | None = None) -> None:
+    """Write ``model``, its description, input checks, training settings and lung segmenter (when screening
+    draws the lungs) as one weights-only file."""
     atomic_save({
         "format": FORMAT,
         "description": description.to_dict(),
         "settings": settings or {},
         "input_checks": checks.to_state() if checks else None,
+        "anatomy": anatomy,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }, path)
 
@@ -115,7 +118,7 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> Loade
     model.load_state_dict(payload["state_dict"])
     model.to(device).eval()
     return LoadedModel(model=model, description=description, checks=checks, settings=payload["settings"],
-                       path=str(path))
+                       path=str(path), anatomy=payload.get("anatomy"))
 
 
 def model_outputs(payload: dict) -> int:
@@ -147,12 +150,22 @@ def replace_checks(path: str | Path, checks: InputChecks, fitted_on: dict | None
     loaded = load_model(path)
     fitted_on = fitted_on if fitted_on is not None else (loaded.description.input_checks or {}).get("fitted_on", {})
     save_model(loaded.path, loaded.model, replace(loaded.description, input_checks=check_limits(checks) |
-                                                  {"fitted_on": fitted_on}), settings=loaded.settings, checks=checks)
+                                                  {"fitted_on": fitted_on}), settings=loaded.settings, checks=checks,
+               anatomy=loaded.anatomy)
 
 
 def redescribe(path: str | Path, **changes) -> ModelDescription:
     """Change words of a saved model's description (``population="adults from ..."``); nothing else changes."""
     loaded = load_model(path)
     description = replace(loaded.description, **changes)
-    save_model(loaded.path, loaded.model, description, settings=loaded.settings, checks=loaded.checks)
+    save_model(loaded.path, loaded.model, description, settings=loaded.settings, checks=loaded.checks,
+               anatomy=loaded.anatomy)
     return description
+
+
+def replace_anatomy(path: str | Path, anatomy: dict | None, described: dict | None) -> None:
+    """Give a saved model a lung segmenter's state (``None``: take it away) and the description's words for it;
+    the weights, checks and the rest of the description stay."""
+    loaded = load_model(path)
+    save_model(loaded.path, loaded.model, replace(loaded.description, anatomy=described), settings=loaded.settings,
+               checks=loaded.checks, anatomy=anatomy)

@@ -44,6 +44,7 @@ class ModelDescription:
     input_checks: dict | None = None            # the limits its scores are compared with, and what they were fitted on
     metrics: dict = field(default_factory=dict)  # "validation"/"test": metrics at the threshold with 95% intervals
     training: dict = field(default_factory=dict)  # data, weights, stages, recipe, seed
+    anatomy: dict | None = None                 # the lung segmenter screening draws the lungs with, and its check
     pneumoscan_version: str = ""
 
     @property
@@ -76,6 +77,11 @@ class ModelDescription:
             lines.append(f"threshold 95% interval over validation patients: "
                          f"[{self.threshold_ci95[0]:.4f}, {self.threshold_ci95[1]:.4f}]")
         lines.append(f"input checks: {checks_sentence(self.input_checks)}")
+        if self.anatomy:
+            refusing = ("; films without a frontal pair of lungs (lateral views) are refused"
+                        if self.anatomy.get("frontal_check") else "")
+            lines.append(f"lungs: drawn by {self.anatomy.get('segmenter', 'a lung segmenter')} in every screening, "
+                         f"with the share of the heatmap inside them{refusing}")
         for split in ("validation", "test"):
             values = self.metrics.get(split) or {}
             shown = [f"{k} {values[k]['value']:.3f}" for k in HEADLINE_METRICS if isinstance(values.get(k), dict)]

@@ -26,7 +26,7 @@ from PIL import Image
 
 from pneumoscan import __version__
 from pneumoscan.data.io import IMAGE_SIGNATURES, MAX_PIXELS, looks_like_dicom
-from pneumoscan.explain.render import overlay
+from pneumoscan.explain.render import outline_rgba, overlay
 from pneumoscan.export.card import card_path
 from pneumoscan.inference.screen import UNREADABLE, Screening, load
 from pneumoscan.serve.limits import STALL_SECONDS, BodyLimits
@@ -65,7 +65,8 @@ def screening_json(result: Screening) -> dict:
     return {"file": result.source, "status": result.status, "label": result.label,
             "probability": result.probability, "probabilities": result.probabilities, "threshold": result.threshold,
             "flagged": result.flagged, "warning": result.warning, "shift_score": result.shift_score,
-            "modality_probability": result.modality_probability}
+            "modality_probability": result.modality_probability, "lung_area_fraction": result.lung_area_fraction,
+            "heat_in_lungs": result.heat_in_lungs}
 
 
 def create_app(model_path: str | Path, *, max_upload_bytes: int = 20 * 1024 * 1024, max_pixels: int = MAX_PIXELS,
@@ -131,7 +132,8 @@ def create_app(model_path: str | Path, *, max_upload_bytes: int = 20 * 1024 * 10
             identifiers = read_identifiers(data) if is_dicom else {}
             description = (f"pneumoscan {result.label} p={result.probability:.4f} threshold={screener.threshold:.4f} "
                            f"({version})" + (" FLAGGED: unlike the training population" if result.flagged else ""))
-            dicom = secondary_capture(overlay(result.image, result.heatmap), identifiers, description=description)
+            dicom = secondary_capture(overlay(result.image, result.heatmap, lungs=result.lungs), identifiers,
+                                      description=description)
             return Response(dicom, media_type="application/dicom",
                             headers={"Content-Disposition": f'attachment; filename="{Path(name).stem}_overlay.dcm"',
                                      "X-Pneumoscan-Probability": f"{result.probability:.6f}",
@@ -141,7 +143,9 @@ def create_app(model_path: str | Path, *, max_upload_bytes: int = 20 * 1024 * 10
             body["explained"] = result.explained
             body["image_png"] = _png_data_uri((result.image * 255).round().astype(np.uint8))
             body["heatmap_png"] = _png_data_uri(heatmap_rgba(result.heatmap))
-            body["overlay_png"] = _png_data_uri(overlay(result.image, result.heatmap))
+            body["overlay_png"] = _png_data_uri(overlay(result.image, result.heatmap, lungs=result.lungs))
+            if result.lungs is not None:
+                body["lungs_png"] = _png_data_uri(outline_rgba(result.lungs))
         body["timing_ms"] = {"total": round(1000 * (time.perf_counter() - started), 2)}
         return body
 
