@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from tests.conftest import launch_chromium, needs_chromium
 
@@ -125,4 +126,31 @@ def test_the_page_speaks_of_the_served_models_task(brain_mri_model, tmp_path):
         assert page.inner_text("#drop-what") == "Drop a brain MRI here"
         assert "on brain MRI" in page.inner_text("#task") and "brain MRI" in page.inner_text("#use")
         assert "chest" not in page.content().lower() and "pneumonia" not in page.content().lower()
+        browser.close()
+
+
+def test_the_page_outlines_the_lungs_and_says_a_lateral_film_is_not_frontal(lung_model, tmp_path):
+    from PIL import Image
+    from tests.conftest import one_lung_film
+
+    from pneumoscan.data.synthetic import phantom_with_lungs
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    film, lungs = phantom_with_lungs(np.random.default_rng(11), size=64)
+    frontal, lateral = tmp_path / "frontal.png", tmp_path / "lateral.png"
+    Image.fromarray((film.clip(0, 1) * 255).astype("uint8")).save(frontal)
+    Image.fromarray((one_lung_film(film, lungs).clip(0, 1) * 255).astype("uint8")).save(lateral)
+    with serving(lung_model) as url, sync_api.sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        page = browser.new_page()
+        page.goto(url)
+        page.set_input_files("#file", str(frontal))
+        page.wait_for_selector("#result:not([hidden])", timeout=30_000)
+        assert page.locator("#lungs-row").is_visible() and "the lungs, outlined" in page.inner_text("#heat-in-lungs")
+        SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOT_DIR / "upload_lungs.png"), full_page=True)
+        page.set_input_files("#file", str(lateral))
+        page.wait_for_selector("#error.refused", timeout=30_000)
+        assert "not a frontal chest X-ray" in page.inner_text("#error")
+        assert page.locator("#result").is_hidden()
         browser.close()
