@@ -43,6 +43,7 @@ def model_card(loaded: LoadedModel, files: list[Path], parity: dict | None) -> d
         "validation_metrics": d.metrics.get("validation"),
         "validation_under_acquisition_shifts": d.metrics.get("validation_under_acquisition_shifts"),
         "input_checks": d.input_checks,
+        "anatomy": d.anatomy,
         "limitations": list(d.limitations),
         "description": d.to_dict(),
         "onnx_parity": parity,
@@ -72,12 +73,29 @@ def card_markdown(card: dict) -> str:
     if card.get("input_checks"):
         lines += ["## Input checks", *_input_check_lines(card["input_checks"], card["modality"], card["population"]),
                   checks_sentence(card["input_checks"]).capitalize() + ".", ""]
+    if card.get("anatomy"):
+        lines += ["## Lungs", *_anatomy_lines(card["anatomy"]), ""]
     lines += ["## Limitations", *[f"- {item}" for item in card["limitations"]], ""]
     if card.get("onnx_parity"):
         lines += ["## ONNX parity with PyTorch", *[f"- {k}: {v}" for k, v in card["onnx_parity"].items()], ""]
     lines += ["## Files", *[f"- `{name}`: sha256 `{v['sha256']}` ({v['bytes']:,} bytes)"
                             for name, v in card["files"].items()]]
     return "\n".join(lines) + "\n"
+
+
+def _anatomy_lines(anatomy: dict) -> list[str]:
+    """What the card says about the lung segmenter the model draws the lungs with."""
+    lines = [f"Every screening draws the lungs with {anatomy['segmenter']} and reports the share of the heatmap "
+             f"inside them (heat_in_lungs) and their share of the film (lung_area_fraction).",
+             *[f"- segmenter test Dice, {name}: {dice:.4f}" for name, dice in anatomy.get("test_dice", {}).items()
+               if dice is not None]]
+    check = anatomy.get("frontal_check")
+    if check:
+        lines.append(f"- films without a frontal pair of lungs are refused: the smaller lung region must hold at "
+                     f"least {check['smaller_share_limit']:.0%} of the lung area, and the lung fields must be like "
+                     f"those of the {check['fitted_on'].get('training_films')} frontal training films (limit: the "
+                     f"most unusual of {check['fitted_on'].get('validation_films')} validation films)")
+    return lines
 
 
 def _interval(ci95) -> str:

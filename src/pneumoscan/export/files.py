@@ -68,7 +68,19 @@ def parity_check(model_path: str | Path, onnx_path: str | Path, paths: list[str]
             "outcome_mismatches": sum((a.status, a.label, a.explained) != (b.status, b.label, b.explained)
                                       for a, b in zip(reference, exported)),
             "prob_max_abs_diff": max((abs(a.probability - b.probability) for a, b in both), default=0.0),
-            "heatmap_max_abs_diff": max((float(np.abs(a.heatmap - b.heatmap).max()) for a, b in both), default=0.0)}
+            "heatmap_max_abs_diff": max((float(np.abs(a.heatmap - b.heatmap).max()) for a, b in both), default=0.0),
+            **_lung_differences(both)}
+
+
+def _lung_differences(both: list) -> dict:
+    """For a model that draws the lungs: how far apart the two runtimes' lung numbers are (reported, not limited:
+    a pixel on the mask's edge may fall either side of 0.5)."""
+    lungs = [(a, b) for a, b in both if a.lung_area_fraction is not None]
+    if not lungs:
+        return {}
+    heat = [(a.heat_in_lungs, b.heat_in_lungs) for a, b in lungs if a.heat_in_lungs is not None]
+    return {"lung_area_max_abs_diff": max(abs(a.lung_area_fraction - b.lung_area_fraction) for a, b in lungs),
+            "heat_in_lungs_max_abs_diff": max((abs(x - (y if y is not None else 0.0)) for x, y in heat), default=0.0)}
 
 
 PARITY_LIMITS = {"prob_max_abs_diff": 1e-4, "heatmap_max_abs_diff": 1e-3, "outcome_mismatches": 0}
