@@ -148,43 +148,56 @@ def screening(segmenter_run: str) -> dict:
             "wall_seconds": round(time.perf_counter() - started, 1)}
 
 
-def focus(methods: list[str]) -> dict:
+def review(name: str, methods: list[str]) -> None:
+    """The anatomy review of one model's run on the Kermany test films with human masks (``WORK/focus/<name>``)."""
     from pneumoscan.data.records import load_samples
-    from pneumoscan.explain.anatomy import anatomy_review, paired_comparison
+    from pneumoscan.explain.anatomy import anatomy_review
     from pneumoscan.models.checkpoint import load_model
 
-    samples = load_samples(str(DATA), "test")
-    results, rows = {}, {}
-    for name, run in RUNS.items():
-        if not (run / "model.pt").exists():
-            continue
-        started = time.perf_counter()
-        loaded = load_model(run)
-        chosen = tuple(methods) if name == "densenet121" else ("gradcam",)
-        out = WORK / "focus" / name
-        summaries = anatomy_review(loaded, samples, out, methods=chosen, data_root=str(DATA),
-                                   masks_root=str(LUNG_MASKS / "kermany"))
-        rows[name] = [r for r in csv.DictReader((out / "anatomy.csv").open()) if r["method"] == "gradcam"]
-        for r in rows[name]:
-            r["heat_in_lungs"] = float(r["heat_in_lungs"])
+    started = time.perf_counter()
+    out = WORK / "focus" / name
+    anatomy_review(load_model(RUNS[name]), load_samples(str(DATA), "test"), out, methods=tuple(methods),
+                   data_root=str(DATA), masks_root=str(LUNG_MASKS / "kermany"))
+    provenance = {"run": str(RUNS[name].relative_to(ROOT)), "commit": launch_commit(),
+                  "seconds": round(time.perf_counter() - started, 1)}
+    (out / "provenance.json").write_text(json.dumps(provenance) + "\n")
+
+
+def gradcam_rows(name: str) -> list[dict]:
+    rows = [r for r in csv.DictReader((WORK / "focus" / name / "anatomy.csv").open()) if r["method"] == "gradcam"]
+    return [{**r, "heat_in_lungs": float(r["heat_in_lungs"])} for r in rows]
+
+
+def focus(models: list[str], methods: list[str]) -> dict:
+    """Review ``models`` (DenseNet121 with every method, the others with Grad-CAM), then summarise every model
+    reviewed so far, with paired Grad-CAM comparisons between them."""
+    from pneumoscan.explain.anatomy import paired_comparison
+
+    for name in models:
+        review(name, methods if name == "densenet121" else ["gradcam"])
+    reviewed = [name for name in RUNS if (WORK / "focus" / name / "anatomy.json").exists()]
+    results = {}
+    for name in reviewed:
+        summaries = json.loads((WORK / "focus" / name / "anatomy.json").read_text())
         results[name] = {method: {"heat_in_lungs": summary["called_PNEUMONIA"]["heat_in_lungs"],
                                   "chance": summary["called_PNEUMONIA"]["chance"], "summary": summary}
                          for method, summary in summaries.items()}
-        results[name]["seconds"] = round(time.perf_counter() - started, 1)
-        results[name]["run"] = str(run.relative_to(ROOT))
+        results[name]["provenance"] = json.loads((WORK / "focus" / name / "provenance.json").read_text())
+
     def positive(model_rows):
         return [r for r in model_rows if r["case"].endswith("_positive")]
 
     paired = {}
-    names = list(rows)
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            paired[f"{a}_vs_{b}"] = {"called_PNEUMONIA_by_both": paired_comparison(positive(rows[a]),
-                                                                                   positive(rows[b])),
-                                     "all_films": paired_comparison(rows[a], rows[b])}
+    for i, a in enumerate(reviewed):
+        for b in reviewed[i + 1:]:
+            rows_a, rows_b = gradcam_rows(a), gradcam_rows(b)
+            paired[f"{a}_vs_{b}"] = {"called_PNEUMONIA_by_both": paired_comparison(positive(rows_a), positive(rows_b)),
+                                     "all_films": paired_comparison(rows_a, rows_b)}
     return {"films": "Kermany test films with a human lung mask (623 of 624), lungs from the human masks",
             "lungs_definition": "V7 masks: both lung fields drawn as polygons that include the lung behind the "
                                 "heart and most of the heart shadow",
+            "headline": "heat_in_lungs and chance: means over the films the model called PNEUMONIA, 95% bootstrap "
+                        "intervals over films",
             **results, "paired_gradcam": paired}
 
 
@@ -198,6 +211,8 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="score a finished run again instead of training")
     parser.add_argument("--methods", nargs="*", default=["gradcam", "gradcam++", "hirescam", "eigencam"],
                         help="explanation methods for DenseNet121 (the others get Grad-CAM)")
+    parser.add_argument("--models", nargs="*", default=list(RUNS), choices=list(RUNS),
+                        help="the models to review now (the block summarises every model reviewed so far)")
     args = parser.parse_args()
     previous = json.loads((RESULTS / "anatomy.json").read_text()) if (RESULTS / "anatomy.json").exists() else {}
     started = time.perf_counter()
@@ -208,7 +223,7 @@ def main() -> None:
     elif args.part == "overhead":
         block = overhead(RUNS["densenet121"], WORK / "densenet121_lungs", kermany_sample(128), repeats=5)
     else:
-        block = focus(args.methods)
+        block = focus(args.models, args.methods)
     block |= {"commit": launch_commit(), "part_wall_seconds": round(time.perf_counter() - started, 1)}
     result = {**previous, "data": "shared/data/lung_masks", args.part: block}
     # the issue's keys: segmentation.overhead_ratio, laterals.images, laterals.scored
