@@ -3,7 +3,8 @@
     python -m bench.anatomy segmentation [--run NAME] [--set epochs=16 balance=0.5] [--reuse]
     python -m bench.anatomy screening [--run NAME]
     python -m bench.anatomy overhead
-    python -m bench.anatomy focus [--methods gradcam gradcam++ ...]
+    python -m bench.anatomy focus [--models densenet121 ...] [--methods gradcam gradcam++ ...]
+    python -m bench.anatomy figure
 
 ``segmentation`` trains ``pneumoscan segment train`` on ``shared/data/lung_masks`` (Kermany train and ieee8023
 train; validation carved out by patient) as a user runs it, a subprocess timed from start to finish, and
@@ -22,7 +23,7 @@ itself draws on the Kermany test films.
 (``explain.anatomy.anatomy_review``: heat in the lungs against the lungs' share, peak, border, corners, per
 true/false positive/negative, 95% intervals) and compares the models pairwise on the films both call
 positive (Wilcoxon signed-rank). Each part writes its own block of ``bench/results/anatomy.json``, with its
-commit.
+commit. ``figure`` draws the README's figure from DenseNet121's review.
 """
 
 from __future__ import annotations
@@ -201,10 +202,37 @@ def focus(models: list[str], methods: list[str]) -> dict:
             **results, "paired_gradcam": paired}
 
 
+def figure(path: Path = ROOT / "docs" / "figures" / "where_the_model_looks.png") -> dict:
+    """Three Kermany test films called PNEUMONIA by DenseNet121, its Grad-CAM and the human lung outline: the
+    true positive with the median heat in the lungs, the one with the least, and the median false positive."""
+    from pneumoscan.evaluate.plots import subplots
+    from pneumoscan.explain.anatomy import human_mask
+    from pneumoscan.explain.render import overlay
+    from pneumoscan.inference.screen import load
+
+    rows = gradcam_rows("densenet121")
+    true = sorted((r for r in rows if r["case"] == "true_positive"), key=lambda r: r["heat_in_lungs"])
+    false = sorted((r for r in rows if r["case"] == "false_positive"), key=lambda r: r["heat_in_lungs"])
+    picks = {"true positive, median": true[len(true) // 2], "true positive, least in the lungs": true[0],
+             "false positive, median": false[len(false) // 2]}
+    screenings = load(RUNS["densenet121"]).screen([r["path"] for r in picks.values()], heatmaps=True, progress=False)
+    fig, axes = subplots(1, 3, figsize=(9.6, 3.6))
+    for ax, (title, row), screening in zip(axes, picks.items(), screenings):
+        lungs = human_mask(row["path"], DATA, LUNG_MASKS / "kermany", screening.heatmap.shape[0])
+        ax.imshow(overlay(screening.image, screening.heatmap, lungs=lungs))
+        ax.set_title(f"{title}\nheat in lungs {row['heat_in_lungs']:.0%} (lungs {float(row['chance']):.0%} of film)",
+                     fontsize=8)
+        ax.axis("off")
+    fig.suptitle("DenseNet121 Grad-CAM on Kermany test films; white: the human lung outline", fontsize=9)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    return {"figure": str(path.relative_to(ROOT)), "films": {k: r["path"].rsplit("/", 1)[-1] for k, r in picks.items()}}
+
+
 def main() -> None:
     launch_commit()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=["segmentation", "screening", "overhead", "focus"])
+    parser.add_argument("part", choices=["segmentation", "screening", "overhead", "focus", "figure"])
     parser.add_argument("--run", default="lungs_balanced", help="the segmenter run folder's name under "
                                                                 "bench/work/anatomy")
     parser.add_argument("--set", nargs="*", default=[], help="segment train settings, e.g. epochs=16 balance=0.5")
@@ -222,6 +250,8 @@ def main() -> None:
         block = screening(args.run)
     elif args.part == "overhead":
         block = overhead(RUNS["densenet121"], WORK / "densenet121_lungs", kermany_sample(128), repeats=5)
+    elif args.part == "figure":
+        block = figure()
     else:
         block = focus(args.models, args.methods)
     block |= {"commit": launch_commit(), "part_wall_seconds": round(time.perf_counter() - started, 1)}
