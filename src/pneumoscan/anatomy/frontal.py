@@ -11,7 +11,7 @@ Two tests, both on what the lung segmenter computes anyway:
 
 Both limits come from the segmenter's training and validation films (frontal films, children and adults);
 lateral films are never used to set them. A white, consolidated lung is still a lung region: the segmenter
-was trained on pneumonia films with their masks.
+was trained on films with consolidation, and their masks count the white lung as lung.
 """
 
 from __future__ import annotations
