@@ -13,8 +13,9 @@ import pytest
 from tests.conftest import SHARED, one_lung_film
 
 from pneumoscan.anatomy.masks import IGNORED, read_lung_films, select, validation_split
+from pneumoscan.anatomy.regions import lung_regions
 from pneumoscan.anatomy.scores import film_scores, summary
-from pneumoscan.anatomy.segmenter import load_segmenter, lung_regions
+from pneumoscan.anatomy.segmenter import load_segmenter
 from pneumoscan.cli import main
 from pneumoscan.data.synthetic import phantom_with_lungs
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from pneumoscan.anatomy.regions import lung_regions
+
 SHARE_MARGIN = 0.5  # the pair test accepts a smaller lung half as large (relative to the pair) as any validation film's
 
 
@@ -59,8 +61,7 @@ def bottleneck_features(segmenter, films: np.ndarray, batch_size: int = 64) -> n
 
 
 def smaller_shares(segmenter, films: np.ndarray) -> np.ndarray:
-    """Each film's smaller-lung share (see ``segmenter.lung_regions``), films uint8 at the segmenter's side."""
-    from pneumoscan.anatomy.segmenter import lung_regions
+    """Each film's smaller-lung share (``regions.lung_regions``), films uint8 at the segmenter's side."""
 
     masks = segmenter.masks([film.astype(np.float32) / 255 for film in films])
     return np.array([lung_regions(mask).smaller_share for mask in masks])

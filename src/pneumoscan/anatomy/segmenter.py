@@ -2,7 +2,7 @@
 inside the network (so an exported graph needs no preprocessing), one logit per pixel for "lung".
 
 ``LungSegmenter.masks`` gives each film's lung mask at the film's own size, keeping the two largest
-connected regions (two lungs; a consolidated lung is still a lung region); ``lung_regions`` says how
+connected regions (two lungs; a consolidated lung is still a lung region); ``regions.lung_regions`` says how
 plausible a pair of lungs it is. The segmenter saves itself with its settings, what it was trained on and
 its scores, and loads back into the same network (``save_segmenter``/``load_segmenter``).
 """
@@ -16,10 +16,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from scipy import ndimage
 from torch import nn
 
 from pneumoscan.anatomy.frontal import FrontalCheck
+from pneumoscan.anatomy.regions import lung_mask
 from pneumoscan.models.checkpoint import atomic_save
 from pneumoscan.settings import from_dict
 
@@ -83,15 +83,6 @@ def squashed(films: torch.Tensor, side: int) -> torch.Tensor:
     return F.avg_pool2d(doubled, 2)
 
 
-@dataclass(frozen=True)
-class LungRegions:
-    """What a lung mask looks like: its share of the film, and its two largest regions' shares."""
-
-    area_fraction: float
-    regions: int                 # connected regions kept (at most two)
-    smaller_share: float         # the smaller kept region's share of the lung area (0: one region)
-
-
 class LungSegmenter:
     """A trained ``LungNet`` with its settings, behind ``probabilities`` and ``masks``."""
 
@@ -127,30 +118,6 @@ class LungSegmenter:
                                                                                          Image.BILINEAR))
             masks.append(lung_mask(resized))
         return masks
-
-
-def lung_mask(probability: np.ndarray) -> np.ndarray:
-    """The lung mask (bool) of a P(lung) map: cut at 0.5, then its two largest regions."""
-    return largest_regions(probability >= 0.5, 2)
-
-
-def largest_regions(mask: np.ndarray, keep: int) -> np.ndarray:
-    """``mask`` with only its ``keep`` largest connected regions."""
-    labels, count = ndimage.label(mask)
-    if count <= keep:
-        return mask
-    sizes = ndimage.sum(mask, labels, index=range(1, count + 1))
-    kept = 1 + np.argsort(sizes)[::-1][:keep]
-    return np.isin(labels, kept)
-
-
-def lung_regions(mask: np.ndarray) -> LungRegions:
-    """The area and the regions of a lung mask."""
-    labels, count = ndimage.label(mask)
-    sizes = sorted(ndimage.sum(mask, labels, index=range(1, count + 1)), reverse=True) if count else []
-    total = float(sum(sizes))
-    smaller = float(sizes[1]) / total if len(sizes) >= 2 and total else 0.0
-    return LungRegions(area_fraction=float(mask.mean()), regions=count, smaller_share=smaller)
 
 
 def segmenter_state(segmenter: LungSegmenter) -> dict:

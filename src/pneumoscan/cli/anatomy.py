@@ -50,7 +50,8 @@ def _train(args) -> int:
 def _predict(args) -> int:
     from PIL import Image
 
-    from pneumoscan.anatomy.segmenter import load_segmenter, lung_regions
+    from pneumoscan.anatomy.regions import lung_regions
+    from pneumoscan.anatomy.segmenter import load_segmenter
     from pneumoscan.data.io import ImageLoadError, load_image
     from pneumoscan.data.records import expand_inputs
 
@@ -108,3 +109,20 @@ def _attach(args) -> int:
              f"{check['fitted_on'].get('training_films')} training films)" if check else
              "; the segmenter has no frontal check, so lateral films are not refused"))
     return 0
+
+
+def review_anatomy(cfg, loaded, samples) -> None:
+    """``explain --review SPLIT --anatomy``: the review's heatmaps measured against the lungs."""
+    from pneumoscan.explain.anatomy import anatomy_review
+
+    if not cfg.masks and loaded.anatomy is None:
+        raise ValueError("--anatomy needs lungs: give --masks (human masks laid out like --data) or attach a lung "
+                         "segmenter to the model (pneumoscan segment attach MODEL SEGMENTER)")
+    summary = anatomy_review(loaded, samples, cfg.out, methods=(cfg.method,), data_root=cfg.data,
+                             masks_root=cfg.masks)[cfg.method]
+    called = summary[f"called_{loaded.classes.names[1]}"]
+    if called["images"]:
+        heat, chance = called["heat_in_lungs"], called["chance"]
+        print(f"{cfg.method}: on {called['images']} films called {loaded.classes.names[1]}, {heat['mean']:.1%} of the "
+              f"heat lies in the lungs (95% CI {heat['ci95'][0]:.1%}-{heat['ci95'][1]:.1%}), which cover "
+              f"{chance['mean']:.1%} of the film; see {cfg.out}/anatomy.json")

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pneumoscan.cli.anatomy import review_anatomy
+
 
 def cmd_train(args) -> int:
     from pneumoscan.settings import load_settings, parse_overrides
@@ -169,22 +171,6 @@ def cmd_checks(args) -> int:
     return 0
 
 
-def _anatomy_review(cfg, loaded, samples) -> None:
-    from pneumoscan.explain.anatomy import anatomy_review
-
-    if not cfg.masks and loaded.anatomy is None:
-        raise ValueError("--anatomy needs lungs: give --masks (human masks laid out like --data) or attach a lung "
-                         "segmenter to the model (pneumoscan segment attach MODEL SEGMENTER)")
-    summary = anatomy_review(loaded, samples, cfg.out, methods=(cfg.method,), data_root=cfg.data,
-                             masks_root=cfg.masks)[cfg.method]
-    called = summary[f"called_{loaded.classes.names[1]}"]
-    if called["images"]:
-        heat, chance = called["heat_in_lungs"], called["chance"]
-        print(f"{cfg.method}: on {called['images']} films called {loaded.classes.names[1]}, {heat['mean']:.1%} of the "
-              f"heat lies in the lungs (95% CI {heat['ci95'][0]:.1%}-{heat['ci95'][1]:.1%}), which cover "
-              f"{chance['mean']:.1%} of the film; see {cfg.out}/anatomy.json")
-
-
 def cmd_explain(args) -> int:
     from pneumoscan.cli.settings import ExplainSettings, command_settings
     from pneumoscan.data.records import expand_inputs
@@ -201,8 +187,7 @@ def cmd_explain(args) -> int:
             raise ValueError("--review needs --data (the dataset root or label CSV)")
         samples = load_samples(cfg.data, cfg.review if Path(cfg.data).is_dir() else None)
         results = load(cfg.model).screen([s.path for s in samples], desc=f"screening {cfg.review}")
-        keep = [i for i, r in enumerate(results) if r.scored]
-        names = list(loaded.classes.names)
+        keep, names = [i for i, r in enumerate(results) if r.scored], list(loaded.classes.names)
         counts = explain_run.review_gallery(loaded, [samples[i] for i in keep],
                                             np.array([results[i].probability for i in keep]), cfg.out,
                                             method=cfg.method, confident=cfg.confident,
@@ -210,7 +195,7 @@ def cmd_explain(args) -> int:
         print(f"review of {len(keep)} images written to {cfg.out}/index.html: " +
               ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
         if cfg.anatomy:
-            _anatomy_review(cfg, loaded, [samples[i] for i in keep])
+            review_anatomy(cfg, loaded, [samples[i] for i in keep])
         return 0
     paths = expand_inputs(list(cfg.inputs))
     if not paths:

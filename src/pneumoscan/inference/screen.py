@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from pneumoscan.anatomy.focus import heat_in_lungs
 from pneumoscan.anatomy.frontal import frontal_refusal
-from pneumoscan.anatomy.segmenter import lung_mask, lung_regions
+from pneumoscan.anatomy.regions import lung_mask, lung_regions
 from pneumoscan.data.io import MAX_PIXELS, ImageLoadError, read_image
 from pneumoscan.data.records import expand_inputs
 from pneumoscan.data.tasks import with_article
