@@ -94,12 +94,12 @@ def against_chance(rows: list[dict]) -> dict:
     return summary
 
 
-def summarise(rows: list[dict], positive: str) -> dict:
-    """Per case, for every image, and for the images called ``positive`` (true and false positives)."""
+def summarise(rows: list[dict], positive: str, side: int) -> dict:
+    """Per case, for every image, and for the images called ``positive`` (true and false positives); the border
+    and corner areas are of maps ``side`` pixels square."""
     groups = {"all": rows, f"called_{positive}": [r for r in rows if r["case"].endswith("_positive")]}
     groups |= {case: [r for r in rows if r["case"] == case]
                for case in ("true_positive", "false_positive", "true_negative", "false_negative")}
-    side = 224
     return {"areas": {"border": float(border_strip((side, side)).mean()),
                       "corners": float(corner_squares((side, side)).mean()),
                       "border_width": BORDER, "corner_side": CORNER},
@@ -131,7 +131,7 @@ def anatomy_review(loaded: LoadedModel, samples: list[Sample], out_dir: str | Pa
         rows = focus_rows(loaded, samples, method=method, data_root=data_root, masks_root=masks_root,
                           overlays=pictures)
         everything += rows
-        summaries[method] = summarise(rows, positive)
+        summaries[method] = summarise(rows, positive, loaded.preprocessing.image_size)
         shown = [r for r in rows if r["case"].endswith("_positive")][:per_grid]
         if shown:
             save_grid(out_dir / f"anatomy_{method}.png", [pictures[r["path"]] for r in shown],
