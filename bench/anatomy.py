@@ -68,7 +68,7 @@ def segmentation(run_name: str, settings: list[str], reuse: bool) -> dict:
 
 def lung_model(segmenter: Path) -> Path:
     """A copy of the default-recipe DenseNet121 run with the segmenter attached."""
-    from pneumoscan.anatomy.segmenter import attach_segmenter
+    from pneumoscan.models.checkpoint import attach_segmenter
 
     model = WORK / "densenet121_lungs"
     shutil.rmtree(model, ignore_errors=True)

@@ -168,3 +168,89 @@ def test_focus_numbers_of_a_map_inside_and_outside_the_lungs():
     assert outside.heat_in_lungs == 0.0 and outside.corners == 1.0 and outside.border == 1.0
     assert focus(np.zeros((50, 50)), lungs) is None
     assert focus(inside, lungs).chance == pytest.approx(lungs.mean())
+
+
+def test_the_crop_front_zooms_to_the_lung_field_and_maps_heatmaps_back(lung_run):
+    import torch
+
+    from pneumoscan.anatomy.front import LungFront, crop_box
+
+    field = torch.zeros(1, 1, 20, 20)
+    field[0, 0, 5:10, 8:16] = 1  # rows 5-9, columns 8-15; the 5% margin adds a pixel on every side
+    box = crop_box(field)
+    assert box[0].flatten().tolist() == pytest.approx([0.5, 0.0, 0.2, 0.0, 0.35, -0.25])
+    assert crop_box(torch.zeros(1, 1, 20, 20))[0].tolist() == [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]  # no lungs: all
+
+    segmenter = load_segmenter(lung_run)
+    front = LungFront(segmenter.net, segmenter.settings.image_size, "crop", 0.5, 0.25)
+    film, lungs = phantom_with_lungs(np.random.default_rng(3), size=64)
+    images = torch.from_numpy((film - 0.5) / 0.25).float()[None, None].repeat(1, 3, 1, 1)
+    found = front.field(images)
+    assert found[0, 0][lungs].float().mean() > 0.8 and found[0, 0][~lungs].float().mean() < 0.1
+    view = front.view(images, found)
+    assert view.shape == images.shape and view.std() > 0
+    placed = front.on_input(torch.ones(1, 1, 64, 64), found)[0, 0]  # a map that is 1 everywhere on the crop
+    assert placed[lungs].mean() > 0.99  # covers the lungs
+    assert placed[0, 0] == 0 and placed[-1, -1] == 0  # and not the corners outside the box
+
+
+def test_the_mask_front_keeps_the_lungs_and_greys_out_the_rest(lung_run):
+    import torch
+
+    from pneumoscan.anatomy.front import LungFront
+    from pneumoscan.cache import module_fingerprint
+    from pneumoscan.models.networks import build_model
+
+    segmenter = load_segmenter(lung_run)
+    front = LungFront(segmenter.net, segmenter.settings.image_size, "mask", 0.5, 0.25)
+    film, lungs = phantom_with_lungs(np.random.default_rng(4), size=64)
+    images = torch.from_numpy((film - 0.5) / 0.25).float()[None, None]
+    view = front(images)[0, 0].numpy()
+    assert np.allclose(view[lungs], images[0, 0].numpy()[lungs])
+    assert (view[0, :] == 0).all() and (view[:, 0] == 0).all()  # the border is far from the lungs: the mean grey
+
+    from pneumoscan.anatomy.segmenter import segmenter_state
+    state = segmenter_state(segmenter)
+    prints = {lungs: module_fingerprint(build_model("baseline_cnn", lungs=lungs, segmenter=state).trunk)
+              for lungs in ("none", "crop", "mask")}
+    assert len(set(prints.values())) == 3  # an activation cache never mixes what the trunk saw
+    with pytest.raises(ValueError, match="segmenter"):
+        build_model("baseline_cnn", lungs="crop")
+
+
+@pytest.mark.parametrize("lungs", ["crop", "mask"])
+def test_a_model_trained_on_the_lung_field_screens_alike_everywhere(lungs, phantom_root, lung_run, tmp_path):
+    from pneumoscan.inference.screen import load
+    from pneumoscan.models.checkpoint import attach_segmenter
+
+    run = tmp_path / "run"
+    args = ["train", "--data", str(phantom_root), "--out", str(run), "--model", "baseline_cnn", "--set",
+            "image_size=64", "full.epochs=1", "batch_size=16", "workers=0", "n_boot=20", "val_fraction=0.25",
+            "shift_report=false", f"cache_dir={tmp_path / 'cache'}", f"segmenter={lung_run}", f"lungs={lungs}"]
+    assert main(args) == 0
+    paths = _films(tmp_path / "films")
+    screener = load(run)
+    assert screener.description.arch_kwargs["lungs"] == lungs and screener.draws_lungs
+    api = {s.source: s for s in screener.screen([str(p) for p in paths], heatmaps=True)}
+    scored = [p for p in paths if api[str(p)].scored]
+    assert scored
+    assert main(["export", str(run), "--out", str(tmp_path / "onnx")]) == 0
+    exported = {s.source: s for s in load(tmp_path / "onnx" / "model.onnx").screen([str(p) for p in paths],
+                                                                                   heatmaps=True)}
+    for path in scored:
+        assert exported[str(path)].probability == pytest.approx(api[str(path)].probability, abs=1e-4)
+        assert np.abs(exported[str(path)].heatmap - api[str(path)].heatmap).max() < 0.02
+        if lungs == "crop":  # the map lies in the crop: nothing on the film's corners
+            assert api[str(path)].heatmap[0, 0] == 0
+    import torch
+
+    from pneumoscan.data.io import load_image
+    from pneumoscan.explain.gradcam import gradcam
+    from pneumoscan.models.checkpoint import load_model
+
+    images = torch.stack([screener.preprocessing.to_tensor(load_image(p)) for p in scored])
+    explained = torch.tensor([screener.classes.index(api[str(p)].explained) for p in scored])
+    drawn = gradcam(load_model(run).model, images, explained=explained).heatmaps  # the explain path (autograd)
+    assert np.abs(drawn - np.stack([api[str(p)].heatmap for p in scored])).max() < 1e-3
+    with pytest.raises(ValueError, match="cannot be replaced"):
+        attach_segmenter(run, lung_run)

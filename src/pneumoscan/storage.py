@@ -1,5 +1,6 @@
 """Where pneumoscan keeps what it caches on disk (what frozen trunks computed, ``cache``), how much is there, and
-freeing it: the folder a user moves with ``PNEUMOSCAN_CACHE`` and clears with ``pneumoscan cache --clear``."""
+freeing it: the folder a user moves with ``PNEUMOSCAN_CACHE`` and clears with ``pneumoscan cache --clear``; and
+writing a file so that a kill never leaves half of it (``atomic_save``)."""
 
 from __future__ import annotations
 
@@ -36,3 +37,13 @@ def format_bytes(count: int) -> str:
         if count >= size:
             return f"{count / size:.1f} {unit}"
     return f"{count} B"
+
+
+def atomic_save(payload, path: str | Path) -> None:
+    """``torch.save`` to a temporary file, then rename: a kill never leaves half a checkpoint."""
+    import torch
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)

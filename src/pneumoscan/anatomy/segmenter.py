@@ -20,8 +20,8 @@ from torch import nn
 
 from pneumoscan.anatomy.frontal import FrontalCheck
 from pneumoscan.anatomy.regions import lung_mask
-from pneumoscan.models.checkpoint import atomic_save
 from pneumoscan.settings import from_dict
+from pneumoscan.storage import atomic_save
 
 FORMAT = "pneumoscan-segmenter/1"
 
@@ -164,13 +164,3 @@ def described(segmenter: LungSegmenter) -> dict:
             "test_dice": {name: scores.get("dice") for name, scores in (segmenter.facts.get("test") or {}).items()},
             "frontal_check": segmenter.frontal.limits() if segmenter.frontal else None}
 
-
-def attach_segmenter(model: str | Path, segmenter: str | Path) -> dict:
-    """Give the classifier saved at ``model`` the segmenter at ``segmenter``; returns the description's words
-    for it."""
-    from pneumoscan.models.checkpoint import replace_anatomy
-
-    loaded = load_segmenter(segmenter)
-    words = described(loaded)
-    replace_anatomy(model, segmenter_state(loaded), words)
-    return words

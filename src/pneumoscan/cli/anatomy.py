@@ -100,7 +100,7 @@ def _export(args) -> int:
 
 
 def _attach(args) -> int:
-    from pneumoscan.anatomy.segmenter import attach_segmenter
+    from pneumoscan.models.checkpoint import attach_segmenter
 
     description = attach_segmenter(args.model, args.segmenter)
     check = description["frontal_check"]

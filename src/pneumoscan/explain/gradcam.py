@@ -91,7 +91,19 @@ def gradcam(model: ScreeningNet, images: torch.Tensor, *, target: str = "predict
     with torch.no_grad():
         weights = grads.mean(dim=(2, 3), keepdim=True)
         cams = torch.relu((weights * fmap).sum(dim=1))
-        return explanation_of(cams, logits.detach(), explained, images.shape[-2:], "gradcam", scale)
+        return on_the_film(model, images, explanation_of(cams, logits.detach(), explained, images.shape[-2:],
+                                                         "gradcam", scale))
+
+
+def on_the_film(model: ScreeningNet, images: torch.Tensor, explanation: Explanation) -> Explanation:
+    """A feature-map explanation placed on the input films: a model that sees a lung crop (``lungs=crop``) has its
+    maps drawn on the crop, mapped back here (0 outside the crop)."""
+    if getattr(model.trunk, "front", None) is None:
+        return explanation
+    with torch.no_grad():
+        maps = torch.from_numpy(explanation.heatmaps)[:, None].to(images.device)
+        explanation.heatmaps = model.on_input(maps, images.float())[:, 0].cpu().numpy()
+    return explanation
 
 
 def explanation_of(cams: torch.Tensor, logits: torch.Tensor, explained: torch.Tensor, size, method: str,

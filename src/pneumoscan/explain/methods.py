@@ -16,7 +16,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from pneumoscan.data.labels import CLASSES
 from pneumoscan.device import autocast_for
-from pneumoscan.explain.gradcam import Explanation, explained_classes, explanation_of, gradcam
+from pneumoscan.explain.gradcam import Explanation, explained_classes, explanation_of, gradcam, on_the_film
 from pneumoscan.models.networks import ScreeningNet
 
 LIBRARY_CAMS = {
@@ -56,6 +56,7 @@ def explain(model: ScreeningNet, images: torch.Tensor, *, method: str = "gradcam
             targets = [BinaryClassifierOutputTarget(k) if logits.ndim == 1 else ClassifierOutputTarget(k)
                        for k in explained.tolist()]
             cams = torch.from_numpy(cam(input_tensor=images, targets=targets))
+        return on_the_film(model, images, explanation_of(cams, logits, explained, images.shape[-2:], method, scale))
     return explanation_of(cams, logits, explained, images.shape[-2:], method, scale)
 
 

@@ -94,11 +94,15 @@ class ServingGraph(nn.Module):
         return outputs + self.lungs(images) if self.lungs is not None else outputs
 
     def screen(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        activations = self.trunk(images)
+        front = getattr(self.trunk, "front", None)  # a model that sees only the lung field (anatomy.front)
+        field = front.field(images) if front is not None else None
+        activations = self.trunk.body(front.view(images, field)) if front is not None else self.trunk(images)
         fmap = self.tail(activations)
         logit, cams = self.gradcam(fmap)
         size = (images.shape[-2], images.shape[-1])
         heatmaps = scale_maps(cams.flatten(0, 1), size).reshape(-1, cams.shape[1], *size)
+        if front is not None:
+            heatmaps = front.on_input(heatmaps, field)
         pooled = fmap.float().mean(dim=(2, 3))
         shift_features = activations.float().mean(dim=(2, 3)) if self.shift_on_trunk else pooled
         centred = shift_features - self.shift_mean

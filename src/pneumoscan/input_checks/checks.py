@@ -173,4 +173,5 @@ def rule_refusal(gray: np.ndarray, colour: float, modality: str) -> str:
 
 def shift_layer_of(model) -> str:
     """``trunk`` for a model with a (frozen, pretrained) trunk, ``last`` for one without (the baseline CNN)."""
-    return "trunk" if any(True for _ in model.trunk.parameters()) else "last"
+    trunk = getattr(model.trunk, "body", model.trunk)  # without a lung front (anatomy.front)
+    return "trunk" if any(True for _ in trunk.parameters()) else "last"

@@ -8,7 +8,6 @@ settings, next to the state dict. It contains only tensors and plain Python valu
 
 from __future__ import annotations
 
-import os
 import pickle
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,6 +21,7 @@ from pneumoscan.input_checks.checks import InputChecks
 from pneumoscan.models.description import ModelDescription, check_limits, describe, task_words
 from pneumoscan.models.networks import ScreeningNet, build_model
 from pneumoscan.run_folder import MODEL_FILE
+from pneumoscan.storage import atomic_save
 
 FORMAT = "pneumoscan-model/2"
 FORMAT_1 = "pneumoscan-model/1"  # before the description: the same facts as loose keys
@@ -65,14 +65,6 @@ class LoadedModel:
         return self.description.class_map
 
 
-def atomic_save(payload, path: str | Path) -> None:
-    """``torch.save`` to a temporary file, then rename: a kill never leaves half a checkpoint."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-
-
 def save_model(path: str | Path, model: ScreeningNet, description: ModelDescription, *,
                settings: dict | None = None, checks: InputChecks | None = None, anatomy: dict | None = None) -> None:
     """Write ``model``, its description, input checks, training settings and lung segmenter (when screening
@@ -114,7 +106,8 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> Loade
     if model_outputs(payload) != classes.outputs:
         raise ValueError(f"{path}: the head has {model_outputs(payload)} outputs for classes {list(classes.names)}")
     preprocessing = Preprocessing.from_dict(description.preprocessing)
-    model = build_model(description.arch, **description.arch_kwargs, preprocessing=preprocessing)
+    model = build_model(description.arch, **description.arch_kwargs, preprocessing=preprocessing,
+                        segmenter=payload.get("anatomy"))
     model.load_state_dict(payload["state_dict"])
     model.to(device).eval()
     return LoadedModel(model=model, description=description, checks=checks, settings=payload["settings"],
@@ -165,7 +158,23 @@ def redescribe(path: str | Path, **changes) -> ModelDescription:
 
 def replace_anatomy(path: str | Path, anatomy: dict | None, described: dict | None) -> None:
     """Give a saved model a lung segmenter's state (``None``: take it away) and the description's words for it;
-    the weights, checks and the rest of the description stay."""
+    the weights, checks and the rest of the description stay. A model trained on the lung field alone
+    (``lungs=crop|mask``) keeps the segmenter it was trained with."""
     loaded = load_model(path)
+    lungs = loaded.description.arch_kwargs.get("lungs", "none")
+    if lungs != "none":
+        raise ValueError(f"{loaded.path}: this model sees only the lung field its own segmenter finds (lungs={lungs}); "
+                         f"its segmenter cannot be replaced or removed, train a new model instead")
     save_model(loaded.path, loaded.model, replace(loaded.description, anatomy=described), settings=loaded.settings,
                checks=loaded.checks, anatomy=anatomy)
+
+
+def attach_segmenter(model: str | Path, segmenter: str | Path) -> dict:
+    """Give the classifier saved at ``model`` the segmenter at ``segmenter``; returns the description's words
+    for it."""
+    from pneumoscan.anatomy.segmenter import described, load_segmenter, segmenter_state
+
+    loaded = load_segmenter(segmenter)
+    words = described(loaded)
+    replace_anatomy(model, segmenter_state(loaded), words)
+    return words

@@ -4,7 +4,8 @@ Every model is a ``ScreeningNet``: ``trunk`` (frozen in both training stages, so
 computed once per image and cached), ``tail`` (the last block, fine-tuned in stage 2, ending in the
 last feature map that Grad-CAM explains) and ``head`` (GAP -> Dropout -> Linear -> ReLU -> Dropout ->
 Linear to one logit for a two-class task, one per class for more). ``MODELS`` maps names to
-keyword-only builders.
+keyword-only builders; ``build_model(..., lungs="crop"|"mask", segmenter=STATE)`` puts the lung segmenter in front of
+the trunk (``anatomy.front``), so the network sees only the lung field.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torchvision
 from torch import nn
 from torchvision.models import WeightsEnum
 
+from pneumoscan.anatomy.front import LUNG_OPTIONS, FrontedTrunk, lung_front
 from pneumoscan.data.preprocess import Preprocessing
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,11 @@ class ScreeningNet(nn.Module):
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         """The last feature map before pooling (what Grad-CAM explains), ``[B, C, h, w]``."""
         return self.tail(self.trunk(x))
+
+    def on_input(self, maps: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """Maps ``[B, K, S, S]`` drawn on what the trunk saw, placed on ``images`` (a lung crop undone)."""
+        front = getattr(self.trunk, "front", None)
+        return maps if front is None else front.on_input(maps, front.field(images))
 
     def freeze_trunk(self, frozen: bool = True) -> ScreeningNet:
         """Freeze (or unfreeze) the trunk's parameters; a frozen trunk also keeps its BatchNorm statistics."""
@@ -176,11 +183,23 @@ MODELS = {"densenet121": densenet121, "resnet50": resnet50, "baseline_cnn": base
 PRETRAINED = {"densenet121", "resnet50"}  # the models whose trunk starts from ImageNet weights
 
 
-def build_model(name: str, **kwargs) -> ScreeningNet:
-    """Build a model by name (see ``MODELS``) with the builder's keyword arguments."""
+def build_model(name: str, *, lungs: str = "none", segmenter: dict | None = None, **kwargs) -> ScreeningNet:
+    """Build a model by name (see ``MODELS``) with the builder's keyword arguments; ``lungs`` "crop" or "mask" puts
+    the lung segmenter whose state is ``segmenter`` (``anatomy.segmenter.segmenter_state``) before the trunk."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}: choose one of {sorted(MODELS)}")
-    return MODELS[name](**kwargs)
+    if lungs not in LUNG_OPTIONS:
+        raise ValueError(f"lungs={lungs!r}: choose one of {LUNG_OPTIONS}")
+    model = MODELS[name](**kwargs)
+    if lungs != "none":
+        if segmenter is None:
+            raise ValueError(f"lungs={lungs}: a lung segmenter is needed (--set segmenter=RUN, from pneumoscan "
+                             f"segment train)")
+        preprocessing = model.preprocessing
+        front = lung_front(segmenter, lungs, preprocessing.mean[0], preprocessing.std[0])
+        model.trunk = FrontedTrunk(front, model.trunk)
+        model.arch_kwargs["lungs"] = lungs
+    return model
 
 
 def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from pneumoscan.anatomy.front import LUNG_OPTIONS
 from pneumoscan.cache import ENGINES
 from pneumoscan.data.preprocess import INTENSITY_MODES, Augmentation
 from pneumoscan.data.tasks import TaskSettings
@@ -67,6 +68,10 @@ class TrainConfig:
     split: str = ""                    # reuse a split.csv from an earlier run instead of drawing one
     image_size: int = 224              # square input side
     intensity: str = "none"            # per-image intensity normalization: "none" or "percentile"
+    segmenter: str = ""                # a lung segmenter (run folder or segmenter.pt, pneumoscan segment train):
+                                       # screening then draws the lungs (as pneumoscan segment attach does)
+    lungs: str = "none"                # what the network sees: "none" (the whole film), "crop" (the lung field's
+                                       # box) or "mask" (the lung field, the rest grey); crop and mask need segmenter
     augmentation: Augmentation = field(default_factory=Augmentation)
     train_views: int = 4               # augmented views of each train image cached for stages head/tail
     stages: tuple[str, ...] = ()       # () = auto: ("head", "tail") for pretrained, ("full",) otherwise
@@ -126,6 +131,10 @@ class TrainConfig:
             raise ValueError(f"stages {list(self.stages)}: stages head and tail train on a frozen pretrained trunk, "
                              f"which {self.model} has not; use stages=full (the quick recipe needs one of "
                              f"{sorted(PRETRAINED)})")
+        if self.lungs not in LUNG_OPTIONS:
+            raise ValueError(f"lungs={self.lungs!r}: choose one of {LUNG_OPTIONS}")
+        if self.lungs != "none" and not self.segmenter:
+            raise ValueError(f"lungs={self.lungs}: name the lung segmenter with segmenter=RUN (pneumoscan segment train)")
         if self.group_by not in ("patient", "duplicates"):
             raise ValueError(f"group_by={self.group_by!r}: choose patient or duplicates")
         if self.select_on not in ("auto", "auc", "accuracy"):

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from pneumoscan import settings as settings_io
+from pneumoscan.anatomy.segmenter import described as segmenter_described
+from pneumoscan.anatomy.segmenter import segmenter_from_state
 from pneumoscan.cache import batched_logits
 from pneumoscan.data.io import load_image
 from pneumoscan.data.labels import DEFAULT_TASK, ClassMap
@@ -37,7 +39,7 @@ from pneumoscan.models.description import describe, metric_summary, task_words
 from pneumoscan.models.networks import ScreeningNet, TailAndHead
 from pneumoscan.run_folder import RunFolder
 from pneumoscan.train.config import TrainConfig
-from pneumoscan.train.setup import labels_of, pool_of, run_config, trained_model
+from pneumoscan.train.setup import labels_of, lung_segmenter_state, pool_of, run_config, trained_model
 from pneumoscan.train.stages import cache_rows, clean_activations, pooling
 
 log = logging.getLogger(__name__)
@@ -146,9 +148,13 @@ def threshold_and_evaluate(model: ScreeningNet, config: TrainConfig, splits, dev
                          fitted_on=json.loads(folder.input_checks.read_text())["fitted_on"],
                          threshold_on=summary.get("threshold_on", ""), threshold_ci95=summary.get("threshold_ci95"),
                          training=training_facts(settings_io.to_dict(config)))
+    anatomy = lung_segmenter_state(config)
+    if anatomy:
+        described = replace(described, anatomy=segmenter_described(segmenter_from_state(anatomy)))
     test = test_samples(config, classes) if test is None else test
     if test:
-        finished = LoadedModel(model=model, description=described, checks=checks, path=str(folder.model))
+        finished = LoadedModel(model=model, description=described, checks=checks, path=str(folder.model),
+                               anatomy=anatomy)
         screener = load_screener(finished, precision=config.precision)  # the screener model.pt will load as
         summary["test"] = evaluate_screened(screener, test, out_dir=folder.root, name="test", n_boot=config.n_boot,
                                             seed=config.seed, plots_dir=folder.plots)
@@ -162,7 +168,7 @@ def threshold_and_evaluate(model: ScreeningNet, config: TrainConfig, splits, dev
     if shifted:
         metrics["validation_under_acquisition_shifts"] = shifted
     save_model(folder.model, model, replace(described, metrics=metrics), settings=settings_io.to_dict(config),
-               checks=checks)
+               checks=checks, anatomy=anatomy)
     return summary
 
 

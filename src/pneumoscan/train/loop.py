@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from pneumoscan.device import autocast_for
 from pneumoscan.distributed import SINGLE, Ranks, batch_wide, from_main, gathered, wrapped
-from pneumoscan.models.checkpoint import atomic_save
+from pneumoscan.storage import atomic_save
 
 log = logging.getLogger(__name__)
 

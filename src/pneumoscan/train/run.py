@@ -24,10 +24,9 @@ from pneumoscan.distributed import start as start_ranks
 from pneumoscan.distributed import stop as stop_ranks
 from pneumoscan.evaluate.plots import plot_history
 from pneumoscan.evaluate.report import write_json
-from pneumoscan.models.checkpoint import atomic_save
 from pneumoscan.models.networks import ScreeningNet
 from pneumoscan.run_folder import RunFolder
-from pneumoscan.storage import cache_bytes, format_bytes
+from pneumoscan.storage import atomic_save, cache_bytes, format_bytes
 from pneumoscan.train.config import TrainConfig
 from pneumoscan.train.finish import fit_run_input_checks, test_samples, threshold_and_evaluate
 from pneumoscan.train.progress import RunProgress, RunSize, run_steps

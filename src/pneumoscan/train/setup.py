@@ -131,7 +131,16 @@ def build(config: TrainConfig, classes: ClassMap) -> ScreeningNet:
     if config.model != "baseline_cnn":
         kwargs["allow_partial_weights"] = config.allow_partial_weights
     torch.manual_seed(config.seed)  # the head's (and any random layer's) initial weights
-    return build_model(config.model, **kwargs)
+    return build_model(config.model, lungs=config.lungs, segmenter=lung_segmenter_state(config), **kwargs)
+
+
+def lung_segmenter_state(config: TrainConfig) -> dict | None:
+    """The state of the lung segmenter ``config`` names (``anatomy.segmenter.segmenter_state``), or None."""
+    if not config.segmenter:
+        return None
+    from pneumoscan.anatomy.segmenter import load_segmenter, segmenter_state
+
+    return segmenter_state(load_segmenter(config.segmenter))
 
 
 def trained_model(run_dir: str | Path) -> ScreeningNet:
