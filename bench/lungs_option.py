@@ -33,7 +33,7 @@ def train(option: str, recipe: str, reuse: bool) -> dict:
     if reuse and (run / "model.pt").exists():
         return {"run": run, "train_seconds": json.loads((run / "bench.json").read_text())["train_seconds"]}
     started = time.perf_counter()
-    command = [sys.executable, "-m", "pneumoscan", "train", "--data", str(DATA), "--out", str(run),
+    command = [sys.executable, "-m", "pneumoscan.cli", "train", "--data", str(DATA), "--out", str(run),
                "--model", "densenet121", "--recipe", recipe, "--set", f"segmenter={SEGMENTER}", f"lungs={option}"]
     subprocess.run(command, check=True)
     seconds = round(time.perf_counter() - started, 1)
