@@ -8,6 +8,7 @@ import sys
 
 from pneumoscan.cli import commands
 from pneumoscan.cli.anatomy import cmd_segment
+from pneumoscan.cli.node import cmd_dicom_node, cmd_worklist
 from pneumoscan.cli.commands import _print_summary  # noqa: F401  (the run summary train and demo print)
 from pneumoscan.cli.parsers import build_parser
 
@@ -19,7 +20,7 @@ COMMANDS = {"train": commands.cmd_train, "evaluate": commands.cmd_evaluate, "pre
             "checks": commands.cmd_checks, "explain": commands.cmd_explain, "export": commands.cmd_export,
             "serve": commands.cmd_serve, "compare": commands.cmd_compare, "tune": commands.cmd_tune,
             "demo": commands.cmd_demo, "describe": commands.cmd_describe, "cache": commands.cmd_cache,
-            "segment": cmd_segment}
+            "segment": cmd_segment, "dicom-node": cmd_dicom_node, "worklist": cmd_worklist}
 
 
 def main(argv: list[str] | None = None) -> int:

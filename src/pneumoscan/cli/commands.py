@@ -248,7 +248,7 @@ def cmd_serve(args) -> int:
 
     cfg = command_settings(ServeSettings, args)
     app = create_app(cfg.model, max_upload_bytes=cfg.max_upload_mb * 1024 * 1024, precision=cfg.precision,
-                     runtime_name=cfg.runtime, stall_seconds=cfg.upload_timeout)
+                     runtime_name=cfg.runtime, stall_seconds=cfg.upload_timeout, inbox=cfg.inbox or None)
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info")
     return 0
 

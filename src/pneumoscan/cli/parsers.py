@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from pneumoscan.cli.anatomy import add_segment
+from pneumoscan.cli.node import add_node_commands
 
 
 def _add_train(sub) -> None:
@@ -143,6 +144,7 @@ def _add_serve(sub) -> None:
                    help="uploads over this are answered 413 (from the declared length, before reading; default 20)")
     p.add_argument("--upload-timeout", type=float, default=15.0,
                    help="seconds an upload may stall (no bytes arriving) before it is dropped with 408 (default 15)")
+    p.add_argument("--inbox", help="a DICOM node's inbox folder: GET /v1/worklist lists its studies by urgency")
     _add_runtime_options(p)
 
 
@@ -225,6 +227,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings only")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_train, _add_evaluate, _add_predict, _add_checks, _add_explain, _add_export, _add_serve,
-                _add_compare, _add_tune, _add_demo, _add_describe, _add_cache, add_segment):
+                _add_compare, _add_tune, _add_demo, _add_describe, _add_cache, add_segment, add_node_commands):
         add(sub)
     return parser

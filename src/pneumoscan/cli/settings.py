@@ -95,6 +95,7 @@ class ServeSettings(ModelRuntime):
     port: int = 8000
     max_upload_mb: int = 20            # a body declared or grown over this is answered 413
     upload_timeout: float = 15.0       # a body that stalls this many seconds is answered 408
+    inbox: str = ""                    # a DICOM node's inbox: GET /v1/worklist lists its studies
 
 
 def command_settings(cls: type[T], args: argparse.Namespace) -> T:

@@ -28,6 +28,13 @@ class ImageLoadError(ValueError):
         self.problem = problem
 
 
+class NotFrontal(ImageLoadError):
+    """A DICOM file whose header says it is a lateral view: read, but not a film a frontal-film model may score."""
+
+
+LATERAL_VIEWS = {"LL", "RL", "LAT", "LATERAL", "LLD", "RLD"}  # DICOM ViewPosition values of a lateral projection
+
+
 def load_image(source: str | Path | bytes, *, name: str | None = None,
                max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read an image file (path or bytes) as a 2-D float32 array in [0, 1] (0 = black).
@@ -154,6 +161,10 @@ def _load_dicom(data: bytes, name: str, max_pixels: int) -> tuple[np.ndarray, fl
         dataset = pydicom.dcmread(io.BytesIO(data), force=True)
         if "PixelData" not in dataset:
             raise ImageLoadError(name, "DICOM file has no pixel data")
+        view = str(dataset.get("ViewPosition", "")).strip().upper()
+        if view in LATERAL_VIEWS:
+            raise NotFrontal(name, f"not a frontal chest X-ray: the DICOM header says a lateral view (ViewPosition "
+                                   f"{view}); lateral views are not scored")
         _check_pixel_count(int(dataset.Columns), int(dataset.Rows), name, max_pixels)
         pixels = dataset.pixel_array
     except ImageLoadError:

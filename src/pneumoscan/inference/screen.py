@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from pneumoscan.anatomy.focus import heat_in_lungs
 from pneumoscan.anatomy.frontal import frontal_refusal
 from pneumoscan.anatomy.regions import lung_mask, lung_regions
-from pneumoscan.data.io import MAX_PIXELS, ImageLoadError, read_image
+from pneumoscan.data.io import MAX_PIXELS, ImageLoadError, NotFrontal, read_image
 from pneumoscan.data.records import expand_inputs
 from pneumoscan.data.tasks import with_article
 from pneumoscan.inference.runtime import load_runtime
@@ -150,6 +150,8 @@ class Screener:
         try:
             gray, colour = read_image(source[1] if isinstance(source, tuple) else source, name=name,
                                       max_pixels=self.max_pixels)
+        except NotFrontal as err:
+            return Screening(name, REFUSED, reason=err.problem)
         except ImageLoadError as err:
             return Screening(name, UNREADABLE, reason=err.problem)
         refusal = rule_refusal(gray, colour, self.modality)

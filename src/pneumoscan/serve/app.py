@@ -70,10 +70,12 @@ def screening_json(result: Screening) -> dict:
 
 
 def create_app(model_path: str | Path, *, max_upload_bytes: int = 20 * 1024 * 1024, max_pixels: int = MAX_PIXELS,
-               precision: str = "fp32", runtime_name: str = "auto", stall_seconds: float = STALL_SECONDS) -> FastAPI:
+               precision: str = "fp32", runtime_name: str = "auto", stall_seconds: float = STALL_SECONDS,
+               inbox: str | Path | None = None) -> FastAPI:
     """The web app serving the model at ``model_path`` (a ``.onnx`` file, a run folder or ``model.pt``)
     with ``runtime_name`` (see ``runtime.load_runtime``). A body declared or grown over ``max_upload_bytes`` is
-    answered 413, and one that stalls for ``stall_seconds`` 408 (``serve.limits``)."""
+    answered 413, and one that stalls for ``stall_seconds`` 408 (``serve.limits``). With ``inbox`` (a DICOM node's,
+    ``pneumoscan dicom-node``), ``GET /v1/worklist`` lists its studies by urgency."""
     model_path = Path(model_path)
     screener = load(model_path, precision=precision, runtime=runtime_name, max_pixels=max_pixels)
     described = screener.description
@@ -90,6 +92,14 @@ def create_app(model_path: str | Path, *, max_upload_bytes: int = 20 * 1024 * 10
     @app.get("/healthz")
     def healthz() -> dict:
         return {"status": "ok", "runtime": screener.runtime, "model": version}
+
+    @app.get("/v1/worklist")
+    def worklist_of_the_node() -> JSONResponse:
+        if inbox is None:
+            return JSONResponse({"detail": "no DICOM node inbox: start the server with --inbox DIR"}, status_code=404)
+        from pneumoscan.node.worklist import worklist
+
+        return JSONResponse({"inbox": str(inbox), "studies": worklist(inbox)})
 
     @app.get("/v1/model")
     def model_card() -> dict:

@@ -1,0 +1,86 @@
+"""``pneumoscan dicom-node``: the storage SCP receiving into the inbox, and one loop that screens what waits and
+sends what is screened, until stopped. Started again on the same inbox it resumes: what was received and not
+screened is screened, what was screened and not sent is sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pneumoscan.node.inbox import Inbox
+from pneumoscan.node.network import Peer, send, storage_scp
+from pneumoscan.node.screening import screen_waiting
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """Where the node listens, where it sends, where it keeps what it receives."""
+
+    model: str                       # a run folder, model.pt or exported model
+    inbox: str = "dicom-inbox"       # the inbox folder (instances, results, inbox.sqlite)
+    ae_title: str = "PNEUMOSCAN"
+    port: int = 11112
+    host: str = "0.0.0.0"
+    send_to: str = ""                # HOST:PORT:AET of the PACS; "" = keep results in the inbox only
+    batch_size: int = 16             # instances screened together (what arrived together)
+    idle_seconds: float = 0.5        # pause when nothing waits
+    retry_seconds: float = 30.0      # pause before sending again after the PACS could not be reached
+
+
+def run_node(settings: NodeSettings, stop: threading.Event | None = None, *, ready: threading.Event | None = None):
+    """Run the node until ``stop`` is set (or Ctrl-C)."""
+    from pneumoscan.inference.screen import load
+
+    stop = stop or threading.Event()
+    peer = Peer.parse(settings.send_to) if settings.send_to else None
+    inbox = Inbox(settings.inbox)
+    screener = load(settings.model)
+    log.info("model: %s (%s); inbox %s: %s", screener.description.arch, screener.description.task,
+             Path(settings.inbox).resolve(), inbox.counts() or "empty")
+    server = storage_scp(inbox, settings.ae_title, settings.port, settings.host)
+    if ready is not None:
+        ready.set()
+    retry_after = 0.0
+    try:
+        while not stop.is_set():
+            handled = screen_waiting(inbox, screener, batch_size=settings.batch_size)
+            sent = 0
+            if peer is not None and time.monotonic() >= retry_after:
+                sent, failed = send_screened(inbox, peer, settings.ae_title)
+                retry_after = time.monotonic() + settings.retry_seconds if failed else 0.0
+            if not handled and not sent:
+                stop.wait(settings.idle_seconds)
+    finally:
+        server.shutdown()
+        log.info("DICOM node stopped; inbox: %s", inbox.counts())
+
+
+def send_screened(inbox: Inbox, peer: Peer, calling_ae: str, limit: int = 64) -> tuple[int, int]:
+    """Send the results of screened instances to ``peer``; returns (instances sent, instances that failed)."""
+    rows = inbox.unsent(limit)
+    if not rows:
+        return 0, 0
+    files = {row["sop_instance_uid"]: [inbox.root / name for name in row["results"].split("\n") if name]
+             for row in rows}
+    errors = send(peer, [path for paths in files.values() for path in paths], calling_ae)
+    sent = failed = 0
+    for uid, paths in files.items():
+        problems = [errors[path] for path in paths if errors.get(path)]
+        if problems:
+            inbox.send_failed(uid, problems[0])
+            failed += 1
+        else:
+            inbox.sent(uid)
+            sent += 1
+    if failed:
+        log.warning("%d results not sent to %s (%s); trying again later", failed, peer, next(iter(
+            e for e in errors.values() if e)))
+    if sent:
+        log.info("sent the results of %d instances to %s", sent, peer)
+    return sent, failed

@@ -1,0 +1,116 @@
+"""The DICOM node's screening step: the waiting instances of the inbox, what arrived together screened as one
+batch by the one screener (``inference.screen``), each one's Structured Report and overlay written, then its row
+marked screened. What must not be screened (a CT or MR slice, a report, a lateral view by its header, a
+pneumoscan result sent back to us) is recorded with the reason and kept.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import pydicom
+from pydicom.dataset import Dataset
+
+from pneumoscan import __version__
+from pneumoscan.explain.render import overlay
+from pneumoscan.inference.screen import UNREADABLE, Screener, Screening
+from pneumoscan.node.inbox import Inbox, durable_write
+from pneumoscan.node.results import SC_SERIES, SR_SERIES, overlay_capture, structured_report
+
+log = logging.getLogger(__name__)
+
+# the storage classes that hold a projection X-ray the screener may be given
+XRAY_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.1": "CR",              # Computed Radiography Image Storage
+    "1.2.840.10008.5.1.4.1.1.1.1": "DX",            # Digital X-Ray Image Storage - For Presentation
+    "1.2.840.10008.5.1.4.1.1.1.1.1": "DX",          # Digital X-Ray Image Storage - For Processing
+    "1.2.840.10008.5.1.4.1.1.7": "SC",              # Secondary Capture Image Storage (a digitised film)
+    "1.2.840.10008.5.1.4.1.1.7.4": "SC",            # Multi-frame True Color Secondary Capture
+}
+
+
+def skip_reason(row) -> str:
+    """Why an instance is not for the screener ("" when it is), from what the inbox read of its header."""
+    sop_class = row["sop_class_uid"]
+    if sop_class not in XRAY_CLASSES:
+        name = pydicom.uid.UID(sop_class).name if sop_class else "an object without a storage class"
+        modality = f" (modality {row['modality']})" if row["modality"] else ""
+        return f"{name}{modality} is not a projection X-ray: not screened"
+    return ""
+
+
+def own_result(source: Dataset | None) -> bool:
+    """Whether an instance is one of pneumoscan's own results, come back (a PACS routing everything to us)."""
+    return (source is not None and str(source.get("Manufacturer", "")) == "pneumoscan"
+            and source.get("SeriesNumber") in (SR_SERIES, SC_SERIES))
+
+
+def screen_waiting(inbox: Inbox, screener: Screener, *, batch_size: int = 16) -> int:
+    """Screen (or skip) up to ``batch_size`` waiting instances; returns how many were handled."""
+    rows = inbox.waiting(batch_size)
+    to_screen = []
+    for row in rows:
+        reason = skip_reason(row)
+        if reason:
+            inbox.skip(row["sop_instance_uid"], reason)
+            log.info("%s from %s: %s", row["sop_instance_uid"], row["calling_ae"] or "?", reason)
+        else:
+            to_screen.append(row)
+    sources = {row["sop_instance_uid"]: read_header(inbox, row) for row in to_screen}
+    for row in [r for r in to_screen if own_result(sources[r["sop_instance_uid"]])]:
+        inbox.skip(row["sop_instance_uid"], "a pneumoscan result, not a film: not screened")
+        to_screen.remove(row)
+    paths = [str(inbox.root / row["path"]) for row in to_screen]
+    screenings = screener.screen(paths, heatmaps=True, progress=False) if paths else []  # what arrived together
+    for row, screening in zip(to_screen, screenings):
+        source = sources[row["sop_instance_uid"]]
+        try:
+            record(inbox, screener, row, source, screening)
+        except Exception as err:  # noqa: BLE001 - one instance's failure is recorded; the node goes on
+            log.exception("%s: could not make its results", row["sop_instance_uid"])
+            inbox.skip(row["sop_instance_uid"], f"could not make its results: {type(err).__name__}: {err}")
+    return len(rows)
+
+
+def read_header(inbox: Inbox, row) -> Dataset | None:
+    """The instance's header, or None where even that cannot be read (the screener then says why)."""
+    try:
+        return pydicom.dcmread(inbox.root / row["path"], stop_before_pixels=True)
+    except Exception:  # noqa: BLE001 - any damage to a received file is recorded, never raised
+        return None
+
+
+def record(inbox: Inbox, screener: Screener, row, source: Dataset | None, screening: Screening) -> None:
+    """Write one screening's results (a report; an overlay too when scored) and mark its row screened."""
+    uid = row["sop_instance_uid"]
+    if source is None:
+        screening = replace(screening, status=UNREADABLE, reason=screening.reason or "the DICOM header is unreadable")
+        inbox.skip(uid, f"unreadable: {screening.reason}")
+        log.warning("%s: %s", uid, screening.reason)
+        return
+    folder = inbox.results_folder(uid)
+    folder.mkdir(exist_ok=True)
+    results = [write(structured_report(screening, source, screener.description, __version__), folder / "sr.dcm")]
+    if screening.scored and screening.heatmap is not None:
+        picture = overlay(screening.image, screening.heatmap, lungs=screening.lungs)
+        results.append(write(overlay_capture(screening, source, screener.description, picture, __version__),
+                             folder / "sc.dcm"))
+    relative = [str(path.relative_to(inbox.root)) for path in results]
+    inbox.screened(uid, label=screening.label, probability=screening.probability, flagged=screening.flagged,
+                   warning=screening.warning, reason=screening.reason, results=relative)
+    if screening.scored:
+        log.info("%s (patient %s, study %s): %s p=%.3f%s", uid, row["patient_id"], row["accession_number"] or "-",
+                 screening.label, screening.probability, " FLAGGED: " + screening.warning if screening.flagged else "")
+    else:
+        log.info("%s (patient %s): %s: %s", uid, row["patient_id"], screening.status, screening.reason)
+
+
+def write(dataset: Dataset, path):
+    """A result object as a DICOM file, written durably; returns its path."""
+    import io
+
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    durable_write(path, buffer.getvalue())
+    return path
