@@ -84,8 +84,8 @@ def films(folder: Path) -> dict[str, Path]:
     return made
 
 
-def start_node(model, inbox: Path, send_to: str = "") -> tuple[threading.Thread, threading.Event, int]:
-    port, stop, ready = free_port(), threading.Event(), threading.Event()
+def start_node(model, inbox: Path, send_to: str = "", port: int = 0) -> tuple[threading.Thread, threading.Event, int]:
+    port, stop, ready = port or free_port(), threading.Event(), threading.Event()
     settings = NodeSettings(model=str(model), inbox=str(inbox), port=port, host="127.0.0.1", send_to=send_to,
                             idle_seconds=0.05, retry_seconds=0.2)
     thread = threading.Thread(target=run_node, args=(settings, stop), kwargs={"ready": ready}, daemon=True)
@@ -193,3 +193,62 @@ def test_a_node_killed_mid_batch_screens_and_sends_each_instance_once(lung_model
     assert all(e["seconds_to_result"] is not None for e in entries)
     assert any(e["not_scored"] for e in entries)
     assert main(["worklist", str(tmp_path / "inbox")]) == 0
+
+
+def reported_probabilities(datasets) -> dict[str, float | None]:
+    """Each report's source instance UID -> the probability of PNEUMONIA it states (None: not screened)."""
+    found = {}
+    for sr in datasets:
+        group = highdicom.sr.Comprehensive3DSR.from_dataset(sr).content.get_image_measurement_groups()[0]
+        source = group.source_images[0].referenced_sop_instance_uid
+        found[source] = next((m.value for m in group.get_measurements() if m.name.meaning.endswith("PNEUMONIA")), None)
+    return found
+
+
+def test_the_whole_loop_through_orthanc(lung_model, tmp_path):
+    """A modality sends films to Orthanc, Orthanc forwards them to the node, and the node's reports and overlays
+    arrive back in Orthanc in the same studies, with pneumoscan predict's probabilities."""
+    import io
+
+    import pydicom
+
+    from tests.orthanc import start_orthanc
+
+    node_port = free_port()
+    try:
+        orthanc = start_orthanc(node_port)
+    except RuntimeError as err:
+        pytest.skip(f"Orthanc could not be started: {err}")
+    made = films(tmp_path / "films")
+    thread, stop, _ = start_node(lung_model, tmp_path / "inbox", f"127.0.0.1:{orthanc.dicom_port}:ORTHANC", node_port)
+    try:
+        assert set(send_files(list(made.values()), orthanc.dicom_port, ae_title="ORTHANC")) == {0}
+        inbox = Inbox(tmp_path / "inbox")
+        wait_for(lambda: sum(inbox.counts().values()) == len(made)
+                 and set(inbox.counts()) <= {"sent", "skipped"}, seconds=120)
+        wait_for(lambda: len(orthanc.get("/instances")) == len(made) + 6 + 4, seconds=60)
+        studies = {orthanc.get(f"/studies/{s}")["MainDicomTags"]["StudyInstanceUID"]: s for s in orthanc.get("/studies")}
+        returned = []
+        for study_uid, study in studies.items():
+            for series in orthanc.get(f"/studies/{study}/series"):
+                if series["MainDicomTags"].get("Manufacturer") == "pneumoscan" or \
+                        "pneumoscan" in series["MainDicomTags"].get("SeriesDescription", ""):
+                    for instance in series["Instances"]:
+                        dataset = pydicom.dcmread(io.BytesIO(orthanc.file(instance)))
+                        assert dataset.StudyInstanceUID == study_uid
+                        returned.append(dataset)
+    finally:
+        stop.set()
+        thread.join(30)
+        orthanc.stop()
+    reports = [d for d in returned if d.Modality == "SR"]
+    assert len(reports) == 6 and len(returned) == 10
+    screenable = ["plain", "jpeg2000", "rle", "second", "lateral", "broken"]
+    assert main(["predict", str(lung_model), *[str(made[n]) for n in screenable], "--out",
+                 str(tmp_path / "p.csv")]) == 1  # 1: a file was unreadable (the broken one)
+    predicted = {Path(r["path"]).name: r for r in csv.DictReader((tmp_path / "p.csv").open())}
+    reported = reported_probabilities(reports)
+    for name in screenable:
+        row, uid = predicted[f"{name}.dcm"], str(pydicom.dcmread(made[name]).SOPInstanceUID)
+        expected = float(row["p_PNEUMONIA"]) if row["status"] == "scored" else None
+        assert reported[uid] == (pytest.approx(expected, abs=1e-5) if expected is not None else None)
