@@ -34,7 +34,8 @@ def train(option: str, recipe: str, reuse: bool) -> dict:
         return {"run": run, "train_seconds": json.loads((run / "bench.json").read_text())["train_seconds"]}
     started = time.perf_counter()
     command = [sys.executable, "-m", "pneumoscan.cli", "train", "--data", str(DATA), "--out", str(run),
-               "--model", "densenet121", "--weights", str(WEIGHTS["densenet121"]), "--recipe", recipe, "--set", f"segmenter={SEGMENTER}", f"lungs={option}"]
+               "--model", "densenet121", "--weights", str(WEIGHTS["densenet121"]), "--recipe", recipe,
+               "--set", f"segmenter={SEGMENTER}", f"lungs={option}"]
     subprocess.run(command, check=True)
     seconds = round(time.perf_counter() - started, 1)
     (run / "bench.json").write_text(json.dumps({"train_seconds": seconds, "command": command[2:]}) + "\n")

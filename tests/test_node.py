@@ -211,7 +211,6 @@ def test_the_whole_loop_through_orthanc(lung_model, tmp_path):
     import io
 
     import pydicom
-
     from tests.orthanc import start_orthanc
 
     node_port = free_port()
@@ -227,7 +226,8 @@ def test_the_whole_loop_through_orthanc(lung_model, tmp_path):
         wait_for(lambda: sum(inbox.counts().values()) == len(made)
                  and set(inbox.counts()) <= {"sent", "skipped"}, seconds=120)
         wait_for(lambda: len(orthanc.get("/instances")) == len(made) + 6 + 4, seconds=60)
-        studies = {orthanc.get(f"/studies/{s}")["MainDicomTags"]["StudyInstanceUID"]: s for s in orthanc.get("/studies")}
+        studies = {orthanc.get(f"/studies/{s}")["MainDicomTags"]["StudyInstanceUID"]: s
+                   for s in orthanc.get("/studies")}
         returned = []
         for study_uid, study in studies.items():
             for series in orthanc.get(f"/studies/{study}/series"):

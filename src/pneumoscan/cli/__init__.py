@@ -8,8 +8,8 @@ import sys
 
 from pneumoscan.cli import commands
 from pneumoscan.cli.anatomy import cmd_segment
-from pneumoscan.cli.node import cmd_dicom_node, cmd_worklist
 from pneumoscan.cli.commands import _print_summary  # noqa: F401  (the run summary train and demo print)
+from pneumoscan.cli.node import cmd_dicom_node, cmd_worklist
 from pneumoscan.cli.parsers import build_parser
 
 log = logging.getLogger("pneumoscan")

@@ -134,7 +134,8 @@ class TrainConfig:
         if self.lungs not in LUNG_OPTIONS:
             raise ValueError(f"lungs={self.lungs!r}: choose one of {LUNG_OPTIONS}")
         if self.lungs != "none" and not self.segmenter:
-            raise ValueError(f"lungs={self.lungs}: name the lung segmenter with segmenter=RUN (pneumoscan segment train)")
+            raise ValueError(f"lungs={self.lungs}: name the lung segmenter with segmenter=RUN (from pneumoscan "
+                             f"segment train)")
         if self.group_by not in ("patient", "duplicates"):
             raise ValueError(f"group_by={self.group_by!r}: choose patient or duplicates")
         if self.select_on not in ("auto", "auc", "accuracy"):
