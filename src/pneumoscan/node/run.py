@@ -1,5 +1,5 @@
-"""``pneumoscan dicom-node``: the storage SCP receiving into the inbox, and one loop that screens what waits and
-sends what is screened, until stopped. Started again on the same inbox it resumes: what was received and not
+"""``pneumoscan dicom-node``: the storage SCP receiving into the inbox, a loop that screens what waits and a
+thread that sends what is screened, until stopped. Started again on the same inbox it resumes: what was received and not
 screened is screened, what was screened and not sent is sent.
 """
 
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +28,7 @@ class NodeSettings:
     host: str = "0.0.0.0"
     send_to: str = ""                # HOST:PORT:AET of the PACS; "" = keep results in the inbox only
     batch_size: int = 16             # instances screened together (what arrived together)
-    idle_seconds: float = 0.5        # pause when nothing waits
+    idle_seconds: float = 0.2        # pause when nothing waits
     retry_seconds: float = 30.0      # pause before sending again after the PACS could not be reached
 
 
@@ -44,21 +43,33 @@ def run_node(settings: NodeSettings, stop: threading.Event | None = None, *, rea
     log.info("model: %s (%s); inbox %s: %s", screener.description.arch, screener.description.task,
              Path(settings.inbox).resolve(), inbox.counts() or "empty")
     server = storage_scp(inbox, settings.ae_title, settings.port, settings.host)
+    sender = threading.Thread(target=send_loop, args=(settings, peer, stop), name="sender", daemon=True)
+    if peer is not None:
+        sender.start()  # results go out while the next films are screened
     if ready is not None:
         ready.set()
-    retry_after = 0.0
     try:
         while not stop.is_set():
-            handled = screen_waiting(inbox, screener, batch_size=settings.batch_size)
-            sent = 0
-            if peer is not None and time.monotonic() >= retry_after:
-                sent, failed = send_screened(inbox, peer, settings.ae_title)
-                retry_after = time.monotonic() + settings.retry_seconds if failed else 0.0
-            if not handled and not sent:
+            if not screen_waiting(inbox, screener, batch_size=settings.batch_size):
                 stop.wait(settings.idle_seconds)
     finally:
+        stop.set()
         server.shutdown()
+        if sender.is_alive():
+            sender.join(60)
         log.info("DICOM node stopped; inbox: %s", inbox.counts())
+
+
+def send_loop(settings: NodeSettings, peer: Peer, stop: threading.Event) -> None:
+    """Send what is screened until ``stop``; after a failure, wait ``retry_seconds`` before trying again."""
+    inbox = Inbox(settings.inbox)
+    while not stop.is_set():
+        sent, failed = send_screened(inbox, peer, settings.ae_title)
+        if failed:
+            stop.wait(settings.retry_seconds)
+        elif not sent:
+            stop.wait(settings.idle_seconds)
+    send_screened(inbox, peer, settings.ae_title)  # what the last batch screened
 
 
 def send_screened(inbox: Inbox, peer: Peer, calling_ae: str, limit: int = 64) -> tuple[int, int]:
