@@ -58,8 +58,8 @@ def make_films(count: int) -> tuple[list[Path], list[Path]]:
 
     folder = WORK / "films"
     listing = folder / "films.json"
-    if listing.exists():
-        made = json.loads(listing.read_text())
+    made = json.loads(listing.read_text()) if listing.exists() else {}
+    if made.get("films") == count:
         return [Path(p) for p in made["screenable"]], [Path(p) for p in made["hostile"]]
     films = [sorted((DATA / "test" / c).iterdir())[: count // 2] for c in ("NORMAL", "PNEUMONIA")]
     screenable = []
@@ -88,7 +88,8 @@ def make_films(count: int) -> tuple[list[Path], list[Path]]:
     for j in range(2):
         hostile.append(save(broken_film(load_image(films[0][j]), new_study(91000 + j)), folder / f"broken{j}.dcm"))
     assert pydicom.dcmread(screenable[1]).pixel_array.shape == (224, 224)  # the encapsulated JPEG decodes
-    listing.write_text(json.dumps({"screenable": [str(p) for p in screenable], "hostile": [str(p) for p in hostile]}))
+    listing.write_text(json.dumps({"films": count, "screenable": [str(p) for p in screenable],
+                                   "hostile": [str(p) for p in hostile]}))
     return screenable, hostile
 
 

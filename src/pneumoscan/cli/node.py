@@ -32,13 +32,19 @@ def add_node_commands(sub) -> None:
 
 
 def cmd_dicom_node(args) -> int:
+    import signal
+    import threading
+
     from pneumoscan.node.network import Peer
     from pneumoscan.node.run import NodeSettings, run_node
 
     if args.send_to:
         Peer.parse(args.send_to)  # a mistyped peer ends here, in one line
+    stop = threading.Event()
+    for name in ("SIGINT", "SIGTERM"):  # Ctrl-C or a service manager: finish the batch in hand, then stop
+        signal.signal(getattr(signal, name), lambda number, frame: stop.set())
     run_node(NodeSettings(model=args.model, inbox=args.inbox, ae_title=args.ae_title, port=args.port, host=args.host,
-                          send_to=args.send_to, batch_size=args.batch_size))
+                          send_to=args.send_to, batch_size=args.batch_size), stop)
     return 0
 
 

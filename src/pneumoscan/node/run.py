@@ -37,6 +37,7 @@ def run_node(settings: NodeSettings, stop: threading.Event | None = None, *, rea
     from pneumoscan.inference.screen import load
 
     stop = stop or threading.Event()
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # its every PDU; the node logs each instance itself
     peer = Peer.parse(settings.send_to) if settings.send_to else None
     inbox = Inbox(settings.inbox)
     screener = load(settings.model)
