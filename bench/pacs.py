@@ -16,9 +16,9 @@ predict`` on the same files by more than 1e-5), ``throughput_ratio`` (screenable
 first C-STORE to the last result stored in Orthanc, over the images per second of the screener that
 ``pneumoscan predict`` runs, on the same files after loading), ``p95_seconds_to_result`` (from the modality's
 C-STORE to the node's result accepted by Orthanc). ``restart`` sends again to a fresh Orthanc and node, kills
-the node (SIGKILL) once everything was sent and a third of the films are screened, starts it again on the same
-inbox, and records what was lost or duplicated (Orthanc's Lua forward does not retry, so the kill waits until
-the forwarding is done: the node's own losses are what is measured).
+the node (SIGKILL) once every instance has reached it and at least a third of the films are screened, starts
+it again on the same inbox, and records what was lost or duplicated (Orthanc's Lua forward does not retry, so
+the kill waits for the forwarding: the node's own losses are what is measured).
 """
 
 from __future__ import annotations
@@ -240,8 +240,11 @@ def one_pass(files: list[Path], screenable_uids: set[str], predictions, associat
             sender = threading.Thread(target=lambda: sent.update(send_all(files, orthanc.dicom_port, associations)))
             sent: dict[str, float] = {}
             sender.start()
-            sender.join()  # every instance has reached Orthanc (which forwards each once, with no retry)
-            while sum(r["state"] in ("screened", "sent") for r in inbox_rows(inbox)) < kill_after:
+            sender.join()
+            # Orthanc's Lua forward tries each instance once: the kill waits until every instance has reached
+            # the node (and at least ``kill_after`` are screened), so what is measured is the node's own loss
+            while (len(inbox_rows(inbox)) < len(files)
+                   or sum(r["state"] in ("screened", "sent") for r in inbox_rows(inbox)) < kill_after):
                 time.sleep(0.05)
             node.send_signal(signal.SIGKILL)
             node.wait()
