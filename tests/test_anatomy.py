@@ -231,6 +231,7 @@ def test_a_model_trained_on_the_lung_field_screens_alike_everywhere(lungs, phant
     paths = _films(tmp_path / "films")
     screener = load(run)
     assert screener.description.arch_kwargs["lungs"] == lungs and screener.draws_lungs
+    assert f"(lungs={lungs})" in "\n".join(screener.description.summary_lines())
     api = {s.source: s for s in screener.screen([str(p) for p in paths], heatmaps=True)}
     scored = [p for p in paths if api[str(p)].scored]
     assert scored

@@ -82,6 +82,9 @@ class ModelDescription:
                         if self.anatomy.get("frontal_check") else "")
             lines.append(f"lungs: drawn by {self.anatomy.get('segmenter', 'a lung segmenter')} in every screening, "
                          f"with the share of the heatmap inside them{refusing}")
+        seen = {"crop": "the lung field's box, stretched to the input", "mask": "the lung field, the rest grey"}
+        if self.arch_kwargs.get("lungs") in seen:
+            lines.append(f"the network sees: {seen[self.arch_kwargs['lungs']]} (lungs={self.arch_kwargs['lungs']})")
         for split in ("validation", "test"):
             values = self.metrics.get(split) or {}
             shown = [f"{k} {values[k]['value']:.3f}" for k in HEADLINE_METRICS if isinstance(values.get(k), dict)]

@@ -3,7 +3,9 @@ hears success, and the rows are the queue the node screens from, the record of w
 the worklist.
 
 A row goes ``received`` -> ``screened`` (its results written under ``results/``) -> ``sent``, or ``received`` ->
-``skipped`` (with the reason: a CT slice, a lateral view, a report...). Each step is one transaction, so a node
+``skipped`` (with the reason: a CT slice, a report...). Received files are synced to the disk before the row
+is committed; result files are not (a result a crash lost is made again: ``make_again``). Each step is one
+transaction, so a node
 killed anywhere resumes where it stopped: an instance screened but not recorded is screened again (its results
 carry the same UIDs, so a PACS stores them once), a result sent but not recorded is sent again under the same
 UIDs. An instance received twice is kept once.
@@ -120,9 +122,24 @@ class Inbox:
             (SCREENED, label, probability, int(flagged), warning, reason, "\n".join(results), time.time(),
              sop_instance_uid, RECEIVED))
 
-    def sent(self, sop_instance_uid: str) -> None:
-        self._connection().execute("UPDATE instances SET state = ?, sent_at = ?, send_attempts = send_attempts + 1, "
-                                   "send_error = '' WHERE sop_instance_uid = ?", (SENT, time.time(), sop_instance_uid))
+    def sent(self, sop_instance_uids: list[str]) -> None:
+        """Record that these instances' results were stored by the PACS (one transaction)."""
+        db, now = self._connection(), time.time()
+        db.execute("BEGIN")
+        try:
+            db.executemany("UPDATE instances SET state = ?, sent_at = ?, send_attempts = send_attempts + 1, "
+                           "send_error = '' WHERE sop_instance_uid = ?",
+                           [(SENT, now, uid) for uid in sop_instance_uids])
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def make_again(self, sop_instance_uid: str, problem: str) -> None:
+        """Send a screened instance back to the queue: its result files were lost (a crash before the disk had
+        them); it is screened again, its results carrying the same UIDs."""
+        self._connection().execute("UPDATE instances SET state = ?, send_error = ? WHERE sop_instance_uid = ? "
+                                   "AND state = ?", (RECEIVED, problem, sop_instance_uid, SCREENED))
 
     def send_failed(self, sop_instance_uid: str, error: str) -> None:
         self._connection().execute("UPDATE instances SET send_attempts = send_attempts + 1, send_error = ? "
@@ -145,9 +162,15 @@ def safe_name(uid: str) -> str:
 
 def durable_write(path: Path, data: bytes) -> None:
     """Write, flush to the disk, then rename: after a crash the file is either whole or absent."""
+    replaced_write(path, data, sync=True)
+
+
+def replaced_write(path: Path, data: bytes, *, sync: bool = False) -> None:
+    """Write to a temporary name, then rename: a reader sees the whole file or none (``sync``: on the disk too)."""
     tmp = path.with_name(path.name + ".part")
     with open(tmp, "wb") as handle:
         handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+        if sync:
+            handle.flush()
+            os.fsync(handle.fileno())
     os.replace(tmp, path)

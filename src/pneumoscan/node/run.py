@@ -73,6 +73,16 @@ def send_loop(settings: NodeSettings, peer: Peer, stop: threading.Event) -> None
     send_screened(inbox, peer, settings.ae_title)  # what the last batch screened
 
 
+def readable_dicom(path: Path) -> bool:
+    import pydicom
+
+    try:
+        pydicom.dcmread(path, stop_before_pixels=True)
+        return True
+    except Exception:  # noqa: BLE001 - a missing, empty or cut file is all the same here
+        return False
+
+
 def send_screened(inbox: Inbox, peer: Peer, calling_ae: str, limit: int = 64) -> tuple[int, int]:
     """Send the results of screened instances to ``peer``; returns (instances sent, instances that failed)."""
     rows = inbox.unsent(limit)
@@ -80,16 +90,22 @@ def send_screened(inbox: Inbox, peer: Peer, calling_ae: str, limit: int = 64) ->
         return 0, 0
     files = {row["sop_instance_uid"]: [inbox.root / name for name in row["results"].split("\n") if name]
              for row in rows}
-    errors = send(peer, [path for paths in files.values() for path in paths], calling_ae)
-    sent = failed = 0
+    for uid, paths in list(files.items()):
+        if not all(readable_dicom(path) for path in paths):
+            inbox.make_again(uid, "its results were lost before reaching the disk; screened again")
+            log.warning("%s: its results were lost (a crash?); it is screened again", uid)
+            del files[uid]
+    errors = send(peer, [path for paths in files.values() for path in paths], calling_ae) if files else {}
+    delivered, failed = [], 0
     for uid, paths in files.items():
         problems = [errors[path] for path in paths if errors.get(path)]
         if problems:
             inbox.send_failed(uid, problems[0])
             failed += 1
         else:
-            inbox.sent(uid)
-            sent += 1
+            delivered.append(uid)
+    inbox.sent(delivered)
+    sent = len(delivered)
     if failed:
         log.warning("%d results not sent to %s (%s); trying again later", failed, peer, next(iter(
             e for e in errors.values() if e)))

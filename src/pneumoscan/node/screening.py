@@ -15,7 +15,7 @@ from pydicom.dataset import Dataset
 from pneumoscan import __version__
 from pneumoscan.explain.render import overlay
 from pneumoscan.inference.screen import UNREADABLE, Screener, Screening
-from pneumoscan.node.inbox import Inbox, durable_write
+from pneumoscan.node.inbox import Inbox, replaced_write
 from pneumoscan.node.results import SC_SERIES, SR_SERIES, overlay_capture, structured_report
 
 log = logging.getLogger(__name__)
@@ -107,10 +107,11 @@ def record(inbox: Inbox, screener: Screener, row, source: Dataset | None, screen
 
 
 def write(dataset: Dataset, path):
-    """A result object as a DICOM file, written durably; returns its path."""
+    """A result object as a DICOM file (whole or absent, not synced: a result lost in a crash is made again
+    before sending, ``Inbox.make_again``); returns its path."""
     import io
 
     buffer = io.BytesIO()
     dataset.save_as(buffer, enforce_file_format=True)
-    durable_write(path, buffer.getvalue())
+    replaced_write(path, buffer.getvalue())
     return path
