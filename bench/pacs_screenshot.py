@@ -23,7 +23,6 @@ FIGURE = ROOT / "docs" / "figures" / "orthanc_study.png"
 def main() -> None:
     from PIL import Image
     from playwright.sync_api import sync_playwright
-
     from tests.conftest import launch_chromium
     from tests.dicom_films import dx_film, new_study, save
     from tests.orthanc import free_port, start_orthanc

@@ -6,6 +6,7 @@ every instance a modality sends to the node (never the node's own results back),
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -84,12 +85,16 @@ def start_orthanc(node_port: int, node_aet: str = "PNEUMOSCAN", ae_title: str = 
         "DicomModalities": {"pneumoscan": [node_aet, "127.0.0.1", node_port]}, "DicomAlwaysAllowStore": True,
         "DicomAlwaysAllowEcho": True, "LuaScripts": [str(folder / "forward.lua")], "StableAge": 1,
         "DicomScuTimeout": 30, "ConcurrentJobs": 2,
+        "SyncStorageArea": False,  # a throwaway PACS on a test machine: no fsync of each stored file
         "Plugins": [str(DICOMWEB_PLUGIN)] if DICOMWEB_PLUGIN.exists() else [],
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
     }
     (folder / "orthanc.json").write_text(json.dumps(config, indent=1))
     log = open(folder / "orthanc.log", "w")  # noqa: SIM115 - Orthanc writes it until stopped
-    process = subprocess.Popen([binary, str(folder / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
+    # DCMTK (Orthanc's DICOM stack) sends each PDU at once only with TCP_NODELAY set: 20 ms per C-STORE, not 60
+    environment = {**os.environ, "TCP_NODELAY": "1"}
+    process = subprocess.Popen([binary, str(folder / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT,
+                               env=environment)
     orthanc = Orthanc(dicom_port, http_port, ae_title, process, folder)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -2,13 +2,13 @@
 hears success, and the rows are the queue the node screens from, the record of what it could not screen, and
 the worklist.
 
-A row goes ``received`` -> ``screened`` (its results written under ``results/``) -> ``sent``, or ``received`` ->
-``skipped`` (with the reason: a CT slice, a report...). Received files are synced to the disk before the row
-is committed; result files are not (a result a crash lost is made again: ``make_again``). Each step is one
-transaction, so a node
-killed anywhere resumes where it stopped: an instance screened but not recorded is screened again (its results
-carry the same UIDs, so a PACS stores them once), a result sent but not recorded is sent again under the same
-UIDs. An instance received twice is kept once.
+A row goes ``received`` -> ``screened`` (the screening kept, then its results made, under ``results/``) ->
+``sent``, or ``received`` -> ``skipped`` (with the reason: a CT slice, a report...). Received files are synced
+to the disk before the row is committed; kept screenings and results are not (one a crash lost is screened
+again: ``make_again``). Each step is one transaction, so a node killed anywhere resumes where it stopped: an
+instance screened but not recorded is screened again (its results carry the same UIDs, so a PACS stores them
+once), a result sent but not recorded is sent again under the same UIDs. An instance received twice is kept
+once.
 """
 
 from __future__ import annotations
@@ -103,9 +103,9 @@ class Inbox:
                                           (RECEIVED, limit)).fetchall()
 
     def unsent(self, limit: int) -> list[sqlite3.Row]:
-        """Screened instances whose results have not reached the PACS yet."""
-        return self._connection().execute("SELECT * FROM instances WHERE state = ? ORDER BY screened_at LIMIT ?",
-                                          (SCREENED, limit)).fetchall()
+        """Screened instances whose results are made and have not reached the PACS yet."""
+        return self._connection().execute("SELECT * FROM instances WHERE state = ? AND results != '' "
+                                          "ORDER BY screened_at LIMIT ?", (SCREENED, limit)).fetchall()
 
     def skip(self, sop_instance_uid: str, reason: str) -> None:
         """Record that an instance is not screened, and why (it stays in ``instances/``)."""
@@ -134,6 +134,21 @@ class Inbox:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+
+    def unmade(self, limit: int) -> list[sqlite3.Row]:
+        """Screened instances whose report and overlay are not made yet."""
+        return self._connection().execute("SELECT * FROM instances WHERE state = ? AND results = '' "
+                                          "ORDER BY screened_at LIMIT ?", (SCREENED, limit)).fetchall()
+
+    def made(self, sop_instance_uid: str, results: list[str]) -> None:
+        """Record the result files made for a screened instance (relative to the inbox)."""
+        self._connection().execute("UPDATE instances SET results = ? WHERE sop_instance_uid = ?",
+                                   ("\n".join(results), sop_instance_uid))
+
+    def give_up(self, sop_instance_uid: str, reason: str) -> None:
+        """A screened instance whose results cannot be made: recorded with the reason, never sent."""
+        self._connection().execute("UPDATE instances SET state = ?, reason = ? WHERE sop_instance_uid = ?",
+                                   (SKIPPED, reason, sop_instance_uid))
 
     def make_again(self, sop_instance_uid: str, problem: str) -> None:
         """Send a screened instance back to the queue: its result files were lost (a crash before the disk had

@@ -1,5 +1,6 @@
 """The DICOM node on the network (pynetdicom): the storage SCP that receives studies into the inbox and answers
-C-ECHO, and the storage SCU that sends the results back to the PACS.
+C-ECHO, and the storage SCU that sends the results back to the PACS; ``dicom_side`` runs both in the node's
+second process.
 
 The SCP accepts every storage class in the usual transfer syntaxes (compressed ones included), so what it must
 not screen is still kept and recorded rather than refused at the door; each instance is in the inbox (file
@@ -9,6 +10,9 @@ synced, row committed) before the sender is told success.
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import signal
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +54,8 @@ def storage_scp(inbox: Inbox, ae_title: str, port: int, host: str = "0.0.0.0"):
         ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
     ae.add_supported_context(Verification)
     ae.maximum_pdu_size = 0  # no limit: a film arrives in as few PDUs as the sender likes
-    handlers = [(evt.EVT_C_STORE, on_store, [inbox]), (evt.EVT_C_ECHO, lambda event: SUCCESS)]
+    handlers = [(evt.EVT_C_STORE, on_store, [inbox]), (evt.EVT_C_ECHO, lambda event: SUCCESS),
+                (evt.EVT_CONN_OPEN, lambda event: without_delay(event.assoc))]
     server = ae.start_server((host, port), block=False, evt_handlers=handlers)
     log.info("DICOM node %s listening on %s:%d (C-STORE of any storage class, C-ECHO)", ae_title, host, port)
     return server
@@ -88,6 +93,14 @@ def encoded_file(event) -> bytes:
     return event.encoded_dataset(include_meta=True)
 
 
+def without_delay(assoc) -> None:
+    """Send each PDU at once (TCP_NODELAY): a C-STORE and its response are written in pieces, and Nagle's
+    algorithm waiting for the peer's delayed acknowledgement cost about 40 ms per instance."""
+    connection = getattr(getattr(assoc.dul, "socket", None), "socket", None)
+    if connection is not None:
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 def send(peer: Peer, files: list[Path], calling_ae: str) -> dict[Path, str]:
     """C-STORE ``files`` to ``peer`` over one association; returns each file's error ("" when stored)."""
     import pydicom
@@ -100,12 +113,121 @@ def send(peer: Peer, files: list[Path], calling_ae: str) -> dict[Path, str]:
     assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
     if not assoc.is_established:
         return {path: f"could not associate with {peer}" for path in files}
+    without_delay(assoc)
     errors = {}
     try:
-        for path, dataset in datasets.items():
-            status = assoc.send_c_store(dataset)
+        for message_id, (path, dataset) in enumerate(datasets.items(), 1):
+            if not assoc.is_established:
+                errors[path] = f"the association with {peer} ended"
+                continue
+            try:
+                status = assoc.send_c_store(dataset, msg_id=message_id)
+            except (RuntimeError, ValueError, OSError) as err:
+                errors[path] = f"{peer}: {err}"
+                continue
             code = getattr(status, "Status", None)
             errors[path] = "" if code == SUCCESS else f"{peer} answered status {code!r}"
     finally:
-        assoc.release()
+        if assoc.is_established:
+            assoc.release()
     return errors
+
+
+def dicom_side(settings, peer: Peer | None, description: dict, stop, ready) -> None:
+    """The node's second process: receive into the inbox, make the results of what is screened and send them,
+    until ``stop`` is set or the screening process is gone (a killed node leaves no listener behind)."""
+    from pneumoscan.models.description import ModelDescription
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the screening process, which stops us
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # its every PDU; the node logs each instance itself
+    model = ModelDescription.from_dict(description)
+    parent = multiprocessing.parent_process()
+    inbox = Inbox(settings.inbox)
+    server = storage_scp(inbox, settings.ae_title, settings.port, settings.host)
+    ready.set()
+    try:
+        while not stop.is_set() and (parent is None or parent.is_alive()):
+            try:
+                made = make_waiting_results(inbox, model)
+                sent, failed = send_screened(inbox, peer, settings.ae_title) if peer else (0, 0)
+            except Exception:  # noqa: BLE001 - the DICOM side stays up; what failed is tried again
+                log.exception("making or sending results failed; trying again in %.0f s", settings.retry_seconds)
+                made, sent, failed = 0, 0, 1
+            if failed:
+                stop.wait(settings.retry_seconds)
+            elif not sent and not made:
+                stop.wait(settings.idle_seconds)
+        while parent is None or parent.is_alive():  # what the last batch screened
+            if not make_waiting_results(inbox, model) and not (peer and send_screened(inbox, peer,
+                                                                                        settings.ae_title)[0]):
+                break
+    finally:
+        server.shutdown()
+
+
+def make_waiting_results(inbox: Inbox, description, limit: int = 16) -> int:
+    """Make the report and overlay of screened instances that have none yet; returns how many were handled."""
+    import pydicom
+
+    from pneumoscan import __version__
+    from pneumoscan.node.results import make_results
+
+    rows = inbox.unmade(limit)
+    for row in rows:
+        uid, folder = row["sop_instance_uid"], inbox.results_folder(row["sop_instance_uid"])
+        try:
+            source = pydicom.dcmread(inbox.root / row["path"], stop_before_pixels=True)
+            made = make_results(folder, source, description, __version__)
+        except (FileNotFoundError, ValueError, KeyError, OSError) as err:  # the kept screening was lost in a crash
+            inbox.make_again(uid, f"its screening was lost ({err}); screened again")
+            log.warning("%s: its kept screening was lost (a crash?); it is screened again", uid)
+            continue
+        except Exception as err:  # noqa: BLE001 - one instance's failure is recorded; the node goes on
+            log.exception("%s: could not make its results", uid)
+            inbox.give_up(uid, f"could not make its results: {type(err).__name__}: {err}")
+            continue
+        inbox.made(uid, [str(path.relative_to(inbox.root)) for path in made])
+    return len(rows)
+
+
+def readable_dicom(path: Path) -> bool:
+    import pydicom
+
+    try:
+        pydicom.dcmread(path, stop_before_pixels=True)
+        return True
+    except Exception:  # noqa: BLE001 - a missing, empty or cut file is all the same here
+        return False
+
+
+def send_screened(inbox: Inbox, peer: Peer, calling_ae: str, limit: int = 64) -> tuple[int, int]:
+    """Send the results of screened instances to ``peer``; returns (instances sent, instances that failed)."""
+    rows = inbox.unsent(limit)
+    if not rows:
+        return 0, 0
+    files = {row["sop_instance_uid"]: [inbox.root / name for name in row["results"].split("\n") if name]
+             for row in rows}
+    for uid, paths in list(files.items()):
+        if not all(readable_dicom(path) for path in paths):
+            inbox.make_again(uid, "its results were lost before reaching the disk; screened again")
+            log.warning("%s: its results were lost (a crash?); it is screened again", uid)
+            del files[uid]
+    errors = send(peer, [path for paths in files.values() for path in paths], calling_ae) if files else {}
+    delivered, failed = [], 0
+    for uid, paths in files.items():
+        problems = [errors[path] for path in paths if errors.get(path)]
+        if problems:
+            inbox.send_failed(uid, problems[0])
+            failed += 1
+        else:
+            delivered.append(uid)
+    inbox.sent(delivered)
+    sent = len(delivered)
+    if failed:
+        log.warning("%d results not sent to %s (%s); trying again later", failed, peer, next(iter(
+            e for e in errors.values() if e)))
+    if sent:
+        log.info("sent the results of %d instances to %s", sent, peer)
+    return sent, failed

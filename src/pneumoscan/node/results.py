@@ -3,10 +3,17 @@ measurement report) and a Secondary Capture of the overlay (film, heatmap, lung 
 
 Both are new series in the source's study, with the source's patient and study identifiers. Their UIDs are
 derived from the source instance and the model, so screening an instance again (a node restarted mid-batch)
-makes the same objects, which a PACS stores once.
+makes the same objects, which a PACS stores once. The screening process keeps each screening beside the inbox
+(``keep_screening``: its fields as JSON, its maps as arrays); the DICOM side makes the objects from it
+(``make_results``), so their Python work never holds up the network's inference.
 """
 
 from __future__ import annotations
+
+import io
+import json
+from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -14,8 +21,12 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 
+from pneumoscan.explain.render import overlay
 from pneumoscan.inference.screen import Screening
 from pneumoscan.models.description import ModelDescription
+from pneumoscan.node.inbox import replaced_write
+
+MAPS = ("heatmap", "image", "lungs")  # a screening's arrays, kept beside its fields
 
 SCHEME = "99PNEUMOSCAN"  # private coding scheme for the model's own concepts (its classes, the outcome)
 CHEST_X_RAY = Code("399208008", "SCT", "Plain chest X-ray")
@@ -110,7 +121,7 @@ def overlay_capture(screening: Screening, source: Dataset, description: ModelDes
     return capture
 
 
-def with_banner(rgb: np.ndarray, lines: list[str], scale: int = 3) -> np.ndarray:
+def with_banner(rgb: np.ndarray, lines: list[str], scale: int = 2) -> np.ndarray:
     """The image enlarged ``scale`` times with ``lines`` of text on a black band above it."""
     from PIL import Image, ImageDraw
 
@@ -122,3 +133,43 @@ def with_banner(rgb: np.ndarray, lines: list[str], scale: int = 3) -> np.ndarray
     for i, line in enumerate(lines):
         draw.text((6, 4 + 14 * i), line, fill=(255, 255, 0) if i else (255, 255, 255))
     return np.asarray(canvas)
+
+
+def keep_screening(folder: Path, screening: Screening) -> None:
+    """A screening's fields (``screening.json``) and maps (``maps.npz``) in ``folder`` (each whole or absent)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fields = {k: v for k, v in asdict(screening).items() if k not in MAPS}
+    maps = {k: getattr(screening, k) for k in MAPS if getattr(screening, k) is not None}
+    if maps:
+        buffer = io.BytesIO()
+        np.savez(buffer, **maps)
+        replaced_write(folder / "maps.npz", buffer.getvalue())
+    replaced_write(folder / "screening.json", json.dumps(fields).encode())
+
+
+def kept_screening(folder: Path) -> Screening:
+    """The screening ``keep_screening`` kept (``FileNotFoundError``/``ValueError`` when it is lost or cut)."""
+    fields = json.loads((folder / "screening.json").read_text())
+    if (folder / "maps.npz").exists():
+        with np.load(folder / "maps.npz") as maps:
+            fields |= {k: maps[k] for k in maps.files}
+    return Screening(**fields)
+
+
+def make_results(folder: Path, source: Dataset, description: ModelDescription, version: str) -> list[Path]:
+    """The report (and, for a scored film, the overlay) of the screening kept in ``folder``, written there."""
+    screening = kept_screening(folder)
+    results = [write(structured_report(screening, source, description, version), folder / "sr.dcm")]
+    if screening.scored and screening.heatmap is not None:
+        picture = overlay(screening.image, screening.heatmap, lungs=screening.lungs)
+        results.append(write(overlay_capture(screening, source, description, picture, version), folder / "sc.dcm"))
+    return results
+
+
+def write(dataset: Dataset, path: Path) -> Path:
+    """A result object as a DICOM file (whole or absent, not synced: a result lost in a crash is made again
+    before sending); returns its path."""
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    replaced_write(path, buffer.getvalue())
+    return path

@@ -1,22 +1,20 @@
 """The DICOM node's screening step: the waiting instances of the inbox, what arrived together screened as one
-batch by the one screener (``inference.screen``), each one's Structured Report and overlay written, then its row
-marked screened. What must not be screened (a CT or MR slice, a report, a lateral view by its header, a
-pneumoscan result sent back to us) is recorded with the reason and kept.
+batch by the one screener (``inference.screen``), each screening kept beside the inbox (the DICOM side makes
+its Structured Report and overlay), then its row marked screened. What must not be screened (a CT or MR
+slice, a report, a pneumoscan result sent back to us) is recorded with the reason and kept; what the screener
+refuses or cannot read (a lateral view, broken pixel data) gets a report that says why.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 
 import pydicom
 from pydicom.dataset import Dataset
 
-from pneumoscan import __version__
-from pneumoscan.explain.render import overlay
-from pneumoscan.inference.screen import UNREADABLE, Screener, Screening
-from pneumoscan.node.inbox import Inbox, replaced_write
-from pneumoscan.node.results import SC_SERIES, SR_SERIES, overlay_capture, structured_report
+from pneumoscan.inference.screen import Screener, Screening
+from pneumoscan.node.inbox import Inbox
+from pneumoscan.node.results import SC_SERIES, SR_SERIES, keep_screening
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +62,7 @@ def screen_waiting(inbox: Inbox, screener: Screener, *, batch_size: int = 16) ->
     paths = [str(inbox.root / row["path"]) for row in to_screen]
     screenings = screener.screen(paths, heatmaps=True, progress=False) if paths else []  # what arrived together
     for row, screening in zip(to_screen, screenings):
-        source = sources[row["sop_instance_uid"]]
-        try:
-            record(inbox, screener, row, source, screening)
-        except Exception as err:  # noqa: BLE001 - one instance's failure is recorded; the node goes on
-            log.exception("%s: could not make its results", row["sop_instance_uid"])
-            inbox.skip(row["sop_instance_uid"], f"could not make its results: {type(err).__name__}: {err}")
+        record(inbox, row, sources[row["sop_instance_uid"]], screening)
     return len(rows)
 
 
@@ -81,37 +74,19 @@ def read_header(inbox: Inbox, row) -> Dataset | None:
         return None
 
 
-def record(inbox: Inbox, screener: Screener, row, source: Dataset | None, screening: Screening) -> None:
-    """Write one screening's results (a report; an overlay too when scored) and mark its row screened."""
+def record(inbox: Inbox, row, source: Dataset | None, screening: Screening) -> None:
+    """Keep one screening (``results.keep_screening``) and mark its row screened; the DICOM side makes its report
+    and overlay from it and sends them."""
     uid = row["sop_instance_uid"]
     if source is None:
-        screening = replace(screening, status=UNREADABLE, reason=screening.reason or "the DICOM header is unreadable")
-        inbox.skip(uid, f"unreadable: {screening.reason}")
-        log.warning("%s: %s", uid, screening.reason)
+        inbox.skip(uid, f"unreadable: {screening.reason or 'the DICOM header is unreadable'}")
+        log.warning("%s: %s", uid, screening.reason or "the DICOM header is unreadable")
         return
-    folder = inbox.results_folder(uid)
-    folder.mkdir(exist_ok=True)
-    results = [write(structured_report(screening, source, screener.description, __version__), folder / "sr.dcm")]
-    if screening.scored and screening.heatmap is not None:
-        picture = overlay(screening.image, screening.heatmap, lungs=screening.lungs)
-        results.append(write(overlay_capture(screening, source, screener.description, picture, __version__),
-                             folder / "sc.dcm"))
-    relative = [str(path.relative_to(inbox.root)) for path in results]
+    keep_screening(inbox.results_folder(uid), screening)
     inbox.screened(uid, label=screening.label, probability=screening.probability, flagged=screening.flagged,
-                   warning=screening.warning, reason=screening.reason, results=relative)
+                   warning=screening.warning, reason=screening.reason, results=[])
     if screening.scored:
         log.info("%s (patient %s, study %s): %s p=%.3f%s", uid, row["patient_id"], row["accession_number"] or "-",
                  screening.label, screening.probability, " FLAGGED: " + screening.warning if screening.flagged else "")
     else:
         log.info("%s (patient %s): %s: %s", uid, row["patient_id"], screening.status, screening.reason)
-
-
-def write(dataset: Dataset, path):
-    """A result object as a DICOM file (whole or absent, not synced: a result lost in a crash is made again
-    before sending, ``Inbox.make_again``); returns its path."""
-    import io
-
-    buffer = io.BytesIO()
-    dataset.save_as(buffer, enforce_file_format=True)
-    replaced_write(path, buffer.getvalue())
-    return path
