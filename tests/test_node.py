@@ -252,3 +252,26 @@ def test_the_whole_loop_through_orthanc(lung_model, tmp_path):
         row, uid = predicted[f"{name}.dcm"], str(pydicom.dcmread(made[name]).SOPInstanceUID)
         expected = float(row["p_PNEUMONIA"]) if row["status"] == "scored" else None
         assert reported[uid] == (pytest.approx(expected, abs=1e-5) if expected is not None else None)
+
+
+def test_a_screening_lost_before_its_results_were_made_is_screened_again(lung_model, tmp_path):
+    import pydicom
+
+    from pneumoscan.inference.screen import load
+    from pneumoscan.node.inbox import Received
+    from pneumoscan.node.network import make_waiting_results
+    from pneumoscan.node.screening import screen_waiting
+
+    made = films(tmp_path / "films")
+    inbox, screener = Inbox(tmp_path / "inbox"), load(lung_model)
+    source = pydicom.dcmread(made["plain"])
+    uid = str(source.SOPInstanceUID)
+    assert inbox.receive(Received(uid, str(source.SOPClassUID), patient_id="P"), made["plain"].read_bytes())
+    assert not inbox.receive(Received(uid, str(source.SOPClassUID)), made["plain"].read_bytes())  # kept once
+    assert screen_waiting(inbox, screener) == 1 and inbox.counts() == {"screened": 1}
+    (inbox.results_folder(uid) / "screening.json").unlink()  # a crash before the disk had it
+    make_waiting_results(inbox, screener.description)
+    assert inbox.counts() == {"received": 1}
+    screen_waiting(inbox, screener)
+    make_waiting_results(inbox, screener.description)
+    assert [Path(r).name for r in inbox.rows()[0]["results"].split("\n")] == ["sr.dcm", "sc.dcm"]
