@@ -171,12 +171,12 @@ def gradcam_rows(name: str) -> list[dict]:
 
 
 def focus(models: list[str], methods: list[str]) -> dict:
-    """Review ``models`` (DenseNet121 with every method, the others with Grad-CAM), then summarise every model
-    reviewed so far, with paired Grad-CAM comparisons between them."""
+    """Review ``models`` with ``methods``, then summarise every model reviewed so far, with paired Grad-CAM
+    comparisons between them."""
     from pneumoscan.explain.anatomy import paired_comparison
 
     for name in models:
-        review(name, methods if name == "densenet121" else ["gradcam"])
+        review(name, methods)
     reviewed = [name for name in RUNS if (WORK / "focus" / name / "anatomy.json").exists()]
     results = {}
     for name in reviewed:
@@ -239,7 +239,7 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], help="segment train settings, e.g. epochs=16 balance=0.5")
     parser.add_argument("--reuse", action="store_true", help="score a finished run again instead of training")
     parser.add_argument("--methods", nargs="*", default=["gradcam", "gradcam++", "hirescam", "eigencam"],
-                        help="explanation methods for DenseNet121 (the others get Grad-CAM)")
+                        help="explanation methods for each model reviewed")
     parser.add_argument("--models", nargs="*", default=list(RUNS), choices=list(RUNS),
                         help="the models to review now (the block summarises every model reviewed so far)")
     args = parser.parse_args()
