@@ -6,7 +6,6 @@ studies by urgency."""
 from __future__ import annotations
 
 import csv
-import socket
 import threading
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from tests.dicom_films import broken_film, ct_slice, dx_film, mr_slice, new_study, report, save
+from tests.orthanc import free_port, start_orthanc
 
 pynetdicom = pytest.importorskip("pynetdicom", reason="pynetdicom (a dependency) speaks DICOM")
 highdicom = pytest.importorskip("highdicom", reason="highdicom (a dependency) reads the reports")
@@ -22,12 +22,6 @@ from pneumoscan.cli import main  # noqa: E402
 from pneumoscan.data.synthetic import phantom_with_lungs  # noqa: E402
 from pneumoscan.node.inbox import Inbox  # noqa: E402
 from pneumoscan.node.run import NodeSettings, run_node  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Collector:
@@ -211,7 +205,6 @@ def test_the_whole_loop_through_orthanc(lung_model, tmp_path):
     import io
 
     import pydicom
-    from tests.orthanc import start_orthanc
 
     node_port = free_port()
     try:

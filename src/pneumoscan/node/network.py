@@ -101,12 +101,12 @@ def without_delay(assoc) -> None:
         connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def send(peer: Peer, files: list[Path], calling_ae: str) -> dict[Path, str]:
-    """C-STORE ``files`` to ``peer`` over one association; returns each file's error ("" when stored)."""
-    import pydicom
+def send(peer: Peer, datasets: dict[Path, object], calling_ae: str) -> dict[Path, str]:
+    """C-STORE ``datasets`` (read from the files they key) to ``peer`` over one association; returns each file's
+    error ("" when stored)."""
     from pynetdicom import AE
 
-    datasets = {path: pydicom.dcmread(path) for path in files}
+    files = list(datasets)
     ae = AE(ae_title=calling_ae)
     for sop_class in sorted({str(ds.SOPClassUID) for ds in datasets.values()}):
         ae.add_requested_context(sop_class)
@@ -192,14 +192,14 @@ def make_waiting_results(inbox: Inbox, description, limit: int = 16) -> int:
     return len(rows)
 
 
-def readable_dicom(path: Path) -> bool:
+def read_dicom(path: Path):
+    """The DICOM file at ``path``, or None where it is missing, empty or cut."""
     import pydicom
 
     try:
-        pydicom.dcmread(path, stop_before_pixels=True)
-        return True
+        return pydicom.dcmread(path)
     except Exception:  # noqa: BLE001 - a missing, empty or cut file is all the same here
-        return False
+        return None
 
 
 def send_screened(inbox: Inbox, peer: Peer, calling_ae: str, limit: int = 64) -> tuple[int, int]:
@@ -209,12 +209,14 @@ def send_screened(inbox: Inbox, peer: Peer, calling_ae: str, limit: int = 64) ->
         return 0, 0
     files = {row["sop_instance_uid"]: [inbox.root / name for name in row["results"].split("\n") if name]
              for row in rows}
+    datasets = {path: read_dicom(path) for paths in files.values() for path in paths}
     for uid, paths in list(files.items()):
-        if not all(readable_dicom(path) for path in paths):
+        if any(datasets[path] is None for path in paths):
             inbox.make_again(uid, "its results were lost before reaching the disk; screened again")
             log.warning("%s: its results were lost (a crash?); it is screened again", uid)
             del files[uid]
-    errors = send(peer, [path for paths in files.values() for path in paths], calling_ae) if files else {}
+    to_send = {path: datasets[path] for paths in files.values() for path in paths}
+    errors = send(peer, to_send, calling_ae) if to_send else {}
     delivered, failed = [], 0
     for uid, paths in files.items():
         problems = [errors[path] for path in paths if errors.get(path)]
