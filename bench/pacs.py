@@ -15,7 +15,10 @@ Orthanc beyond one per film), ``sr_mismatches`` (reports whose probability diffe
 predict`` on the same files by more than 1e-5), ``throughput_ratio`` (screenable images per second from the
 first C-STORE to the last result stored in Orthanc, over the images per second of the screener that
 ``pneumoscan predict`` runs, on the same files after loading), ``p95_seconds_to_result`` (from the modality's
-C-STORE to the node's result accepted by Orthanc). ``restart`` sends again to a fresh Orthanc and node, kills
+C-STORE to the node's result accepted by Orthanc). Everything runs on this machine's cores, PACS and modality
+included; ``cpu_seconds`` says what each part used during the run, and ``cpu_ratio`` is predict's CPU time per
+image over the node's (its screening and DICOM processes): the throughput ratio a node would reach with the cores
+to itself, the PACS elsewhere. ``restart`` sends again to a fresh Orthanc and node, kills
 the node (SIGKILL) once every instance has reached it and at least a third of the films are screened, starts
 it again on the same inbox, and records what was lost or duplicated (Orthanc's Lua forward does not retry, so
 the kill waits for the forwarding: the node's own losses are what is measured).
@@ -60,7 +63,7 @@ def make_films(count: int) -> tuple[list[Path], list[Path]]:
     listing = folder / "films.json"
     made = json.loads(listing.read_text()) if listing.exists() else {}
     if made.get("films") == count:
-        return [Path(p) for p in made["screenable"]], [Path(p) for p in made["hostile"]]
+        return [folder / p for p in made["screenable"]], [folder / p for p in made["hostile"]]
     films = [sorted((DATA / "test" / c).iterdir())[: count // 2] for c in ("NORMAL", "PNEUMONIA")]
     screenable = []
     for i, path in enumerate(f for pair in zip(*films) for f in pair):
@@ -88,8 +91,8 @@ def make_films(count: int) -> tuple[list[Path], list[Path]]:
     for j in range(2):
         hostile.append(save(broken_film(load_image(films[0][j]), new_study(91000 + j)), folder / f"broken{j}.dcm"))
     assert pydicom.dcmread(screenable[1]).pixel_array.shape == (224, 224)  # the encapsulated JPEG decodes
-    listing.write_text(json.dumps({"films": count, "screenable": [str(p) for p in screenable],
-                                   "hostile": [str(p) for p in hostile]}))
+    listing.write_text(json.dumps({"films": count, "screenable": [p.name for p in screenable],
+                                   "hostile": [p.name for p in hostile]}))
     return screenable, hostile
 
 
@@ -106,9 +109,36 @@ def predicted(files: list[Path]) -> tuple[dict[str, dict], float]:
             for r in csv.DictReader(out.open())}
     screener = load(MODEL)
     screener.screen([str(f) for f in files[:16]], progress=False)  # warm up
-    started = time.perf_counter()
-    screener.screen([str(f) for f in files], progress=False)
-    return rows, len(files) / (time.perf_counter() - started)
+    rates, cpu = [], []
+    for _ in range(2):  # the faster of two: the ratio is not flattered by a slow measure of predict
+        started, cpu_started = time.perf_counter(), time.process_time()
+        screener.screen([str(f) for f in files], progress=False)
+        rates.append(len(files) / (time.perf_counter() - started))
+        cpu.append((time.process_time() - cpu_started) / len(files))
+    return rows, max(rates), min(cpu)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of a process so far, its threads included (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def cpu_by_part(node: subprocess.Popen, orthanc) -> dict[str, float]:
+    """CPU seconds so far of the node's screening process, its DICOM side, Orthanc, and this process (the
+    modality's sends and the bench's reading)."""
+    return {"node_screening": cpu_seconds(node.pid), "node_dicom_side": sum(cpu_seconds(c) for c in children(node.pid)),
+            "orthanc": cpu_seconds(orthanc.process.pid), "modality_and_bench": time.process_time()}
 
 
 def start_node(inbox: Path, port: int, orthanc_port: int) -> subprocess.Popen:
@@ -234,6 +264,7 @@ def one_pass(files: list[Path], screenable_uids: set[str], predictions, associat
     orthanc = start_orthanc(node_port)
     node = start_node(inbox, node_port, orthanc.dicom_port)
     try:
+        cpu_before = cpu_by_part(node, orthanc)
         started = time.time()
         killed_at = None
         if kill_after:
@@ -254,6 +285,7 @@ def one_pass(files: list[Path], screenable_uids: set[str], predictions, associat
         else:
             sent = send_all(files, orthanc.dicom_port, associations)
         wait_until_done(inbox, len(files))
+        cpu = {part: round(seconds - cpu_before[part], 1) for part, seconds in cpu_by_part(node, orthanc).items()}
         finished = max(r["sent_at"] or 0 for r in inbox_rows(inbox))
         time.sleep(1.0)
         result = outcome(orthanc, inbox, screenable_uids, predictions)
@@ -265,7 +297,10 @@ def one_pass(files: list[Path], screenable_uids: set[str], predictions, associat
                    "wall_seconds": round(finished - started, 2),
                    "images_per_second": round(len(screenable_uids) / (finished - started), 3),
                    "p95_seconds_to_result": round(float(np.percentile(to_result, 95)), 2),
-                   "median_seconds_to_result": round(float(np.median(to_result)), 2)}
+                   "median_seconds_to_result": round(float(np.median(to_result)), 2),
+                   "cpu_seconds": cpu if not killed_at else "not measured across the kill",
+                   "node_cpu_ms_per_image": round(1000 * (cpu["node_screening"] + cpu["node_dicom_side"])
+                                                  / len(screenable_uids), 1) if not killed_at else None}
         if killed_at:
             result["killed_at"] = killed_at
         return result
@@ -288,8 +323,8 @@ def main() -> None:
     started = time.perf_counter()
     screenable, hostile = make_films(args.films)
     files = screenable + hostile
-    predictions, predict_rate = predicted(screenable + [h for h in hostile if "lateral" in h.name or "broken" in
-                                                        h.name])
+    scored_by_predict = screenable + [h for h in hostile if "lateral" in h.name or "broken" in h.name]
+    predictions, predict_rate, predict_cpu = predicted(scored_by_predict)
     screenable_uids = set(predictions)
     order = np.random.default_rng(0).permutation(len(files))
     files = [files[i] for i in order]
@@ -302,6 +337,9 @@ def main() -> None:
         "sr_mismatches": run["sr_mismatches"],
         "throughput_ratio": round(run["images_per_second"] / predict_rate, 3),
         "node_images_per_second": run["images_per_second"], "predict_images_per_second": round(predict_rate, 3),
+        "cpu_ratio": round(1000 * predict_cpu / run["node_cpu_ms_per_image"], 3),
+        "node_cpu_ms_per_image": run["node_cpu_ms_per_image"], "predict_cpu_ms_per_image": round(1000 * predict_cpu, 1),
+        "cpu_seconds": run["cpu_seconds"],
         "p95_seconds_to_result": run["p95_seconds_to_result"],
         "restart": {"killed_at": restart["killed_at"], "lost": restart["lost"], "duplicates": restart["duplicates"],
                     "resent": restart["resent"], "results_back": restart["results_back"],

@@ -252,7 +252,8 @@ def test_a_screening_lost_before_its_results_were_made_is_screened_again(lung_mo
 
     from pneumoscan.inference.screen import load
     from pneumoscan.node.inbox import Received
-    from pneumoscan.node.network import make_waiting_results
+    from pneumoscan.node.network import Peer, make_waiting_results, send_screened
+    from pneumoscan.node.results import ResultMaker
     from pneumoscan.node.screening import screen_waiting
 
     made = films(tmp_path / "films")
@@ -263,8 +264,11 @@ def test_a_screening_lost_before_its_results_were_made_is_screened_again(lung_mo
     assert not inbox.receive(Received(uid, str(source.SOPClassUID)), made["plain"].read_bytes())  # kept once
     assert screen_waiting(inbox, screener) == 1 and inbox.counts() == {"screened": 1}
     (inbox.results_folder(uid) / "screening.json").unlink()  # a crash before the disk had it
-    make_waiting_results(inbox, screener.description)
+    make_waiting_results(inbox, ResultMaker(screener.description, "test"))
     assert inbox.counts() == {"received": 1}
     screen_waiting(inbox, screener)
-    make_waiting_results(inbox, screener.description)
+    make_waiting_results(inbox, ResultMaker(screener.description, "test"))
     assert [Path(r).name for r in inbox.rows()[0]["results"].split("\n")] == ["sr.dcm", "sc.dcm"]
+    (inbox.results_folder(uid) / "sc.dcm").write_bytes(b"")  # made, then lost before the disk had it
+    assert send_screened(inbox, Peer("127.0.0.1", free_port(), "NOBODY"), "PNEUMOSCAN") == (0, 0)  # not sent
+    assert inbox.counts() == {"received": 1}  # screened again

@@ -101,28 +101,30 @@ def without_delay(assoc) -> None:
         connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def send(peer: Peer, datasets: dict[Path, object], calling_ae: str) -> dict[Path, str]:
-    """C-STORE ``datasets`` (read from the files they key) to ``peer`` over one association; returns each file's
-    error ("" when stored)."""
-    from pynetdicom import AE
+def send(peer: Peer, files: dict[Path, object], calling_ae: str) -> dict[Path, str]:
+    """C-STORE ``files`` (path: its file meta information) to ``peer`` over one association, each sent as written,
+    never decoded again (explicit VR little endian, as results are made); returns each file's error ("" when
+    stored)."""
+    from pydicom.uid import ExplicitVRLittleEndian
+    from pynetdicom import AE, _config
 
-    files = list(datasets)
+    _config.STORE_SEND_CHUNKED_DATASET = True  # a path is sent from its bytes (this process sends only results)
     ae = AE(ae_title=calling_ae)
-    for sop_class in sorted({str(ds.SOPClassUID) for ds in datasets.values()}):
-        ae.add_requested_context(sop_class)
+    for sop_class in sorted({str(meta.MediaStorageSOPClassUID) for meta in files.values()}):
+        ae.add_requested_context(sop_class, [ExplicitVRLittleEndian])
     assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
     if not assoc.is_established:
         return {path: f"could not associate with {peer}" for path in files}
     without_delay(assoc)
     errors = {}
     try:
-        for message_id, (path, dataset) in enumerate(datasets.items(), 1):
+        for message_id, path in enumerate(files, 1):
             if not assoc.is_established:
                 errors[path] = f"the association with {peer} ended"
                 continue
             try:
-                status = assoc.send_c_store(dataset, msg_id=message_id)
-            except (RuntimeError, ValueError, OSError) as err:
+                status = assoc.send_c_store(path, msg_id=message_id)
+            except (RuntimeError, ValueError, OSError, AttributeError) as err:
                 errors[path] = f"{peer}: {err}"
                 continue
             code = getattr(status, "Status", None)
@@ -136,13 +138,16 @@ def send(peer: Peer, datasets: dict[Path, object], calling_ae: str) -> dict[Path
 def dicom_side(settings, peer: Peer | None, description: dict, stop, ready) -> None:
     """The node's second process: receive into the inbox, make the results of what is screened and send them,
     until ``stop`` is set or the screening process is gone (a killed node leaves no listener behind)."""
+    from pneumoscan import __version__
     from pneumoscan.models.description import ModelDescription
+    from pneumoscan.node.results import ResultMaker
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the screening process, which stops us
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # its every PDU; the node logs each instance itself
-    model = ModelDescription.from_dict(description)
+    for chatty in ("pynetdicom", "highdicom"):  # every PDU, every attribute copied: the node logs each instance
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    maker = ResultMaker(ModelDescription.from_dict(description), __version__)
     parent = multiprocessing.parent_process()
     inbox = Inbox(settings.inbox)
     server = storage_scp(inbox, settings.ae_title, settings.port, settings.host)
@@ -150,7 +155,7 @@ def dicom_side(settings, peer: Peer | None, description: dict, stop, ready) -> N
     try:
         while not stop.is_set() and (parent is None or parent.is_alive()):
             try:
-                made = make_waiting_results(inbox, model)
+                made = make_waiting_results(inbox, maker)
                 sent, failed = send_screened(inbox, peer, settings.ae_title) if peer else (0, 0)
             except Exception:  # noqa: BLE001 - the DICOM side stays up; what failed is tried again
                 log.exception("making or sending results failed; trying again in %.0f s", settings.retry_seconds)
@@ -160,26 +165,24 @@ def dicom_side(settings, peer: Peer | None, description: dict, stop, ready) -> N
             elif not sent and not made:
                 stop.wait(settings.idle_seconds)
         while parent is None or parent.is_alive():  # what the last batch screened
-            if not make_waiting_results(inbox, model) and not (peer and send_screened(inbox, peer,
+            if not make_waiting_results(inbox, maker) and not (peer and send_screened(inbox, peer,
                                                                                         settings.ae_title)[0]):
                 break
     finally:
         server.shutdown()
 
 
-def make_waiting_results(inbox: Inbox, description, limit: int = 16) -> int:
-    """Make the report and overlay of screened instances that have none yet; returns how many were handled."""
+def make_waiting_results(inbox: Inbox, maker, limit: int = 16) -> int:
+    """Make the report and overlay (``results.ResultMaker``) of screened instances that have none yet; returns how
+    many were handled."""
     import pydicom
-
-    from pneumoscan import __version__
-    from pneumoscan.node.results import make_results
 
     rows = inbox.unmade(limit)
     for row in rows:
         uid, folder = row["sop_instance_uid"], inbox.results_folder(row["sop_instance_uid"])
         try:
             source = pydicom.dcmread(inbox.root / row["path"], stop_before_pixels=True)
-            made = make_results(folder, source, description, __version__)
+            made = maker.make(folder, source)
         except (FileNotFoundError, ValueError, KeyError, OSError) as err:  # the kept screening was lost in a crash
             inbox.make_again(uid, f"its screening was lost ({err}); screened again")
             log.warning("%s: its kept screening was lost (a crash?); it is screened again", uid)
@@ -192,14 +195,15 @@ def make_waiting_results(inbox: Inbox, description, limit: int = 16) -> int:
     return len(rows)
 
 
-def read_dicom(path: Path):
-    """The DICOM file at ``path``, or None where it is missing, empty or cut."""
-    import pydicom
+def file_meta(path: Path):
+    """The file meta information of the DICOM file at ``path``, or None where it is missing, empty or cut."""
+    from pydicom.filereader import read_file_meta_info
 
     try:
-        return pydicom.dcmread(path)
+        meta = read_file_meta_info(path)
     except Exception:  # noqa: BLE001 - a missing, empty or cut file is all the same here
         return None
+    return meta if "MediaStorageSOPClassUID" in meta and path.stat().st_size > 512 else None
 
 
 def send_screened(inbox: Inbox, peer: Peer, calling_ae: str, limit: int = 64) -> tuple[int, int]:
@@ -209,13 +213,13 @@ def send_screened(inbox: Inbox, peer: Peer, calling_ae: str, limit: int = 64) ->
         return 0, 0
     files = {row["sop_instance_uid"]: [inbox.root / name for name in row["results"].split("\n") if name]
              for row in rows}
-    datasets = {path: read_dicom(path) for paths in files.values() for path in paths}
+    metas = {path: file_meta(path) for paths in files.values() for path in paths}
     for uid, paths in list(files.items()):
-        if any(datasets[path] is None for path in paths):
+        if any(metas[path] is None for path in paths):
             inbox.make_again(uid, "its results were lost before reaching the disk; screened again")
             log.warning("%s: its results were lost (a crash?); it is screened again", uid)
             del files[uid]
-    to_send = {path: datasets[path] for paths in files.values() for path in paths}
+    to_send = {path: metas[path] for paths in files.values() for path in paths}
     errors = send(peer, to_send, calling_ae) if to_send else {}
     delivered, failed = [], 0
     for uid, paths in files.items():

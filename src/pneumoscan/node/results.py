@@ -5,26 +5,30 @@ Both are new series in the source's study, with the source's patient and study i
 derived from the source instance and the model, so screening an instance again (a node restarted mid-batch)
 makes the same objects, which a PACS stores once. The screening process keeps each screening beside the inbox
 (``keep_screening``: its fields as JSON, its maps as arrays); the DICOM side makes the objects from it
-(``make_results``), so their Python work never holds up the network's inference.
+(``ResultMaker``), so their Python work never holds up the network's inference. highdicom builds each kind of
+object once per kind of film; the others are filled in from that build's checked stencil (``node.stencil``).
 """
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
-from pydicom.uid import generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.valuerep import DS
 
 from pneumoscan.explain.render import overlay
 from pneumoscan.inference.screen import Screening
 from pneumoscan.models.description import ModelDescription
 from pneumoscan.node.inbox import replaced_write
+from pneumoscan.node.stencil import Stencil, encoded, make_stencil, marker_source, source_key, source_values
 
 MAPS = ("heatmap", "image", "lungs")  # a screening's arrays, kept beside its fields
 
@@ -44,12 +48,23 @@ def model_name(description: ModelDescription) -> str:
     return f"pneumoscan {description.arch} ({description.task})"
 
 
-def structured_report(screening: Screening, source: Dataset, description: ModelDescription, version: str) -> Dataset:
+@dataclass(frozen=True)
+class Film:
+    """What a film's results are made of: its screening, its header, when they are made and, for a scored film,
+    the overlay with its banner."""
+
+    screening: Screening
+    source: Dataset
+    now: datetime.datetime
+    picture: np.ndarray | None = None
+
+
+def structured_report(film: Film, description: ModelDescription, version: str) -> Dataset:
     """The screening as a TID 1500 measurement report: the outcome, each class's probability, the label at the
     validated threshold, the flag and its warning or the refusal's reason, the model, and the source image."""
     import highdicom as hd
 
-    model = model_name(description)
+    screening, source, model = film.screening, film.source, model_name(description)
     uid = source.SOPInstanceUID
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=result_uid(uid, "tracking", model),
@@ -63,18 +78,37 @@ def structured_report(screening: Screening, source: Dataset, description: ModelD
     )
     content = group[0].ContentSequence
     for name, meaning, text in notes(screening, description):
-        content.append(hd.sr.TextContentItem(name=concept(name, meaning), value=text[:1024],
-                                             relationship_type="CONTAINS"))
+        content.append(hd.sr.TextContentItem(name=concept(name, meaning), value=text, relationship_type="CONTAINS"))
     device = hd.sr.DeviceObserverIdentifyingAttributes(uid=result_uid(model, "device", version), name="pneumoscan",
                                                        model_name=model)
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=hd.sr.ObserverContext(
             observer_type=codes.DCM.Device, observer_identifying_attributes=device)),
         procedure_reported=CHEST_X_RAY, imaging_measurements=[group], title=codes.DCM.ImagingMeasurementReport)
-    return hd.sr.Comprehensive3DSR(
+    return stamped(hd.sr.Comprehensive3DSR(
         evidence=[source], content=report[0], series_instance_uid=result_uid(uid, "sr series", model),
         series_number=SR_SERIES, sop_instance_uid=result_uid(uid, "sr", model), instance_number=1,
-        manufacturer="pneumoscan", is_complete=True, series_description=f"pneumoscan screening ({RESEARCH_USE})")
+        manufacturer="pneumoscan", is_complete=True, series_description=f"pneumoscan screening ({RESEARCH_USE})"),
+        film.now)
+
+
+def stamped(dataset: Dataset, now: datetime.datetime) -> Dataset:
+    """``dataset`` with its creation and content dates and times (and its equipment's contribution time) ``now``."""
+    date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S.%f")
+    for keyword, value in (("InstanceCreationDate", date), ("InstanceCreationTime", time), ("ContentDate", date),
+                           ("ContentTime", time), ("DateOfSecondaryCapture", date), ("TimeOfSecondaryCapture", time)):
+        if keyword in dataset:
+            setattr(dataset, keyword, value)
+    for item in dataset.get("ContributingEquipmentSequence", []):
+        if "ContributionDateTime" in item:
+            item.ContributionDateTime = date + time
+    return dataset
+
+
+def timestamps(now: datetime.datetime) -> dict[str, str]:
+    """The per-film values ``stamped`` writes."""
+    date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S.%f")
+    return {"date": date, "time": time, "datetime": date + time}
 
 
 def concept(value: str, meaning: str) -> Code:
@@ -98,41 +132,45 @@ def notes(screening: Screening, description: ModelDescription) -> list[tuple[str
         items.append(("reason", "Not screened because", screening.reason))
     if screening.heat_in_lungs is not None:
         items.append(("heat in lungs", "Heatmap in the lungs", f"{screening.heat_in_lungs:.1%} of the heatmap"))
-    return items
+    return [(code, meaning, text[:1024]) for code, meaning, text in items]
 
 
-def overlay_capture(screening: Screening, source: Dataset, description: ModelDescription, overlay: np.ndarray,
-                    version: str) -> Dataset:
-    """A Secondary Capture of the overlay (RGB), "research use" written on the image itself."""
+def overlay_capture(film: Film, description: ModelDescription, version: str) -> Dataset:
+    """A Secondary Capture of the film's overlay with its banner (RGB): "research use" is on the image itself."""
     import highdicom as hd
 
     model = model_name(description)
-    uid = source.SOPInstanceUID
-    title = f"{outcome(screening)} p={screening.probability:.3f}" if screening.scored else outcome(screening)
+    uid = film.source.SOPInstanceUID
     capture = hd.sc.SCImage.from_ref_dataset(
-        ref_dataset=source, pixel_array=with_banner(overlay, [title, RESEARCH_USE]), photometric_interpretation="RGB",
-        bits_allocated=8, coordinate_system="PATIENT", series_instance_uid=result_uid(uid, "sc series", model),
+        ref_dataset=film.source, pixel_array=film.picture, photometric_interpretation="RGB", bits_allocated=8,
+        coordinate_system="PATIENT", series_instance_uid=result_uid(uid, "sc series", model),
         sop_instance_uid=result_uid(uid, "sc", model), series_number=SC_SERIES, instance_number=1,
-        manufacturer="pneumoscan", patient_orientation=("L", "F"))
+        manufacturer="pneumoscan", patient_orientation=("L", "F"), transfer_syntax_uid=ExplicitVRLittleEndian)
     capture.SeriesDescription = f"pneumoscan heatmap ({RESEARCH_USE})"
     capture.BurnedInAnnotation = "YES"
     capture.SoftwareVersions = version
     capture.ImageComments = f"{model}, {description.intended_use}"[:10240]
-    return capture
+    return stamped(capture, film.now)
+
+
+def picture(screening: Screening) -> np.ndarray:
+    """The overlay (film, heatmap, lung outline) with its banner: the outcome and "research use"."""
+    title = f"{outcome(screening)} p={screening.probability:.3f}" if screening.scored else outcome(screening)
+    return with_banner(overlay(screening.image, screening.heatmap, lungs=screening.lungs), [title, RESEARCH_USE])
 
 
 def with_banner(rgb: np.ndarray, lines: list[str], scale: int = 2) -> np.ndarray:
-    """The image enlarged ``scale`` times with ``lines`` of text on a black band above it."""
+    """The image enlarged ``scale`` times (each pixel a ``scale``-wide square) under a black band with ``lines`` of
+    text."""
     from PIL import Image, ImageDraw
 
-    image = Image.fromarray(rgb).resize((rgb.shape[1] * scale, rgb.shape[0] * scale), Image.BILINEAR)
-    band = 14 * len(lines) + 8
-    canvas = Image.new("RGB", (image.width, image.height + band))
-    canvas.paste(image, (0, band))
-    draw = ImageDraw.Draw(canvas)
+    height, width = rgb.shape[:2]
+    band = Image.new("RGB", (width * scale, 14 * len(lines) + 8))
+    draw = ImageDraw.Draw(band)
     for i, line in enumerate(lines):
         draw.text((6, 4 + 14 * i), line, fill=(255, 255, 0) if i else (255, 255, 255))
-    return np.asarray(canvas)
+    enlarged = np.broadcast_to(rgb[:, None, :, None], (height, scale, width, scale, 3))
+    return np.concatenate([np.asarray(band), enlarged.reshape(height * scale, width * scale, 3)])
 
 
 def keep_screening(folder: Path, screening: Screening) -> None:
@@ -156,20 +194,71 @@ def kept_screening(folder: Path) -> Screening:
     return Screening(**fields)
 
 
-def make_results(folder: Path, source: Dataset, description: ModelDescription, version: str) -> list[Path]:
-    """The report (and, for a scored film, the overlay) of the screening kept in ``folder``, written there."""
-    screening = kept_screening(folder)
-    results = [write(structured_report(screening, source, description, version), folder / "sr.dcm")]
-    if screening.scored and screening.heatmap is not None:
-        picture = overlay(screening.image, screening.heatmap, lungs=screening.lungs)
-        results.append(write(overlay_capture(screening, source, description, picture, version), folder / "sc.dcm"))
-    return results
+class ResultMaker:
+    """Makes the report and overlay of screenings kept beside the inbox, for one model. Each kind of object for
+    each kind of film (outcome, notes, the source's attributes) is built by highdicom once, for marker films,
+    and cut into a checked stencil; the others are filled in from it. Where no stencil passes its check, every
+    object of that kind is built by highdicom."""
+
+    KINDS = {"sr": structured_report, "sc": overlay_capture}
+
+    def __init__(self, description: ModelDescription, version: str):
+        self.description, self.version = description, version
+        self.stencils: dict[tuple, Stencil | None] = {}
+
+    def make(self, folder: Path, source: Dataset) -> list[Path]:
+        """The report (and, for a scored film, the overlay) of the screening kept in ``folder``, written there."""
+        screening = kept_screening(folder)
+        overlaid = screening.scored and screening.heatmap is not None
+        film = Film(screening, source, datetime.datetime.now(), picture(screening) if overlaid else None)
+        values = self.values(film)
+        made = {"sr.dcm": self.file("sr", film, values)}
+        if overlaid:
+            made["sc.dcm"] = self.file("sc", film, values)
+        for name, data in made.items():  # whole or absent, not synced: a result lost in a crash is made again
+            replaced_write(folder / name, data)
+        return [folder / name for name in made]
+
+    def file(self, kind: str, film: Film, values: dict[str, object] | None = None) -> bytes:
+        """The DICOM file of the ``kind`` of result of ``film`` (whose ``values`` may be given)."""
+        key = (kind, *self.kind_of_film(film))
+        if key not in self.stencils:
+            self.stencils[key] = make_stencil(lambda f: self.build(kind, f), self.values, marker_film(film, 1),
+                                              marker_film(film, 2))
+        stencil = self.stencils[key]
+        return stencil.fill(values or self.values(film)) if stencil else encoded(self.build(kind, film))
+
+    def build(self, kind: str, film: Film) -> Dataset:
+        return self.KINDS[kind](film, self.description, self.version)
+
+    def kind_of_film(self, film: Film) -> tuple:
+        """What a stencil holds as it is: the outcome, the notes given, the classes, the source's coded values."""
+        s = film.screening
+        return (s.status, s.label, s.flagged, tuple(s.probabilities), tuple(n[0] for n in notes(s, self.description)),
+                None if film.picture is None else film.picture.shape, source_key(film.source))
+
+    def values(self, film: Film) -> dict[str, object]:
+        """A film's values that change from film to film, by name: what stencils' holes are filled with."""
+        screening, model = film.screening, model_name(self.description)
+        uid = str(film.source.SOPInstanceUID)
+        values: dict[str, object] = source_values(film.source) | timestamps(film.now)
+        values |= {f"uid {kind}": result_uid(uid, kind, model) for kind in ("tracking", "sr series", "sr",
+                                                                            "sc series", "sc")}
+        for name, p in screening.probabilities.items():
+            values[f"p {name}"], values[f"p {name} text"] = float(p), DS(p, auto_format=True)
+        values |= {f"note {code}": text for code, _, text in notes(screening, self.description)}
+        if film.picture is not None:
+            values["pixels"] = film.picture.tobytes()
+        return values
 
 
-def write(dataset: Dataset, path: Path) -> Path:
-    """A result object as a DICOM file (whole or absent, not synced: a result lost in a crash is made again
-    before sending); returns its path."""
-    buffer = io.BytesIO()
-    dataset.save_as(buffer, enforce_file_format=True)
-    replaced_write(path, buffer.getvalue())
-    return path
+def marker_film(film: Film, seed: int) -> Film:
+    """``film`` with a marker in place of each value that changes from film to film (``seed``: which set)."""
+    s = film.screening
+    screening = replace(
+        s, probabilities={c: round(0.1 + 0.01 * seed + 0.0001 * i + 1e-7, 8) for i, c in enumerate(s.probabilities)},
+        warning=s.warning and f"marker warning {seed}", reason=s.reason and f"marker reason {seed}",
+        heat_in_lungs=None if s.heat_in_lungs is None else 0.0123 + 0.0111 * seed)
+    rng = np.random.default_rng(seed)
+    return Film(screening, marker_source(film.source, seed), datetime.datetime(1800 + seed, 2, 3, 4, 5, 6, 7000 + seed),
+                None if film.picture is None else rng.integers(0, 256, film.picture.shape, dtype=np.uint8))
