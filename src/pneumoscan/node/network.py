@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC000
+# how long a result's C-STORE waits for the PACS's answer: pynetdicom now and then loses an answer to a race
+# between its threads (pydicom/pynetdicom#875), and the association is then aborted and the rest sent again
+ANSWER_SECONDS = 10
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,7 @@ def send(peer: Peer, files: dict[Path, object], calling_ae: str) -> dict[Path, s
 
     _config.STORE_SEND_CHUNKED_DATASET = True  # a path is sent from its bytes (this process sends only results)
     ae = AE(ae_title=calling_ae)
+    ae.dimse_timeout = ANSWER_SECONDS
     for sop_class in sorted({str(meta.MediaStorageSOPClassUID) for meta in files.values()}):
         ae.add_requested_context(sop_class, [ExplicitVRLittleEndian])
     assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
@@ -128,7 +132,8 @@ def send(peer: Peer, files: dict[Path, object], calling_ae: str) -> dict[Path, s
                 errors[path] = f"{peer}: {err}"
                 continue
             code = getattr(status, "Status", None)
-            errors[path] = "" if code == SUCCESS else f"{peer} answered status {code!r}"
+            errors[path] = ("" if code == SUCCESS else f"{peer} answered status 0x{code:04X}" if code is not None
+                            else f"no answer from {peer} within {ANSWER_SECONDS} s")
     finally:
         if assoc.is_established:
             assoc.release()
@@ -160,7 +165,7 @@ def dicom_side(settings, peer: Peer | None, description: dict, stop, ready) -> N
             except Exception:  # noqa: BLE001 - the DICOM side stays up; what failed is tried again
                 log.exception("making or sending results failed; trying again in %.0f s", settings.retry_seconds)
                 made, sent, failed = 0, 0, 1
-            if failed:
+            if failed and not sent:  # the PACS is down or refuses: wait; some went through: the rest at once
                 stop.wait(settings.retry_seconds)
             elif not sent and not made:
                 stop.wait(settings.idle_seconds)

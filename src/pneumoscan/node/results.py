@@ -232,9 +232,9 @@ class ResultMaker:
         return self.KINDS[kind](film, self.description, self.version)
 
     def kind_of_film(self, film: Film) -> tuple:
-        """What a stencil holds as it is: the outcome, the notes given, the classes, the source's coded values."""
+        """What a stencil holds as it is: whether scored, the notes given, the classes, the source's coded values."""
         s = film.screening
-        return (s.status, s.label, s.flagged, tuple(s.probabilities), tuple(n[0] for n in notes(s, self.description)),
+        return (s.status, s.flagged, tuple(s.probabilities), tuple(n[0] for n in notes(s, self.description)),
                 None if film.picture is None else film.picture.shape, source_key(film.source))
 
     def values(self, film: Film) -> dict[str, object]:
@@ -247,6 +247,8 @@ class ResultMaker:
         for name, p in screening.probabilities.items():
             values[f"p {name}"], values[f"p {name} text"] = float(p), DS(p, auto_format=True)
         values |= {f"note {code}": text for code, _, text in notes(screening, self.description)}
+        code = concept(outcome(screening), outcome(screening))
+        values["outcome"], values["outcome meaning"] = code.value, code.meaning
         if film.picture is not None:
             values["pixels"] = film.picture.tobytes()
         return values
@@ -255,8 +257,9 @@ class ResultMaker:
 def marker_film(film: Film, seed: int) -> Film:
     """``film`` with a marker in place of each value that changes from film to film (``seed``: which set)."""
     s = film.screening
+    probabilities = {c: round(0.1 + 0.01 * seed + 0.0001 * i + 1e-7, 8) for i, c in enumerate(s.probabilities)}
     screening = replace(
-        s, probabilities={c: round(0.1 + 0.01 * seed + 0.0001 * i + 1e-7, 8) for i, c in enumerate(s.probabilities)},
+        s, label=s.label and f"MK LABEL{seed}", probabilities=probabilities,
         warning=s.warning and f"marker warning {seed}", reason=s.reason and f"marker reason {seed}",
         heat_in_lungs=None if s.heat_in_lungs is None else 0.0123 + 0.0111 * seed)
     rng = np.random.default_rng(seed)

@@ -37,7 +37,7 @@ SEQUENCE_END = struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
 MARKED_VRS = frozenset({"AE", "AS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR",
                         "UT"})
 NOT_MARKED = frozenset({0x00080016, 0x00080005})  # SOP Class UID, Specific Character Set: part of the key
-FILM_SIZE = frozenset({0x00280010, 0x00280011})   # Rows, Columns: never copied into a result, never in the key
+IMAGE_GROUP = 0x0028  # how the source's pixels are stored (size, bits, compression): never copied into a result
 
 
 @dataclass(frozen=True)
@@ -181,9 +181,11 @@ def source_values(source: Dataset) -> dict[str, object]:
 
 def source_key(source: Dataset) -> tuple:
     """What of the source a stencil holds as it is: its attributes' tags and VRs, and the values of those not
-    marked (coded strings such as the modality or the patient's sex, multi-valued and empty ones, numbers)."""
+    marked (coded strings such as the modality or the patient's sex, multi-valued and empty ones, numbers). How
+    its pixels are stored (group 0028) is left out: highdicom takes patient, study and equipment attributes from a
+    source, and a Secondary Capture's pixel description from its own image."""
     return tuple((int(e.tag), e.VR, None if _marked(e) else repr(e.value)) for e in _root(source)
-                 if int(e.tag) not in FILM_SIZE)
+                 if e.tag.group != IMAGE_GROUP)
 
 
 def marker_source(source: Dataset, seed: int) -> Dataset:
