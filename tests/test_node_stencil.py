@@ -75,6 +75,12 @@ def test_a_result_from_its_stencil_is_highdicoms_build_byte_for_byte():
     assert all(len(stencil.holes) >= 10 for stencil in used)
 
 
+def test_past_its_stencils_a_maker_builds_with_highdicom():
+    maker, film = ResultMaker(description(), "9.8.7"), films(np.random.default_rng(4))[0]
+    maker.MAX_STENCILS = 0
+    assert maker.file("sr", film) == encoded(maker.build("sr", film)) and not maker.stencils
+
+
 def test_a_filled_report_is_a_valid_sr_that_says_what_the_screening_said():
     import highdicom as hd
 

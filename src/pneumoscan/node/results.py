@@ -198,9 +198,11 @@ class ResultMaker:
     """Makes the report and overlay of screenings kept beside the inbox, for one model. Each kind of object for
     each kind of film (outcome, notes, the source's attributes) is built by highdicom once, for marker films,
     and cut into a checked stencil; the others are filled in from it. Where no stencil passes its check, every
-    object of that kind is built by highdicom."""
+    object of that kind is built by highdicom. Past ``MAX_STENCILS`` kinds (a source whose unmarked attributes
+    change with every film would make one per film), new kinds are built by highdicom too."""
 
     KINDS = {"sr": structured_report, "sc": overlay_capture}
+    MAX_STENCILS = 256
 
     def __init__(self, description: ModelDescription, version: str):
         self.description, self.version = description, version
@@ -222,10 +224,10 @@ class ResultMaker:
     def file(self, kind: str, film: Film, values: dict[str, object] | None = None) -> bytes:
         """The DICOM file of the ``kind`` of result of ``film`` (whose ``values`` may be given)."""
         key = (kind, *self.kind_of_film(film))
-        if key not in self.stencils:
+        if key not in self.stencils and len(self.stencils) < self.MAX_STENCILS:
             self.stencils[key] = make_stencil(lambda f: self.build(kind, f), self.values, marker_film(film, 1),
                                               marker_film(film, 2))
-        stencil = self.stencils[key]
+        stencil = self.stencils.get(key)
         return stencil.fill(values or self.values(film)) if stencil else encoded(self.build(kind, film))
 
     def build(self, kind: str, film: Film) -> Dataset:
