@@ -57,7 +57,9 @@ def films(rng) -> list[Film]:
     made = []
     for i in range(2):
         made += [Film(screening(rng, 0.91 - i / 7), source(10 + i, LossyImageCompression=f"0{i}"), NOW),
-                 Film(screening(rng, 0.05 + i / 9), source(20 + i, PatientName=f"Müller^Jürgen{i}"), NOW),
+                 Film(screening(rng, 0.05 + i / 9), source(20 + i, PatientName=f"Müller^Jürgen{i}",
+                                                            **({"SpecificCharacterSet": "ISO_IR 192"} if i else {})),
+                      NOW),
                  Film(screening(rng, 0.77 + i / 50, flagged=True, warning=f"unlike the population ({0.3 + i})"),
                       source(30 + i, ReferringPhysicianName=f"Doc^Tor{i}"), NOW),
                  Film(Screening("lateral.dcm", REFUSED, reason=f"not a frontal chest X-ray ({i})"), source(40 + i),
@@ -71,7 +73,7 @@ def test_a_result_from_its_stencil_is_highdicoms_build_byte_for_byte():
         for kind in ("sr", "sc") if film.picture is not None else ("sr",):
             assert maker.file(kind, film) == encoded(maker.build(kind, film))
     used = [stencil for stencil in maker.stencils.values() if stencil is not None]
-    assert len(used) == len(maker.stencils) == 5  # report and overlay, flagged or not, and a refusal's report
+    assert len(used) == len(maker.stencils) == 7  # report and overlay, flagged or not, in UTF-8, a refusal's report
     assert all(len(stencil.holes) >= 10 for stencil in used)
 
 

@@ -44,7 +44,8 @@ IMAGE_GROUP = 0x0028  # how the source's pixels are stored (size, bits, compress
 class Hole:
     tag: int
     vr: str
-    name: str  # the per-film value it holds
+    name: str                    # the per-film value it holds
+    encodings: tuple[str, ...]   # the character sets of the dataset it is in
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,6 @@ class Stencil:
 
     pieces: tuple[bytes, ...]
     holes: tuple[Hole, ...]
-    encodings: tuple[str, ...]
     file_meta: FileMetaDataset
     instance_uid: str  # the name of the value that is the object's SOP Instance UID
 
@@ -61,7 +61,7 @@ class Stencil:
         """The DICOM file of the object whose per-film values are ``values``."""
         out = [PREAMBLE, file_meta_bytes(self.file_meta, str(values[self.instance_uid])), self.pieces[0]]
         for hole, piece in zip(self.holes, self.pieces[1:]):
-            out += [element_bytes(hole.tag, hole.vr, values[hole.name], self.encodings), piece]
+            out += [element_bytes(hole.tag, hole.vr, values[hole.name], hole.encodings), piece]
         return b"".join(out)
 
 
@@ -85,7 +85,7 @@ def make_stencil(build: Callable[[object], Dataset], values: Callable[[object], 
     if uid_name is None:
         return None
     writer = _Writer(dataset, markers)
-    stencil = Stencil(tuple(writer.pieces), tuple(writer.holes), tuple(writer.encodings), dataset.file_meta, uid_name)
+    stencil = Stencil(tuple(writer.pieces), tuple(writer.holes), dataset.file_meta, uid_name)
     return stencil if stencil.fill(values(check_film)) == encoded(build(check_film)) else None
 
 
@@ -95,8 +95,8 @@ def comparable(value) -> tuple | None:
         return None
     if isinstance(value, bytes):
         return ("bytes", value)
-    if isinstance(value, float) and not isinstance(value, str):
-        return ("float", struct.pack("<d", value)) if type(value) is float else ("text", str(value))
+    if type(value) is float:  # FD; a DS number is its text
+        return ("float", struct.pack("<d", value))
     return ("text", str(value))
 
 
@@ -105,11 +105,10 @@ class _Writer:
 
     def __init__(self, dataset: Dataset, markers: dict[tuple, str]):
         self.markers = markers
-        self.encodings = convert_encodings(dataset.get("SpecificCharacterSet", "ISO_IR 6"))
         self.pieces: list[bytes] = []
         self.holes: list[Hole] = []
         self.out = new_stream()
-        self.dataset(dataset, self.encodings)
+        self.dataset(dataset, convert_encodings(dataset.get("SpecificCharacterSet", "ISO_IR 6")))
         self.pieces.append(self.out.getvalue())
 
     def dataset(self, dataset: Dataset, encodings: list[str]) -> None:
@@ -133,7 +132,7 @@ class _Writer:
                 write_data_element(self.out, element, encodings)
             else:
                 self.pieces.append(self.out.getvalue())
-                self.holes.append(Hole(int(element.tag), element.VR, name))
+                self.holes.append(Hole(int(element.tag), element.VR, name, tuple(encodings)))
                 self.out = new_stream()
 
 
