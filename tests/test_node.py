@@ -199,9 +199,11 @@ def reported_probabilities(datasets) -> dict[str, float | None]:
     return found
 
 
-def test_the_whole_loop_through_orthanc(lung_model, tmp_path):
+@pytest.mark.parametrize("results_by", ["C-STORE", "STOW-RS"])
+def test_the_whole_loop_through_orthanc(lung_model, tmp_path, results_by):
     """A modality sends films to Orthanc, Orthanc forwards them to the node, and the node's reports and overlays
-    arrive back in Orthanc in the same studies, with pneumoscan predict's probabilities."""
+    arrive back in Orthanc (by C-STORE, or by STOW-RS to its DICOMweb plugin) in the same studies, with pneumoscan
+    predict's probabilities."""
     import io
 
     import pydicom
@@ -211,8 +213,12 @@ def test_the_whole_loop_through_orthanc(lung_model, tmp_path):
         orthanc = start_orthanc(node_port)
     except RuntimeError as err:
         pytest.skip(f"Orthanc could not be started: {err}")
+    if results_by == "STOW-RS" and "dicom-web" not in orthanc.get("/plugins"):
+        orthanc.stop()
+        pytest.skip("Orthanc's DICOMweb plugin is not installed (Debian: orthanc-dicomweb)")
+    send_to = f"127.0.0.1:{orthanc.dicom_port}:ORTHANC" if results_by == "C-STORE" else f"{orthanc.url}/dicom-web"
     made = films(tmp_path / "films")
-    thread, stop, _ = start_node(lung_model, tmp_path / "inbox", f"127.0.0.1:{orthanc.dicom_port}:ORTHANC", node_port)
+    thread, stop, _ = start_node(lung_model, tmp_path / "inbox", send_to, node_port)
     try:
         assert set(send_files(list(made.values()), orthanc.dicom_port, ae_title="ORTHANC")) == {0}
         inbox = Inbox(tmp_path / "inbox")

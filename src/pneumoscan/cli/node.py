@@ -24,9 +24,9 @@ def add_node_commands(sub) -> None:
     p.add_argument("--ae-title", default="PNEUMOSCAN", help="this node's AE title (default PNEUMOSCAN)")
     p.add_argument("--port", type=int, default=11112, help="the DICOM port to listen on (default 11112)")
     p.add_argument("--host", default="0.0.0.0", help="the address to listen on (default all)")
-    p.add_argument("--send-to", default="", metavar="HOST:PORT:AET",
-                   help="the PACS that receives the results, e.g. localhost:4242:ORTHANC (default: keep them in the "
-                        "inbox)")
+    p.add_argument("--send-to", default="", metavar="HOST:PORT:AET|URL",
+                   help="the PACS that receives the results: by C-STORE, e.g. localhost:4242:ORTHANC, or by STOW-RS "
+                        "to its DICOMweb root, e.g. http://localhost:8042/dicom-web (default: keep them in the inbox)")
     p.add_argument("--batch-size", type=int, default=16, help="instances screened together (default 16)")
     p = sub.add_parser("worklist", help="a DICOM node's studies, most urgent first",
                        description="The studies a DICOM node received, ordered by the screened probability (highest "
@@ -41,11 +41,11 @@ def cmd_dicom_node(args) -> int:
     import sys
     import threading
 
-    from pneumoscan.node.network import Peer
+    from pneumoscan.node.network import parse_peer
     from pneumoscan.node.run import NodeSettings, run_node
 
     if args.send_to:
-        Peer.parse(args.send_to)  # a mistyped peer ends here, in one line
+        parse_peer(args.send_to)  # a mistyped peer ends here, in one line
     if "OMP_WAIT_POLICY" not in os.environ and sys.argv[1:2] == ["dicom-node"]:  # read as PyTorch loads: the
         # command starts again with it, in the same process
         os.environ["OMP_WAIT_POLICY"] = PASSIVE

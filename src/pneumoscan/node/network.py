@@ -47,6 +47,23 @@ class Peer:
         return f"{self.ae_title}@{self.host}:{self.port}"
 
 
+@dataclass(frozen=True)
+class WebPeer:
+    """A PACS's DICOMweb service (its STOW-RS root, e.g. ``http://pacs:8042/dicom-web``)."""
+
+    url: str
+
+    def __str__(self) -> str:
+        return self.url
+
+
+def parse_peer(text: str) -> Peer | WebPeer:
+    """``--send-to``: a DICOMweb URL (results by STOW-RS), else ``HOST:PORT:AET`` (results by C-STORE)."""
+    if text.startswith(("http://", "https://")):
+        return WebPeer(text.rstrip("/"))
+    return Peer.parse(text)
+
+
 def storage_scp(inbox: Inbox, ae_title: str, port: int, host: str = "0.0.0.0"):
     """Start the storage SCP in the background; returns pynetdicom's server (``shutdown()`` stops it)."""
     from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
@@ -104,10 +121,12 @@ def without_delay(assoc) -> None:
         connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def send(peer: Peer, files: dict[Path, object], calling_ae: str) -> dict[Path, str]:
+def send(peer: Peer | WebPeer, files: dict[Path, object], calling_ae: str) -> dict[Path, str]:
     """C-STORE ``files`` (path: its file meta information) to ``peer`` over one association, each sent as written,
-    never decoded again (explicit VR little endian, as results are made); returns each file's error ("" when
-    stored)."""
+    never decoded again (explicit VR little endian, as results are made), or STOW-RS them to a DICOMweb peer;
+    returns each file's error ("" when stored)."""
+    if isinstance(peer, WebPeer):
+        return store_over_the_web(peer, list(files))
     from pydicom.uid import ExplicitVRLittleEndian
     from pynetdicom import AE, _config
 
@@ -140,7 +159,25 @@ def send(peer: Peer, files: dict[Path, object], calling_ae: str) -> dict[Path, s
     return errors
 
 
-def dicom_side(settings, peer: Peer | None, description: dict, stop, ready) -> None:
+def store_over_the_web(peer: WebPeer, files: list[Path]) -> dict[Path, str]:
+    """STOW-RS ``files`` to ``peer`` in one request (dicomweb-client); returns each file's error ("" when
+    stored)."""
+    import pydicom
+    import requests
+    from dicomweb_client.api import DICOMwebClient
+
+    datasets = {path: pydicom.dcmread(path) for path in files}
+    try:
+        answer = DICOMwebClient(peer.url, timeout=ANSWER_SECONDS * 3).store_instances(list(datasets.values()))
+    except (requests.RequestException, OSError, ValueError) as err:
+        return {path: f"{peer}: {err}" for path in files}
+    refused = {str(item.get("ReferencedSOPInstanceUID", "")): item.get("FailureReason", "?")
+               for item in answer.get("FailedSOPSequence", [])}
+    return {path: (f"{peer} refused it (failure reason {refused[str(ds.SOPInstanceUID)]})"
+                   if str(ds.SOPInstanceUID) in refused else "") for path, ds in datasets.items()}
+
+
+def dicom_side(settings, peer: Peer | WebPeer | None, description: dict, stop, ready) -> None:
     """The node's second process: receive into the inbox, make the results of what is screened and send them,
     until ``stop`` is set or the screening process is gone (a killed node leaves no listener behind)."""
     from pneumoscan import __version__
@@ -211,7 +248,7 @@ def file_meta(path: Path):
     return meta if "MediaStorageSOPClassUID" in meta and path.stat().st_size > 512 else None
 
 
-def send_screened(inbox: Inbox, peer: Peer, calling_ae: str, limit: int = 64) -> tuple[int, int]:
+def send_screened(inbox: Inbox, peer: Peer | WebPeer, calling_ae: str, limit: int = 64) -> tuple[int, int]:
     """Send the results of screened instances to ``peer``; returns (instances sent, instances that failed)."""
     rows = inbox.unsent(limit)
     if not rows:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pneumoscan.node.inbox import Inbox
-from pneumoscan.node.network import Peer, dicom_side
+from pneumoscan.node.network import dicom_side, parse_peer
 from pneumoscan.node.screening import screen_waiting
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ class NodeSettings:
     ae_title: str = "PNEUMOSCAN"
     port: int = 11112
     host: str = "0.0.0.0"
-    send_to: str = ""                # HOST:PORT:AET of the PACS; "" = keep results in the inbox only
+    send_to: str = ""                # HOST:PORT:AET of the PACS, or its DICOMweb URL; "" = keep results in the inbox
     batch_size: int = 16             # instances screened together (what arrived together)
 
     idle_seconds: float = 0.2        # pause when nothing waits
@@ -40,7 +40,7 @@ def run_node(settings: NodeSettings, stop: threading.Event | None = None, *, rea
     from pneumoscan.inference.screen import load
 
     stop = stop or threading.Event()
-    peer = Peer.parse(settings.send_to) if settings.send_to else None
+    peer = parse_peer(settings.send_to) if settings.send_to else None
     inbox = Inbox(settings.inbox)
     screener = load(settings.model)
     log.info("model: %s (%s); inbox %s: %s", screener.description.arch, screener.description.task,
