@@ -127,3 +127,9 @@ def test_an_element_is_encoded_as_pydicom_encodes_it(vr, value):
     stream.is_little_endian, stream.is_implicit_VR = True, False
     write_data_element(stream, DataElement(0x00100010 if vr == "PN" else 0x00081030, vr, value), encodings)
     assert element_bytes(0x00100010 if vr == "PN" else 0x00081030, vr, value, encodings) == stream.getvalue()
+
+
+def test_a_maker_warms_up_on_a_made_up_film_and_keeps_no_stencil_for_it():
+    maker = ResultMaker(description(), "9.8.7")
+    maker.warm_up()
+    assert not maker.stencils

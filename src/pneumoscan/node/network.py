@@ -190,6 +190,7 @@ def dicom_side(settings, peer: Peer | WebPeer | None, description: dict, stop, r
     for chatty in ("pynetdicom", "highdicom"):  # every PDU, every attribute copied: the node logs each instance
         logging.getLogger(chatty).setLevel(logging.WARNING)
     maker = ResultMaker(ModelDescription.from_dict(description), __version__)
+    maker.warm_up()
     parent = multiprocessing.parent_process()
     inbox = Inbox(settings.inbox)
     server = storage_scp(inbox, settings.ae_title, settings.port, settings.host)

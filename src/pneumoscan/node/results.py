@@ -25,7 +25,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import DS
 
 from pneumoscan.explain.render import overlay
-from pneumoscan.inference.screen import Screening
+from pneumoscan.inference.screen import REFUSED, Screening
 from pneumoscan.models.description import ModelDescription
 from pneumoscan.node.inbox import replaced_write
 from pneumoscan.node.stencil import Stencil, encoded, make_stencil, marker_source, source_key, source_values
@@ -207,6 +207,22 @@ class ResultMaker:
     def __init__(self, description: ModelDescription, version: str):
         self.description, self.version = description, version
         self.stencils: dict[tuple, Stencil | None] = {}
+
+    def warm_up(self) -> None:
+        """Build one report for a made-up film, so that what highdicom reads once (the standard's module tables,
+        about 2 s of JSON) is read before the first film arrives, not while it waits."""
+        from pydicom.uid import DigitalXRayImageStorageForPresentation
+
+        source = Dataset()
+        source.SOPClassUID, source.SOPInstanceUID = DigitalXRayImageStorageForPresentation, generate_uid()
+        source.StudyInstanceUID, source.SeriesInstanceUID = generate_uid(), generate_uid()
+        for keyword in ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID",
+                        "StudyDate", "StudyTime"):
+            setattr(source, keyword, "")
+        source.Rows = source.Columns = source.SamplesPerPixel = 1
+        source.PhotometricInterpretation, source.Modality = "MONOCHROME2", "DX"
+        screening = Screening("warm-up", REFUSED, reason="warm-up")
+        structured_report(Film(screening, source, datetime.datetime.now()), self.description, self.version)
 
     def make(self, folder: Path, source: Dataset) -> list[Path]:
         """The report (and, for a scored film, the overlay) of the screening kept in ``folder``, written there."""
