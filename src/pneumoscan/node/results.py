@@ -94,19 +94,20 @@ def structured_report(film: Film, description: ModelDescription, version: str) -
 
 def stamped(dataset: Dataset, now: datetime.datetime) -> Dataset:
     """``dataset`` with its creation and content dates and times (and its equipment's contribution time) ``now``."""
-    date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S.%f")
-    for keyword, value in (("InstanceCreationDate", date), ("InstanceCreationTime", time), ("ContentDate", date),
-                           ("ContentTime", time), ("DateOfSecondaryCapture", date), ("TimeOfSecondaryCapture", time)):
+    stamp = timestamps(now)
+    for keyword, value in (("InstanceCreationDate", "date"), ("InstanceCreationTime", "time"), ("ContentDate", "date"),
+                           ("ContentTime", "time"), ("DateOfSecondaryCapture", "date"),
+                           ("TimeOfSecondaryCapture", "time")):
         if keyword in dataset:
-            setattr(dataset, keyword, value)
+            setattr(dataset, keyword, stamp[value])
     for item in dataset.get("ContributingEquipmentSequence", []):
         if "ContributionDateTime" in item:
-            item.ContributionDateTime = date + time
+            item.ContributionDateTime = stamp["datetime"]
     return dataset
 
 
 def timestamps(now: datetime.datetime) -> dict[str, str]:
-    """The per-film values ``stamped`` writes."""
+    """The per-film values ``stamped`` writes, by name."""
     date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S.%f")
     return {"date": date, "time": time, "datetime": date + time}
 
@@ -229,22 +230,25 @@ class ResultMaker:
         screening = kept_screening(folder)
         overlaid = screening.scored and screening.heatmap is not None
         film = Film(screening, source, datetime.datetime.now(), picture(screening) if overlaid else None)
-        values = self.values(film)
-        made = {"sr.dcm": self.file("sr", film, values)}
+        values, kind_of_film = self.values(film), self.kind_of_film(film)  # once for both objects
+        made = {"sr.dcm": self._file("sr", film, values, kind_of_film)}
         if overlaid:
-            made["sc.dcm"] = self.file("sc", film, values)
+            made["sc.dcm"] = self._file("sc", film, values, kind_of_film)
         for name, data in made.items():  # whole or absent, not synced: a result lost in a crash is made again
             replaced_write(folder / name, data)
         return [folder / name for name in made]
 
-    def file(self, kind: str, film: Film, values: dict[str, object] | None = None) -> bytes:
-        """The DICOM file of the ``kind`` of result of ``film`` (whose ``values`` may be given)."""
-        key = (kind, *self.kind_of_film(film))
+    def file(self, kind: str, film: Film) -> bytes:
+        """The DICOM file of the ``kind`` of result of ``film``."""
+        return self._file(kind, film, self.values(film), self.kind_of_film(film))
+
+    def _file(self, kind: str, film: Film, values: dict[str, object], kind_of_film: tuple) -> bytes:
+        key = (kind, *kind_of_film)
         if key not in self.stencils and len(self.stencils) < self.MAX_STENCILS:
             self.stencils[key] = make_stencil(lambda f: self.build(kind, f), self.values, marker_film(film, 1),
                                               marker_film(film, 2))
         stencil = self.stencils.get(key)
-        return stencil.fill(values or self.values(film)) if stencil else encoded(self.build(kind, film))
+        return stencil.fill(values) if stencil else encoded(self.build(kind, film))
 
     def build(self, kind: str, film: Film) -> Dataset:
         return self.KINDS[kind](film, self.description, self.version)
