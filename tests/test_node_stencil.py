@@ -18,7 +18,7 @@ from tests.dicom_films import dx_film, new_study
 
 from pneumoscan.inference.screen import REFUSED, SCORED, Screening
 from pneumoscan.models.description import ModelDescription
-from pneumoscan.node.results import Film, ResultMaker, picture
+from pneumoscan.node.results import Film, ResultMaker, marker_film, picture
 from pneumoscan.node.stencil import element_bytes, encoded, make_stencil
 
 NOW = datetime.datetime(2026, 12, 6, 9, 30, 15, 250000)
@@ -113,8 +113,6 @@ def test_a_stencil_that_fails_its_check_is_not_used():
 
 
 def markers(film: Film) -> tuple[Film, Film]:
-    from pneumoscan.node.results import marker_film
-
     return marker_film(film, 1), marker_film(film, 2)
 
 

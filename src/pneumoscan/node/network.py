@@ -1,6 +1,6 @@
 """The DICOM node on the network (pynetdicom): the storage SCP that receives studies into the inbox and answers
-C-ECHO, and the storage SCU that sends the results back to the PACS; ``dicom_side`` runs both in the node's
-second process.
+C-ECHO, and what sends the results back to the PACS (C-STORE, or STOW-RS to a DICOMweb peer: each peer kind
+``store``s); ``dicom_side`` runs both in the node's second process.
 
 The SCP accepts every storage class in the usual transfer syntaxes (compressed ones included), so what it must
 not screen is still kept and recorded rather than refused at the door; each instance is in the inbox (file
@@ -46,6 +46,10 @@ class Peer:
     def __str__(self) -> str:
         return f"{self.ae_title}@{self.host}:{self.port}"
 
+    def store(self, files: dict[Path, object], calling_ae: str) -> dict[Path, str]:
+        """C-STORE ``files`` (path: its file meta information); each file's error ("" when stored)."""
+        return c_store(self, files, calling_ae)
+
 
 @dataclass(frozen=True)
 class WebPeer:
@@ -55,6 +59,10 @@ class WebPeer:
 
     def __str__(self) -> str:
         return self.url
+
+    def store(self, files: dict[Path, object], calling_ae: str) -> dict[Path, str]:
+        """STOW-RS ``files``; each file's error ("" when stored). A DICOMweb request has no calling AE."""
+        return stow(self, list(files))
 
 
 def parse_peer(text: str) -> Peer | WebPeer:
@@ -121,16 +129,13 @@ def without_delay(assoc) -> None:
         connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def send(peer: Peer | WebPeer, files: dict[Path, object], calling_ae: str) -> dict[Path, str]:
-    """C-STORE ``files`` (path: its file meta information) to ``peer`` over one association, each sent as written,
-    never decoded again (explicit VR little endian, as results are made), or STOW-RS them to a DICOMweb peer;
-    returns each file's error ("" when stored)."""
-    if isinstance(peer, WebPeer):
-        return store_over_the_web(peer, list(files))
+def c_store(peer: Peer, files: dict[Path, object], calling_ae: str) -> dict[Path, str]:
+    """C-STORE ``files`` (path: its file meta information) to ``peer`` over one association (explicit VR little
+    endian, as results are made; sent from their bytes where the DICOM side asked pynetdicom to); returns each
+    file's error ("" when stored)."""
     from pydicom.uid import ExplicitVRLittleEndian
-    from pynetdicom import AE, _config
+    from pynetdicom import AE
 
-    _config.STORE_SEND_CHUNKED_DATASET = True  # a path is sent from its bytes (this process sends only results)
     ae = AE(ae_title=calling_ae)
     ae.dimse_timeout = ANSWER_SECONDS
     for sop_class in sorted({str(meta.MediaStorageSOPClassUID) for meta in files.values()}):
@@ -159,7 +164,7 @@ def send(peer: Peer | WebPeer, files: dict[Path, object], calling_ae: str) -> di
     return errors
 
 
-def store_over_the_web(peer: WebPeer, files: list[Path]) -> dict[Path, str]:
+def stow(peer: WebPeer, files: list[Path]) -> dict[Path, str]:
     """STOW-RS ``files`` to ``peer`` in one request (dicomweb-client); returns each file's error ("" when
     stored)."""
     import pydicom
@@ -180,10 +185,13 @@ def store_over_the_web(peer: WebPeer, files: list[Path]) -> dict[Path, str]:
 def dicom_side(settings, peer: Peer | WebPeer | None, description: dict, stop, ready) -> None:
     """The node's second process: receive into the inbox, make the results of what is screened and send them,
     until ``stop`` is set or the screening process is gone (a killed node leaves no listener behind)."""
+    from pynetdicom import _config
+
     from pneumoscan import __version__
     from pneumoscan.models.description import ModelDescription
     from pneumoscan.node.results import ResultMaker
 
+    _config.STORE_SEND_CHUNKED_DATASET = True  # a result is C-STOREd from its file's bytes, never decoded again
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the screening process, which stops us
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
@@ -263,7 +271,7 @@ def send_screened(inbox: Inbox, peer: Peer | WebPeer, calling_ae: str, limit: in
             log.warning("%s: its results were lost (a crash?); it is screened again", uid)
             del files[uid]
     to_send = {path: metas[path] for paths in files.values() for path in paths}
-    errors = send(peer, to_send, calling_ae) if to_send else {}
+    errors = peer.store(to_send, calling_ae) if to_send else {}
     delivered, failed = [], 0
     for uid, paths in files.items():
         problems = [errors[path] for path in paths if errors.get(path)]
