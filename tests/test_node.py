@@ -78,10 +78,11 @@ def films(folder: Path) -> dict[str, Path]:
     return made
 
 
-def start_node(model, inbox: Path, send_to: str = "", port: int = 0) -> tuple[threading.Thread, threading.Event, int]:
+def start_node(model, inbox: Path, send_to: str = "", port: int = 0,
+               gsps: bool = False) -> tuple[threading.Thread, threading.Event, int]:
     port, stop, ready = port or free_port(), threading.Event(), threading.Event()
     settings = NodeSettings(model=str(model), inbox=str(inbox), port=port, host="127.0.0.1", send_to=send_to,
-                            idle_seconds=0.05, retry_seconds=0.2)
+                            idle_seconds=0.05, retry_seconds=0.2, gsps=gsps)
     thread = threading.Thread(target=run_node, args=(settings, stop), kwargs={"ready": ready}, daemon=True)
     thread.start()
     assert ready.wait(60)
@@ -202,8 +203,8 @@ def reported_probabilities(datasets) -> dict[str, float | None]:
 @pytest.mark.parametrize("results_by", ["C-STORE", "STOW-RS"])
 def test_the_whole_loop_through_orthanc(lung_model, tmp_path, results_by):
     """A modality sends films to Orthanc, Orthanc forwards them to the node, and the node's reports and overlays
-    arrive back in Orthanc (by C-STORE, or by STOW-RS to its DICOMweb plugin) in the same studies, with pneumoscan
-    predict's probabilities."""
+    arrive back in Orthanc (by C-STORE, with presentation states, or by STOW-RS to its DICOMweb plugin) in the
+    same studies, with pneumoscan predict's probabilities."""
     import io
 
     import pydicom
@@ -217,14 +218,16 @@ def test_the_whole_loop_through_orthanc(lung_model, tmp_path, results_by):
         orthanc.stop()
         pytest.skip("Orthanc's DICOMweb plugin is not installed (Debian: orthanc-dicomweb)")
     send_to = f"127.0.0.1:{orthanc.dicom_port}:ORTHANC" if results_by == "C-STORE" else f"{orthanc.url}/dicom-web"
+    gsps = results_by == "C-STORE"
     made = films(tmp_path / "films")
-    thread, stop, _ = start_node(lung_model, tmp_path / "inbox", send_to, node_port)
+    thread, stop, _ = start_node(lung_model, tmp_path / "inbox", send_to, node_port, gsps=gsps)
     try:
         assert set(send_files(list(made.values()), orthanc.dicom_port, ae_title="ORTHANC")) == {0}
         inbox = Inbox(tmp_path / "inbox")
         wait_for(lambda: sum(inbox.counts().values()) == len(made)
                  and set(inbox.counts()) <= {"sent", "skipped"}, seconds=120)
-        wait_for(lambda: len(orthanc.get("/instances")) == len(made) + 6 + 4, seconds=60)
+        results = 6 + 4 + (4 if gsps else 0)  # a report per screenable film; an overlay (and a GSPS) per scored one
+        wait_for(lambda: len(orthanc.get("/instances")) == len(made) + results, seconds=60)
         studies = {orthanc.get(f"/studies/{s}")["MainDicomTags"]["StudyInstanceUID"]: s
                    for s in orthanc.get("/studies")}
         returned = []
@@ -241,7 +244,12 @@ def test_the_whole_loop_through_orthanc(lung_model, tmp_path, results_by):
         thread.join(30)
         orthanc.stop()
     reports = [d for d in returned if d.Modality == "SR"]
-    assert len(reports) == 6 and len(returned) == 10
+    assert len(reports) == 6 and len(returned) == results
+    sources = {str(pydicom.dcmread(path).SOPInstanceUID) for path in made.values()}
+    states = [d for d in returned if d.Modality == "PR"]
+    assert len(states) == (4 if gsps else 0)
+    assert all(s.ReferencedSeriesSequence[0].ReferencedImageSequence[0].ReferencedSOPInstanceUID in sources
+               for s in states)
     screenable = ["plain", "jpeg2000", "rle", "second", "lateral", "broken"]
     assert main(["predict", str(lung_model), *[str(made[n]) for n in screenable], "--out",
                  str(tmp_path / "p.csv")]) == 1  # 1: a file was unreadable (the broken one)

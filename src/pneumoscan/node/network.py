@@ -189,6 +189,7 @@ def dicom_side(settings, peer: Peer | WebPeer | None, description: dict, stop, r
 
     from pneumoscan import __version__
     from pneumoscan.models.description import ModelDescription
+    from pneumoscan.node.presentation import presentation_state
     from pneumoscan.node.results import ResultMaker
 
     _config.STORE_SEND_CHUNKED_DATASET = True  # a result is C-STOREd from its file's bytes, never decoded again
@@ -197,7 +198,8 @@ def dicom_side(settings, peer: Peer | WebPeer | None, description: dict, stop, r
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     for chatty in ("pynetdicom", "highdicom"):  # every PDU, every attribute copied: the node logs each instance
         logging.getLogger(chatty).setLevel(logging.WARNING)
-    maker = ResultMaker(ModelDescription.from_dict(description), __version__)
+    maker = ResultMaker(ModelDescription.from_dict(description), __version__,
+                        built_whole={"pr": presentation_state} if settings.gsps else None)
     maker.warm_up()
     parent = multiprocessing.parent_process()
     inbox = Inbox(settings.inbox)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import io
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -35,7 +36,7 @@ MAPS = ("heatmap", "image", "lungs")  # a screening's arrays, kept beside its fi
 SCHEME = "99PNEUMOSCAN"  # private coding scheme for the model's own concepts (its classes, the outcome)
 CHEST_X_RAY = Code("399208008", "SCT", "Plain chest X-ray")
 RESEARCH_USE = "RESEARCH USE ONLY - NOT FOR DIAGNOSIS"
-SR_SERIES, SC_SERIES = 9901, 9902
+SR_SERIES, SC_SERIES, PR_SERIES = 9901, 9902, 9903  # report, overlay, presentation state
 
 
 def result_uid(source_uid: str, kind: str, model: str) -> str:
@@ -151,7 +152,15 @@ def overlay_capture(film: Film, description: ModelDescription, version: str) -> 
     capture.BurnedInAnnotation = "YES"
     capture.SoftwareVersions = version
     capture.ImageComments = f"{model}, {description.intended_use}"[:10240]
-    return stamped(capture, film.now)
+    return stamped(with_body_part(capture, film.source), film.now)
+
+
+def with_body_part(dataset: Dataset, source: Dataset) -> Dataset:
+    """``dataset`` with the source's Body Part Examined, where it has one (a viewer's hanging protocols and a
+    validator's laterality rule read it)."""
+    if source.get("BodyPartExamined"):
+        dataset.BodyPartExamined = source.BodyPartExamined
+    return dataset
 
 
 def picture(screening: Screening) -> np.ndarray:
@@ -200,13 +209,19 @@ class ResultMaker:
     each kind of film (outcome, notes, the source's attributes) is built by highdicom once, for marker films,
     and cut into a checked stencil; the others are filled in from it. Where no stencil passes its check, every
     object of that kind is built by highdicom. Past ``MAX_STENCILS`` kinds (a source whose unmarked attributes
-    change with every film would make one per film), new kinds are built by highdicom too."""
+    change with every film would make one per film), new kinds are built by highdicom too.
+
+    ``built_whole``: further objects for each scored film, by file stem (the node's ``--gsps``: a presentation
+    state), built by their function for every film: how many items they hold changes from film to film, which
+    no stencil can follow."""
 
     KINDS = {"sr": structured_report, "sc": overlay_capture}
     MAX_STENCILS = 256
 
-    def __init__(self, description: ModelDescription, version: str):
+    def __init__(self, description: ModelDescription, version: str, *,
+                 built_whole: dict[str, Callable[[Film, ModelDescription, str], Dataset]] | None = None):
         self.description, self.version = description, version
+        self.built_whole = dict(built_whole or {})
         self.stencils: dict[tuple, Stencil | None] = {}
 
     def warm_up(self) -> None:
@@ -226,7 +241,8 @@ class ResultMaker:
         structured_report(Film(screening, source, datetime.datetime.now()), self.description, self.version)
 
     def make(self, folder: Path, source: Dataset) -> list[Path]:
-        """The report (and, for a scored film, the overlay) of the screening kept in ``folder``, written there."""
+        """The report (and, for a scored film, the overlay and what is ``built_whole``) of the screening kept in
+        ``folder``, written there."""
         screening = kept_screening(folder)
         overlaid = screening.scored and screening.heatmap is not None
         film = Film(screening, source, datetime.datetime.now(), picture(screening) if overlaid else None)
@@ -234,6 +250,8 @@ class ResultMaker:
         made = {"sr.dcm": self._file("sr", film, values, kind_of_film)}
         if overlaid:
             made["sc.dcm"] = self._file("sc", film, values, kind_of_film)
+            for stem, build in self.built_whole.items():
+                made[f"{stem}.dcm"] = encoded(build(film, self.description, self.version))
         for name, data in made.items():  # whole or absent, not synced: a result lost in a crash is made again
             replaced_write(folder / name, data)
         return [folder / name for name in made]

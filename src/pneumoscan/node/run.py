@@ -30,6 +30,7 @@ class NodeSettings:
     host: str = "0.0.0.0"
     send_to: str = ""                # HOST:PORT:AET of the PACS, or its DICOMweb URL; "" = keep results in the inbox
     batch_size: int = 16             # instances screened together (what arrived together)
+    gsps: bool = False               # also a presentation state: lungs, heatmap contours, outcome as layers
 
     idle_seconds: float = 0.2        # pause when nothing waits
     retry_seconds: float = 10.0      # pause before sending again after the PACS could not be reached

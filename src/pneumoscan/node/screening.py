@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset
 
 from pneumoscan.inference.screen import Screener, Screening
 from pneumoscan.node.inbox import Inbox
-from pneumoscan.node.results import SC_SERIES, SR_SERIES, keep_screening
+from pneumoscan.node.results import PR_SERIES, SC_SERIES, SR_SERIES, keep_screening
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def skip_reason(row) -> str:
 def own_result(source: Dataset | None) -> bool:
     """Whether an instance is one of pneumoscan's own results, come back (a PACS routing everything to us)."""
     return (source is not None and str(source.get("Manufacturer", "")) == "pneumoscan"
-            and source.get("SeriesNumber") in (SR_SERIES, SC_SERIES))
+            and source.get("SeriesNumber") in (SR_SERIES, SC_SERIES, PR_SERIES))
 
 
 def screen_waiting(inbox: Inbox, screener: Screener, *, batch_size: int = 16) -> int:
