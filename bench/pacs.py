@@ -311,6 +311,44 @@ def one_pass(files: list[Path], screenable_uids: set[str], predictions, associat
         orthanc.stop()
 
 
+def drawn_and_checked(inbox: Path) -> dict:
+    """What the optional presentation state (``dicom-node --gsps``) costs a scored film, built from the screenings
+    the node kept in ``inbox``, and how many of the node's results the standard's validators fault: dicom3tools'
+    ``dciodvfy`` (every report, overlay and presentation state) and DCMTK's ``dcmpschk`` (presentation states)."""
+    import shutil
+    from datetime import datetime
+
+    import pydicom
+
+    from pneumoscan.inference.screen import load
+    from pneumoscan.node.presentation import presentation_state
+    from pneumoscan.node.results import Film, kept_screening
+    from pneumoscan.node.stencil import encoded
+
+    if not (shutil.which("dciodvfy") and shutil.which("dcmpschk")):
+        return {"not measured": "dciodvfy (dicom3tools) or dcmpschk (dcmtk) is not installed"}
+    description, seconds, faulted = load(MODEL).description, [], Counter()
+    for row in inbox_rows(inbox):
+        folder = inbox / "results" / row["sop_instance_uid"]
+        if not (folder / "sc.dcm").exists():
+            continue
+        header = pydicom.dcmread(inbox / row["path"], stop_before_pixels=True)
+        film = Film(kept_screening(folder), header, datetime.now())
+        started = time.perf_counter()
+        (folder / "pr.dcm").write_bytes(encoded(presentation_state(film, description, "bench")))
+        seconds.append(time.perf_counter() - started)
+    checked = Counter()
+    for path in sorted(inbox.glob("results/*/*.dcm")):
+        out = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+        checked[path.stem] += 1
+        faulted[path.stem] += any(line.startswith("Error") for line in (out.stdout + out.stderr).splitlines())
+    states = sorted(str(p) for p in inbox.glob("results/*/pr.dcm"))
+    out = subprocess.run(["dcmpschk", *states], capture_output=True, text=True)
+    return {"gsps_ms_per_film": round(1000 * float(np.mean(seconds)), 1), "gsps_films": len(seconds),
+            "dciodvfy_checked": dict(checked), "dciodvfy_faulted": {kind: faulted[kind] for kind in checked},
+            "dcmpschk_passed": (out.stdout + out.stderr).count("Test passed"), "dcmpschk_checked": len(states)}
+
+
 def main() -> None:
     launch_commit()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -329,6 +367,7 @@ def main() -> None:
     order = np.random.default_rng(0).permutation(len(files))
     files = [files[i] for i in order]
     run = one_pass(files, screenable_uids, predictions, args.associations, "run")
+    drawn = drawn_and_checked(WORK / "run")
     restart = one_pass(files, screenable_uids, predictions, args.associations, "restart",
                        kill_after=len(screenable) // 3)
     result = {
@@ -344,7 +383,7 @@ def main() -> None:
         "restart": {"killed_at": restart["killed_at"], "lost": restart["lost"], "duplicates": restart["duplicates"],
                     "resent": restart["resent"], "results_back": restart["results_back"],
                     "sr_mismatches": restart["sr_mismatches"]},
-        "run": run, "restart_pass": restart,
+        "results_checked": drawn, "run": run, "restart_pass": restart,
         "model": str(MODEL.relative_to(ROOT)), "orthanc": orthanc_version(),
         "pynetdicom": __import__("pynetdicom").__version__, "pydicom": pydicom.__version__,
         "data": f"shared/data/chest_xray_224/test ({len(screenable)} films) + hostile objects",
