@@ -168,32 +168,44 @@ def echo(port: int, ae_title: str) -> bool:
     return getattr(status, "Status", None) == 0
 
 
-def send_all(files: list[Path], port: int, associations: int) -> dict[str, float]:
+MODALITY_TRIES = 3  # a modality whose association fails or ends associates again and sends the rest
+
+
+def send_all(files: list[Path], port: int, associations: int) -> tuple[dict[str, float], int]:
     """C-STORE ``files`` to Orthanc over ``associations`` concurrent associations; returns each SOP instance UID's
-    time sent."""
+    time sent, and how often a worker whose association failed or ended associated again to send the rest (as a
+    modality would; ``MODALITY_TRIES`` times in all)."""
     import pydicom
     from pynetdicom import AE
 
     sent: dict[str, float] = {}
+    again = []
 
     def worker(part: list[Path]) -> None:
         datasets = [pydicom.dcmread(p) for p in part]
         ae = AE(ae_title="MODALITY")
         for sop_class, syntax in {(str(d.SOPClassUID), str(d.file_meta.TransferSyntaxUID)) for d in datasets}:
             ae.add_requested_context(sop_class, [syntax])
-        assoc = ae.associate("127.0.0.1", port, ae_title="ORTHANC")
-        for ds in datasets:
-            status = assoc.send_c_store(ds)
-            if getattr(status, "Status", None) == 0:
-                sent[str(ds.SOPInstanceUID)] = time.time()
-        assoc.release()
+        for _ in range(MODALITY_TRIES):
+            assoc = ae.associate("127.0.0.1", port, ae_title="ORTHANC")
+            for ds in datasets:
+                if str(ds.SOPInstanceUID) in sent or not assoc.is_established:
+                    continue
+                status = assoc.send_c_store(ds)
+                if getattr(status, "Status", None) == 0:
+                    sent[str(ds.SOPInstanceUID)] = time.time()
+            if assoc.is_established:
+                assoc.release()
+            if all(str(ds.SOPInstanceUID) in sent for ds in datasets):
+                return
+            again.append(1)
 
     threads = [threading.Thread(target=worker, args=(files[i::associations],)) for i in range(associations)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return sent
+    return sent, len(again)
 
 
 def inbox_rows(inbox: Path) -> list[dict]:
@@ -268,10 +280,7 @@ def one_pass(files: list[Path], screenable_uids: set[str], predictions, associat
         started = time.time()
         killed_at = None
         if kill_after:
-            sender = threading.Thread(target=lambda: sent.update(send_all(files, orthanc.dicom_port, associations)))
-            sent: dict[str, float] = {}
-            sender.start()
-            sender.join()
+            sent, reassociations = send_all(files, orthanc.dicom_port, associations)
             # Orthanc's Lua forward tries each instance once: the kill waits until every instance has reached
             # the node (and at least ``kill_after`` are screened), so what is measured is the node's own loss
             while (len(inbox_rows(inbox)) < len(files)
@@ -283,7 +292,7 @@ def one_pass(files: list[Path], screenable_uids: set[str], predictions, associat
                          "received": len(inbox_rows(inbox)), "seconds": round(time.time() - started, 1)}
             node = start_node(inbox, node_port, orthanc.dicom_port)
         else:
-            sent = send_all(files, orthanc.dicom_port, associations)
+            sent, reassociations = send_all(files, orthanc.dicom_port, associations)
         wait_until_done(inbox, len(files))
         cpu = {part: round(seconds - cpu_before[part], 1) for part, seconds in cpu_by_part(node, orthanc).items()}
         finished = max(r["sent_at"] or 0 for r in inbox_rows(inbox))
@@ -292,7 +301,8 @@ def one_pass(files: list[Path], screenable_uids: set[str], predictions, associat
         rows = {r["sop_instance_uid"]: r for r in inbox_rows(inbox)}
         to_result = [rows[u]["sent_at"] - sent[u] for u in screenable_uids if u in sent and rows.get(u)
                      and rows[u]["sent_at"]]
-        result |= {"instances": len(files), "sent_ok": len(sent), "in_inbox": len(rows),
+        result |= {"instances": len(files), "sent_ok": len(sent), "modality_reassociations": reassociations,
+                   "in_inbox": len(rows),
                    "lost": result["lost"] + sum(1 for u in sent if u not in rows),
                    "wall_seconds": round(finished - started, 2),
                    "images_per_second": round(len(screenable_uids) / (finished - started), 3),
