@@ -52,7 +52,7 @@ def presentation_state(film: Film, description: ModelDescription, version: str) 
     layers, annotations = [], []
 
     def annotate(name: str, meaning: str, rgb: tuple[int, int, int], **objects) -> None:
-        layer = hd.pr.GraphicLayer(name, len(layers) + 1, meaning, hd.color.CIELabColor.from_rgb(*rgb))
+        layer = hd.pr.GraphicLayer(name, len(layers) + 1, meaning[:64], hd.color.CIELabColor.from_rgb(*rgb))
         layers.append(layer)
         annotations.append(hd.pr.GraphicAnnotation([source], layer, referenced_frame_number=frame, **objects))
 
