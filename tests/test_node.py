@@ -266,8 +266,8 @@ def test_a_screening_lost_before_its_results_were_made_is_screened_again(lung_mo
 
     from pneumoscan.inference.screen import load
     from pneumoscan.node.inbox import Received
+    from pneumoscan.node.maker import ResultMaker
     from pneumoscan.node.network import Peer, make_waiting_results, send_screened
-    from pneumoscan.node.results import ResultMaker
     from pneumoscan.node.screening import screen_waiting
 
     made = films(tmp_path / "films")

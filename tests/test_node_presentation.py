@@ -1,6 +1,6 @@
 """node.presentation: the presentation state draws the lung outline and the heatmap's contours where they are on
 the original film (whatever its size), carries the outcome, references the source, and passes the standard's
-checks (DCMTK's dcmpschk, dicom3tools' dciodvfy); results.ResultMaker adds it only where asked, for scored
+checks (DCMTK's dcmpschk, dicom3tools' dciodvfy); maker.ResultMaker adds it only where asked, for scored
 films. The node's report and overlay pass dciodvfy too."""
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import pytest
 from tests.node_screenings import NOW, description, screening, source
 
 from pneumoscan.inference.screen import REFUSED, Screening
+from pneumoscan.node.maker import ResultMaker
 from pneumoscan.node.presentation import contours, presentation_state
-from pneumoscan.node.results import Film, ResultMaker, keep_screening, picture
+from pneumoscan.node.results import Film, keep_screening, picture
 from pneumoscan.node.stencil import encoded
 
 ROWS, COLUMNS = 96, 160  # 3 and 5 times the screenings' 32 x 32 grid

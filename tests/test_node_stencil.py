@@ -1,4 +1,4 @@
-"""node.stencil and results.ResultMaker: a report or overlay filled in from a stencil is, byte for byte, what
+"""node.stencil and maker.ResultMaker: a report or overlay filled in from a stencil is, byte for byte, what
 highdicom builds and pydicom encodes for that film; a stencil that does not pass its check is never used."""
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from pydicom.filewriter import write_data_element
 from tests.node_screenings import NOW, description, screening, source
 
 from pneumoscan.inference.screen import REFUSED, Screening
-from pneumoscan.node.results import Film, ResultMaker, marker_film, picture
+from pneumoscan.node.maker import ResultMaker, marker_film
+from pneumoscan.node.results import Film, picture
 from pneumoscan.node.stencil import element_bytes, encoded, make_stencil
 
 

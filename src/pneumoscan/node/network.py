@@ -189,8 +189,8 @@ def dicom_side(settings, peer: Peer | WebPeer | None, description: dict, stop, r
 
     from pneumoscan import __version__
     from pneumoscan.models.description import ModelDescription
+    from pneumoscan.node.maker import ResultMaker
     from pneumoscan.node.presentation import presentation_state
-    from pneumoscan.node.results import ResultMaker
 
     _config.STORE_SEND_CHUNKED_DATASET = True  # a result is C-STOREd from its file's bytes, never decoded again
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the screening process, which stops us
@@ -226,7 +226,7 @@ def dicom_side(settings, peer: Peer | WebPeer | None, description: dict, stop, r
 
 
 def make_waiting_results(inbox: Inbox, maker, limit: int = 16) -> int:
-    """Make the report and overlay (``results.ResultMaker``) of screened instances that have none yet; returns how
+    """Make the report and overlay (``maker.ResultMaker``) of screened instances that have none yet; returns how
     many were handled."""
     import pydicom
 
