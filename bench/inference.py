@@ -24,7 +24,7 @@ from bench.common import DATA, ROOT, launch_commit, write_result
 from pneumoscan.data import read_split, scan_kaggle_split, stack_inputs
 from pneumoscan.evaluate import binary_metrics
 from pneumoscan.export.files import ServingGraph, export_onnx, parity_check, quantize_openvino_int8
-from pneumoscan.inference.runtime import OpenVinoModel, compile_openvino
+from pneumoscan.inference.runtime import OpenVinoModel, compile_openvino, openvino_core
 from pneumoscan.models.checkpoint import load_model
 
 
@@ -126,9 +126,8 @@ def listed(run):
 
 
 def openvino_capabilities() -> list[str]:
-    import openvino as ov
 
-    return list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    return list(openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
 
 
 def inputs(model, samples) -> np.ndarray:

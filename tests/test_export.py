@@ -10,7 +10,7 @@ import torch
 
 from pneumoscan.data import Preprocessing
 from pneumoscan.export.files import ServingGraph, export_onnx, export_run, export_torchscript, quantize_openvino_int8
-from pneumoscan.inference.runtime import OnnxModel, OpenVinoModel, TorchModel, load_runtime
+from pneumoscan.inference.runtime import OnnxModel, OpenVinoModel, TorchModel, load_runtime, openvino_core
 from pneumoscan.input_checks.checks import InputChecks
 from pneumoscan.input_checks.fitting import fit_gate, fit_logistic, fit_shift
 from pneumoscan.models.checkpoint import LoadedModel, load_model
@@ -42,7 +42,6 @@ def test_onnx_graph_matches_pytorch_for_every_model(name, tmp_path):
 
 
 def test_openvino_runs_the_onnx_file_like_onnxruntime(tmp_path):
-    import openvino as ov
 
     torch.manual_seed(0)
     loaded = LoadedModel.of(build_model("densenet121", preprocessing=SMALL).eval(), threshold=0.4)
@@ -50,7 +49,7 @@ def test_openvino_runs_the_onnx_file_like_onnxruntime(tmp_path):
     reference = OnnxModel(path)
     fp32, bf16 = OpenVinoModel(path, precision="fp32"), OpenVinoModel(path, precision="bf16")
     assert fp32.description.threshold == 0.4 and fp32.preprocessing == SMALL and fp32.precision == "fp32"
-    bf16_capable = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    bf16_capable = "BF16" in openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     assert bf16.precision == ("bf16" if bf16_capable else "fp32")  # what the CPU can do
     for batch in (1, 5):  # dynamic batch size
         x = images(batch, seed=batch).numpy()

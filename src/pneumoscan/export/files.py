@@ -168,12 +168,12 @@ def quantize_openvino_int8(onnx_path: str | Path, out_path: str | Path, calibrat
     import nncf
     import openvino as ov
 
-    from pneumoscan.inference.runtime import onnx_metadata
+    from pneumoscan.inference.runtime import onnx_metadata, openvino_core
 
     out_path = Path(out_path)
     if out_path.suffix != ".xml":
         raise ValueError(f"{out_path}: an OpenVINO model is written as .xml (+ .bin)")
-    model = ov.Core().read_model(str(onnx_path))
+    model = openvino_core().read_model(str(onnx_path))
     others = sorted({op.get_type_name() for op in model.get_ops()} - {"Convolution"})
     dataset = nncf.Dataset([calibration[i:i + 1] for i in range(len(calibration))])
     quantized = nncf.quantize(model, dataset, subset_size=len(calibration), fast_bias_correction=False,

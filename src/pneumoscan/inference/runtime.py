@@ -11,6 +11,7 @@ decides anything: ``screen.Screener`` does, for every entry point.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from pathlib import Path
@@ -100,7 +101,7 @@ class OpenVinoModel:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such ONNX or OpenVINO file")
-        model = ov.Core().read_model(str(path))
+        model = openvino_core().read_model(str(path))
         _read_metadata(self, path, _openvino_metadata(path, model))
         self.compiled = compile_openvino(model, precision, threads=threads)
         self.precision = "bf16" if self.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.bf16 else "fp32"
@@ -118,14 +119,22 @@ class OpenVinoModel:
 def compile_openvino(model, precision: str, *, threads: int = 0):
     """``model`` (a file path or an ``openvino.Model``) compiled for the CPU, asking for ``precision``
     (fp32 or bf16) and tuned for latency (one stream, every thread on one request)."""
-    import openvino as ov
 
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"precision={precision!r}: use fp32 or bf16")
     config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32", "PERFORMANCE_HINT": "LATENCY"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
-    return ov.Core().compile_model(str(model) if isinstance(model, (str, Path)) else model, "CPU", config)
+    return openvino_core().compile_model(str(model) if isinstance(model, (str, Path)) else model, "CPU", config)
+
+
+@functools.cache
+def openvino_core():
+    """The process's one OpenVINO ``Core``, as OpenVINO advises: every further ``Core`` loads the CPU plugin again,
+    and a process that made several has crashed on exit (seen in this suite's xdist workers)."""
+    import openvino as ov
+
+    return ov.Core()
 
 
 def onnx_metadata(path: str | Path) -> dict[str, str]:
