@@ -68,6 +68,21 @@ def test_the_presentation_state_references_its_film_and_says_the_outcome():
     assert again.SOPInstanceUID == state.SOPInstanceUID
 
 
+def test_a_colour_film_gets_no_presentation_state_and_a_failing_one_costs_only_itself(tmp_path, caplog):
+    keep_screening(tmp_path / "film", screening(np.random.default_rng(5), 0.7))
+    colour = source(5, Rows=ROWS, Columns=COLUMNS, PhotometricInterpretation="RGB", SamplesPerPixel=3)
+    assert presentation_state(Film(screening(np.random.default_rng(5), 0.7), colour, NOW), description(), "1") is None
+    drawing = ResultMaker(description(), "1", built_whole={"pr": presentation_state})
+    assert [p.name for p in drawing.make(tmp_path / "film", colour)] == ["sr.dcm", "sc.dcm"]
+
+    def broken(film, description, version):
+        raise ValueError("no such thing")
+
+    failing = ResultMaker(description(), "1", built_whole={"pr": broken})
+    assert [p.name for p in failing.make(tmp_path / "film", source(6))] == ["sr.dcm", "sc.dcm"]
+    assert "no pr (ValueError: no such thing)" in caplog.text
+
+
 def test_a_maker_adds_the_presentation_state_only_where_asked_and_only_for_scored_films(tmp_path):
     rng = np.random.default_rng(2)
     header = source(2, Rows=ROWS, Columns=COLUMNS)

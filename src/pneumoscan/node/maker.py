@@ -7,6 +7,7 @@ follow is built by highdicom for every film.
 from __future__ import annotations
 
 import datetime
+import logging
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -34,6 +35,8 @@ from pneumoscan.node.results import (
 )
 from pneumoscan.node.stencil import Stencil, encoded, make_stencil, marker_source, source_key, source_values
 
+log = logging.getLogger(__name__)
+
 
 class ResultMaker:
     """Makes the report and overlay of screenings kept beside the inbox, for one model. Each kind of object for
@@ -44,13 +47,14 @@ class ResultMaker:
 
     ``built_whole``: further objects for each scored film, by file stem (the node's ``--gsps``: a presentation
     state), built by their function for every film: how many items they hold changes from film to film, which
-    no stencil can follow."""
+    no stencil can follow. A function returns None for a film it has nothing for; one that fails costs the film
+    that object alone (logged), never its report or overlay."""
 
     KINDS = {"sr": structured_report, "sc": overlay_capture}
     MAX_STENCILS = 256
 
     def __init__(self, description: ModelDescription, version: str, *,
-                 built_whole: dict[str, Callable[[Film, ModelDescription, str], Dataset]] | None = None):
+                 built_whole: dict[str, Callable[[Film, ModelDescription, str], Dataset | None]] | None = None):
         self.description, self.version = description, version
         self.built_whole = dict(built_whole or {})
         self.stencils: dict[tuple, Stencil | None] = {}
@@ -81,11 +85,24 @@ class ResultMaker:
         made = {"sr.dcm": self._file("sr", film, values, kind_of_film)}
         if overlaid:
             made["sc.dcm"] = self._file("sc", film, values, kind_of_film)
-            for stem, build in self.built_whole.items():
-                made[f"{stem}.dcm"] = encoded(build(film, self.description, self.version))
+            made |= self.extras(film)
         for name, data in made.items():  # whole or absent, not synced: a result lost in a crash is made again
             replaced_write(folder / name, data)
         return [folder / name for name in made]
+
+    def extras(self, film: Film) -> dict[str, bytes]:
+        """The files of what is ``built_whole`` for ``film``, by name."""
+        files = {}
+        for stem, build in self.built_whole.items():
+            try:
+                dataset = build(film, self.description, self.version)
+            except Exception as err:  # noqa: BLE001 - an optional object's failure keeps the film's other results
+                log.warning("%s: no %s (%s: %s); its report and overlay are sent", film.source.SOPInstanceUID, stem,
+                            type(err).__name__, err)
+                continue
+            if dataset is not None:
+                files[f"{stem}.dcm"] = encoded(dataset)
+        return files
 
     def file(self, kind: str, film: Film) -> bytes:
         """The DICOM file of the ``kind`` of result of ``film``."""

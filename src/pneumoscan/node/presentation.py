@@ -41,20 +41,23 @@ def contours(field: np.ndarray, level: float, rows: int, columns: int) -> list[n
     return [(line + 0.5) * scale for line in generator.lines(level) if len(line) >= MIN_POINTS]
 
 
-def presentation_state(film: Film, description: ModelDescription, version: str) -> Dataset:
+def presentation_state(film: Film, description: ModelDescription, version: str) -> Dataset | None:
     """A GSPS of a scored ``film`` with its lung outline, its heatmap's contours and its outcome as three layers
-    on the source image."""
+    on the source image; None for a colour source (a digitised film stored as RGB), which a grayscale
+    presentation state cannot present."""
     import highdicom as hd
+
+    if not str(film.source.get("PhotometricInterpretation", "")).startswith("MONOCHROME"):
+        return None
 
     screening, source, model = film.screening, film.source, model_name(description)
     rows, columns = int(source.Rows), int(source.Columns)
-    frame = 1 if int(source.get("NumberOfFrames", 1) or 1) > 1 else None  # the screener reads the first frame
     layers, annotations = [], []
 
     def annotate(name: str, meaning: str, rgb: tuple[int, int, int], **objects) -> None:
         layer = hd.pr.GraphicLayer(name, len(layers) + 1, meaning[:64], hd.color.CIELabColor.from_rgb(*rgb))
         layers.append(layer)
-        annotations.append(hd.pr.GraphicAnnotation([source], layer, referenced_frame_number=frame, **objects))
+        annotations.append(hd.pr.GraphicAnnotation([source], layer, **objects))
 
     def polylines(lines: list[np.ndarray]) -> list:
         return [hd.pr.GraphicObject(hd.pr.GraphicTypeValues.POLYLINE, line, hd.pr.AnnotationUnitsValues.PIXEL)
