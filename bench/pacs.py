@@ -331,13 +331,14 @@ def drawn_and_checked(inbox: Path) -> dict:
     import pydicom
 
     from pneumoscan.inference.screen import load
+    from pneumoscan.node.maker import ResultMaker
     from pneumoscan.node.presentation import presentation_state
     from pneumoscan.node.results import Film, kept_screening
-    from pneumoscan.node.stencil import encoded
 
     if not (shutil.which("dciodvfy") and shutil.which("dcmpschk")):
         return {"not measured": "dciodvfy (dicom3tools) or dcmpschk (dcmtk) is not installed"}
-    description, seconds, faulted = load(MODEL).description, [], Counter()
+    maker = ResultMaker(load(MODEL).description, "bench", built_whole={"pr": presentation_state})  # as --gsps
+    seconds, faulted = [], Counter()
     for row in inbox_rows(inbox):
         folder = inbox / "results" / row["sop_instance_uid"]
         if not (folder / "sc.dcm").exists():
@@ -345,7 +346,8 @@ def drawn_and_checked(inbox: Path) -> dict:
         header = pydicom.dcmread(inbox / row["path"], stop_before_pixels=True)
         film = Film(kept_screening(folder), header, datetime.now())
         started = time.perf_counter()
-        (folder / "pr.dcm").write_bytes(encoded(presentation_state(film, description, "bench")))
+        for name, data in maker.extras(film).items():
+            (folder / name).write_bytes(data)
         seconds.append(time.perf_counter() - started)
     checked = Counter()
     for path in sorted(inbox.glob("results/*/*.dcm")):

@@ -45,7 +45,7 @@ def test_the_lung_outline_lies_on_the_lungs_edges_in_the_films_pixels():
 def test_a_heat_contour_circles_the_heat_where_it_is_on_the_film():
     rows, columns = np.mgrid[0:32, 0:32]
     heat = np.exp(-((rows - 10) ** 2 + (columns - 20) ** 2) / 18.0)
-    lines = contours(heat, 0.5, ROWS, COLUMNS)
+    lines = contours(heat, (0.5,), ROWS, COLUMNS)
     assert len(lines) == 1
     centre = lines[0].mean(axis=0)
     assert centre == pytest.approx([(20 + 0.5) * 5, (10 + 0.5) * 3], abs=0.5)

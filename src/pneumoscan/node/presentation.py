@@ -11,6 +11,8 @@ bottom-right corner of the bottom-right pixel is (Columns, Rows) (DICOM PS3.3 C.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from pydicom.dataset import Dataset
 
@@ -20,8 +22,8 @@ from pneumoscan.node.results import (
     PR_SERIES,
     RESEARCH_USE,
     Film,
+    headline,
     model_name,
-    outcome,
     result_uid,
     stamped,
     with_body_part,
@@ -31,14 +33,14 @@ HEAT_LEVELS = (0.5, 0.8)  # shares of the heatmap's peak (the Grad-CAM map is sc
 MIN_POINTS = 3  # a contour of fewer points is a speck, not a region
 
 
-def contours(field: np.ndarray, level: float, rows: int, columns: int) -> list[np.ndarray]:
-    """The lines where ``field`` (the screener's square grid) crosses ``level``, as (column, row) points in the
-    pixel coordinates of a ``rows`` x ``columns`` film."""
+def contours(field: np.ndarray, levels: tuple[float, ...], rows: int, columns: int) -> list[np.ndarray]:
+    """The lines where ``field`` (the screener's square grid) crosses each of ``levels``, as (column, row) points
+    in the pixel coordinates of a ``rows`` x ``columns`` film (one contour generator for every level)."""
     import contourpy
 
     scale = np.array([columns / field.shape[1], rows / field.shape[0]])
     generator = contourpy.contour_generator(z=np.asarray(field, dtype=np.float64), line_type="Separate")
-    return [(line + 0.5) * scale for line in generator.lines(level) if len(line) >= MIN_POINTS]
+    return [(line + 0.5) * scale for level in levels for line in generator.lines(level) if len(line) >= MIN_POINTS]
 
 
 def presentation_state(film: Film, description: ModelDescription, version: str) -> Dataset | None:
@@ -64,16 +66,16 @@ def presentation_state(film: Film, description: ModelDescription, version: str) 
                 for line in lines]
 
     if screening.lungs is not None:
-        lines = contours(screening.lungs.astype(np.float64), 0.5, rows, columns)
+        lines = contours(screening.lungs.astype(np.float64), (0.5,), rows, columns)
         if lines:
             annotate("LUNGS", "lung outline drawn by the model's lung segmenter", OUTLINE,
                      graphic_objects=polylines(lines))
-    lines = [line for level in HEAT_LEVELS for line in contours(screening.heatmap, level, rows, columns)]
+    lines = contours(screening.heatmap, HEAT_LEVELS, rows, columns)
     if lines:
         annotate("HEATMAP", f"Grad-CAM of {screening.explained or screening.label} at "
                             f"{' and '.join(f'{level:.0%}' for level in HEAT_LEVELS)} of its peak",
                  heat_colour(max(HEAT_LEVELS)), graphic_objects=polylines(lines))
-    title = f"pneumoscan: {outcome(screening)} p={screening.probability:.3f}  {RESEARCH_USE}"
+    title = f"pneumoscan: {headline(screening)}  {RESEARCH_USE}"
     annotate("OUTCOME", "the screening's outcome", (255, 255, 0), text_objects=[hd.pr.TextObject(
         title, hd.pr.AnnotationUnitsValues.PIXEL, bounding_box=(1.0, 1.0, columns - 1.0, max(2.0, rows * 0.06)),
         text_justification=hd.pr.TextJustificationValues.LEFT)])
@@ -88,6 +90,7 @@ def presentation_state(film: Film, description: ModelDescription, version: str) 
     return stamped(with_body_part(state, source), film.now)
 
 
+@functools.cache
 def heat_colour(level: float) -> tuple[int, int, int]:
     """The overlay's colour for ``level`` of the heatmap, as 8-bit RGB."""
     from matplotlib import colormaps

@@ -159,10 +159,15 @@ def with_body_part(dataset: Dataset, source: Dataset) -> Dataset:
     return dataset
 
 
+def headline(screening: Screening) -> str:
+    """The outcome, with the probability when scored: what the overlay's banner and the drawings say first."""
+    return f"{outcome(screening)} p={screening.probability:.3f}" if screening.scored else outcome(screening)
+
+
 def picture(screening: Screening) -> np.ndarray:
     """The overlay (film, heatmap, lung outline) with its banner: the outcome and "research use"."""
-    title = f"{outcome(screening)} p={screening.probability:.3f}" if screening.scored else outcome(screening)
-    return with_banner(overlay(screening.image, screening.heatmap, lungs=screening.lungs), [title, RESEARCH_USE])
+    return with_banner(overlay(screening.image, screening.heatmap, lungs=screening.lungs),
+                       [headline(screening), RESEARCH_USE])
 
 
 def with_banner(rgb: np.ndarray, lines: list[str], scale: int = 2) -> np.ndarray:

@@ -33,9 +33,9 @@ ITEM = struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)
 ITEM_END = struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
 SEQUENCE_END = struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
 
-# a source's root attributes that may be copied into a result and change from film to film: text of these VRs
-MARKED_VRS = frozenset({"AE", "AS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR",
-                        "UT"})
+# a source's root attributes that may be copied into a result and change from film to film: text of any VR but a
+# coded string's (CS values such as the modality or the patient's sex are part of a stencil's key)
+MARKED_VRS = TEXT_VRS - {"CS"}
 NOT_MARKED = frozenset({0x00080016, 0x00080005})  # SOP Class UID, Specific Character Set: part of the key
 IMAGE_GROUP = 0x0028  # how the source's pixels are stored (size, bits, compression): never copied into a result
 
