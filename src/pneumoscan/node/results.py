@@ -94,7 +94,8 @@ def stamped(dataset: Dataset, now: datetime.datetime) -> Dataset:
     stamp = timestamps(now)
     for keyword, value in (("InstanceCreationDate", "date"), ("InstanceCreationTime", "time"), ("ContentDate", "date"),
                            ("ContentTime", "time"), ("DateOfSecondaryCapture", "date"),
-                           ("TimeOfSecondaryCapture", "time")):
+                           ("TimeOfSecondaryCapture", "time"), ("PresentationCreationDate", "date"),
+                           ("PresentationCreationTime", "time")):
         if keyword in dataset:
             setattr(dataset, keyword, stamp[value])
     for item in dataset.get("ContributingEquipmentSequence", []):
